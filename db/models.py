@@ -1,0 +1,146 @@
+"""Tables. Narrow metric rows (run, epoch, split, name, value) as in mlflow's tracking store, plus a
+small `latest_metrics` table kept current on every write so listing thousands of runs never
+aggregates the full history."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Run status values. queued -> running -> completed | failed | stopped | lost
+QUEUED, RUNNING, COMPLETED, FAILED, STOPPED, LOST = "queued", "running", "completed", "failed", "stopped", "lost"
+ACTIVE_STATUSES = (QUEUED, RUNNING)
+FINAL_STATUSES = (COMPLETED, FAILED, STOPPED, LOST)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text, default="")
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # class counts, sizes, mean/std
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    config: Mapped[dict] = mapped_column(JSON)  # ExperimentConfig, verbatim
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    dataset: Mapped[str] = mapped_column(String(200), default="", index=True)
+    model: Mapped[str] = mapped_column(String(200), default="")
+    parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    # where and how it runs
+    backend: Mapped[str] = mapped_column(String(32), default="local")
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), nullable=True)  # e.g. a Slurm job id
+    device: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    data_path: Mapped[str | None] = mapped_column(String(200), nullable=True)  # "fast" or "cpu: <why>"
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # lifecycle
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+    resume_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    epochs_planned: Mapped[int] = mapped_column(Integer, default=0)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+
+    checkpoints: Mapped[list["Checkpoint"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16))  # train | val | test
+    name: Mapped[str] = mapped_column(String(64))  # loss | acc | lr | epoch_seconds | images_per_sec ...
+    value: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        UniqueConstraint("run_id", "split", "name", "epoch", name="uq_metric_point"),
+        Index("ix_metrics_run_name", "run_id", "split", "name"),
+    )
+
+
+class LatestMetric(Base):
+    """Latest and best value of each (run, split, name): what the Runs table reads."""
+    __tablename__ = "latest_metrics"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    best_value: Mapped[float] = mapped_column(Float)
+    best_epoch: Mapped[int] = mapped_column(Integer)
+
+
+class ConfusionMatrix(Base):
+    __tablename__ = "confusion_matrices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16))
+    matrix: Mapped[list] = mapped_column(JSON)  # rows = true class, cols = predicted
+    __table_args__ = (UniqueConstraint("run_id", "split", "epoch", name="uq_confusion"),)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # epoch | best | last
+    path: Mapped[str] = mapped_column(Text)
+    metric_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metric_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    run: Mapped[Run] = relationship(back_populates="checkpoints")
+
+
+class Evaluation(Base):
+    """A final or later evaluation of one checkpoint on one split: accuracy, per-class P/R/F1, predictions."""
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int] = mapped_column(Integer)  # epoch of the evaluated weights
+    checkpoint: Mapped[str] = mapped_column(String(32), default="final")  # best | last | epoch_N | final
+    accuracy: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    per_class: Mapped[dict] = mapped_column(JSON)  # {precision: [...], recall: [...], f1: [...], support: [...]}
+    confusion: Mapped[list] = mapped_column(JSON)
+    predictions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {target, pred, confidence, loss} arrays
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TTAResult(Base):
+    __tablename__ = "tta_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16), default="test")
+    checkpoint: Mapped[str] = mapped_column(String(32), default="final")
+    variant: Mapped[str] = mapped_column(String(32))
+    accuracy: Mapped[float] = mapped_column(Float)
+    per_class: Mapped[dict] = mapped_column(JSON)  # {accuracy: [...], f1: [...]}
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

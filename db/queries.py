@@ -1,0 +1,168 @@
+"""Reads for the dashboard and the engine. Plain dicts and DataFrames out; no ORM objects leak."""
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import select
+
+from db.models import Checkpoint, ConfusionMatrix, Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult
+from db.session import read
+
+RUN_COLUMNS = ("id", "name", "status", "dataset", "model", "parent_run_id", "tags", "notes", "backend", "host", "pid",
+               "device", "data_path", "created_at", "started_at", "ended_at", "heartbeat_at", "error",
+               "epochs_planned", "epochs_done", "run_dir", "log_path", "external_id")
+
+
+def _run_dict(r: Run, with_config: bool = True) -> dict:
+    d = {c: getattr(r, c) for c in RUN_COLUMNS}
+    if with_config:
+        d["config"] = r.config
+        d["traceback"] = r.traceback
+    return d
+
+
+def get_run(url, run_id: int) -> dict | None:
+    def fn(s):
+        r = s.get(Run, run_id)
+        return _run_dict(r) if r else None
+
+    return read(url, fn)
+
+
+def get_dataset(url, name: str) -> dict | None:
+    def fn(s):
+        d = s.scalar(select(Dataset).where(Dataset.name == name))
+        return None if d is None else {"id": d.id, "name": d.name, "kind": d.kind, "path": d.path, "options": d.options, "summary": d.summary}
+
+    return read(url, fn)
+
+
+def list_datasets(url) -> list[dict]:
+    def fn(s):
+        return [{"id": d.id, "name": d.name, "kind": d.kind, "path": d.path, "options": d.options, "summary": d.summary}
+                for d in s.scalars(select(Dataset).order_by(Dataset.name))]
+
+    return read(url, fn)
+
+
+def list_runs(url, limit: int | None = None) -> pd.DataFrame:
+    """One row per run with its headline metrics, from runs + latest_metrics only (never the full history)."""
+    def fn(s):
+        q = select(Run.id, Run.name, Run.status, Run.dataset, Run.model, Run.tags, Run.notes, Run.epochs_done,
+                   Run.epochs_planned, Run.created_at, Run.started_at, Run.ended_at, Run.parent_run_id, Run.backend,
+                   Run.host, Run.device).order_by(Run.id.desc())
+        if limit:
+            q = q.limit(limit)
+        runs = pd.DataFrame(s.execute(q).all(), columns=["id", "name", "status", "dataset", "model", "tags", "notes",
+                                                          "epochs_done", "epochs_planned", "created_at", "started_at",
+                                                          "ended_at", "parent_run_id", "backend", "host", "device"])
+        if runs.empty:
+            return runs
+        lm = s.execute(select(LatestMetric.run_id, LatestMetric.split, LatestMetric.name, LatestMetric.value,
+                              LatestMetric.best_value).where(LatestMetric.run_id.in_(runs["id"].tolist()),
+                                                             LatestMetric.name.in_(["acc", "loss"]))).all()
+        return runs, lm
+
+    out = read(url, fn)
+    if isinstance(out, pd.DataFrame):
+        return out
+    runs, lm = out
+    wide: dict[int, dict] = {}
+    for run_id, split, name, value, best in lm:
+        row = wide.setdefault(run_id, {})
+        row[f"{split}_{name}"] = value
+        if split == "val":
+            row[f"best_val_{name}"] = best
+    metrics = pd.DataFrame.from_dict(wide, orient="index")
+    runs = runs.merge(metrics, left_on="id", right_index=True, how="left")
+    for col in ("best_val_acc", "test_acc", "val_acc", "train_acc", "val_loss", "train_loss"):
+        if col not in runs:
+            runs[col] = float("nan")
+    end = runs["ended_at"].where(runs["ended_at"].notna(), pd.Timestamp.utcnow().tz_localize(None))
+    runs["duration_s"] = (pd.to_datetime(end) - pd.to_datetime(runs["started_at"])).dt.total_seconds()
+    return runs
+
+
+def metric_history(url, run_ids: list[int], names: list[str] | None = None) -> pd.DataFrame:
+    """Long table (run_id, epoch, split, name, value) for the given runs."""
+    def fn(s):
+        q = select(Metric.run_id, Metric.epoch, Metric.split, Metric.name, Metric.value).where(Metric.run_id.in_(run_ids))
+        if names:
+            q = q.where(Metric.name.in_(names))
+        return s.execute(q.order_by(Metric.run_id, Metric.epoch)).all()
+
+    return pd.DataFrame(read(url, fn), columns=["run_id", "epoch", "split", "name", "value"])
+
+
+def confusion_matrices(url, run_id: int, split: str = "val") -> dict[int, list]:
+    def fn(s):
+        rows = s.execute(select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
+                         .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
+                         .order_by(ConfusionMatrix.epoch)).all()
+        return {e: m for e, m in rows}
+
+    return read(url, fn)
+
+
+def latest_confusion(url, run_id: int, split: str = "val") -> tuple[int, list] | None:
+    def fn(s):
+        row = s.execute(select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
+                        .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
+                        .order_by(ConfusionMatrix.epoch.desc()).limit(1)).first()
+        return tuple(row) if row else None
+
+    return read(url, fn)
+
+
+def evaluations(url, run_id: int, with_predictions: bool = False) -> list[dict]:
+    def fn(s):
+        out = []
+        for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.created_at)):
+            d = {"split": e.split, "epoch": e.epoch, "checkpoint": e.checkpoint, "accuracy": e.accuracy, "loss": e.loss,
+                 "per_class": e.per_class, "confusion": e.confusion, "created_at": e.created_at}
+            if with_predictions:
+                d["predictions"] = e.predictions
+            out.append(d)
+        return out
+
+    return read(url, fn)
+
+
+def tta_results(url, run_ids: list[int]) -> pd.DataFrame:
+    def fn(s):
+        return s.execute(select(TTAResult.run_id, TTAResult.split, TTAResult.checkpoint, TTAResult.variant,
+                                TTAResult.accuracy, TTAResult.per_class).where(TTAResult.run_id.in_(run_ids))
+                         .order_by(TTAResult.run_id, TTAResult.id)).all()
+
+    return pd.DataFrame(read(url, fn), columns=["run_id", "split", "checkpoint", "variant", "accuracy", "per_class"])
+
+
+def checkpoints(url, run_id: int) -> list[dict]:
+    def fn(s):
+        return [{"epoch": c.epoch, "kind": c.kind, "path": c.path, "metric_name": c.metric_name, "metric_value": c.metric_value}
+                for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.epoch, Checkpoint.kind))]
+
+    return read(url, fn)
+
+
+def checkpoint_path(url, run_id: int, kind: str = "last") -> str | None:
+    def fn(s):
+        return s.scalar(select(Checkpoint.path).where(Checkpoint.run_id == run_id, Checkpoint.kind == kind)
+                        .order_by(Checkpoint.epoch.desc()).limit(1))
+
+    return read(url, fn)
+
+
+def run_statuses(url, run_ids: list[int]) -> dict[int, str]:
+    return read(url, lambda s: dict(s.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids))).all()))
+
+
+def count_runs(url, status: str) -> int:
+    from sqlalchemy import func
+
+    return read(url, lambda s: s.scalar(select(func.count()).select_from(Run).where(Run.status == status)))
+
+
+def oldest_queued(url) -> int | None:
+    from db.models import QUEUED
+
+    return read(url, lambda s: s.scalar(select(Run.id).where(Run.status == QUEUED).order_by(Run.id).limit(1)))

@@ -1,0 +1,97 @@
+"""Engine and sessions. SQLite (WAL, busy timeout) is the embedded default; any SQLAlchemy URL works.
+
+The URL comes from --db, else LAB_DB_URL, else sqlite:///lab.db in the working directory.
+Schema changes go through Alembic (db/migrations); `init_db` upgrades to head.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_URL = "sqlite:///lab.db"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def db_url(url: str | None = None) -> str:
+    return url or os.environ.get("LAB_DB_URL") or DEFAULT_URL
+
+
+@functools.lru_cache(maxsize=16)
+def get_engine(url: str | None = None) -> Engine:
+    url = db_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a power cut loses at most the last commit
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def sessions(url: str | None = None) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def session_scope(url: str | None = None):
+    with sessions(url)() as s:
+        yield s
+
+
+def write(url: str | None, fn, *, attempts: int = 8):
+    """Run fn(session) in a transaction, retrying when SQLite says the database is locked."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            with sessions(url)() as s, s.begin():
+                return fn(s)
+        except OperationalError as exc:
+            if not _is_locked(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+def read(url: str | None, fn):
+    with sessions(url)() as s:
+        return fn(s)
+
+
+def init_db(url: str | None = None) -> str:
+    """Create or upgrade the schema to the latest migration; returns the URL used."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = db_url(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    here = Path(__file__).resolve().parent
+    cfg = Config()
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["connection_url"] = url
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return url

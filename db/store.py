@@ -1,0 +1,204 @@
+"""Writes. Every function takes the DB URL and runs one short transaction (retried when locked)."""
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+
+from db.models import (ACTIVE_STATUSES, FINAL_STATUSES, LOST, QUEUED, RUNNING, Checkpoint, ConfusionMatrix,
+                       Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult, utcnow)
+from db.session import read, write
+
+# Metrics where lower is better; for everything else higher is better.
+LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}
+
+
+# ---------------------------------------------------------------------------------- datasets
+def upsert_dataset(url, name: str, kind: str, path: str = "", options: dict | None = None, summary: dict | None = None) -> int:
+    def fn(s):
+        ds = s.scalar(select(Dataset).where(Dataset.name == name))
+        if ds is None:
+            ds = Dataset(name=name, kind=kind, path=path, options=options or {}, summary=summary)
+            s.add(ds)
+        else:
+            ds.kind, ds.path, ds.options = kind, path, options or {}
+            if summary is not None:
+                ds.summary = summary
+        s.flush()
+        return ds.id
+
+    return write(url, fn)
+
+
+def delete_dataset(url, name: str) -> None:
+    write(url, lambda s: s.execute(delete(Dataset).where(Dataset.name == name)))
+
+
+# ---------------------------------------------------------------------------------- runs
+def create_run(url, config: dict, *, name: str = "", parent_run_id: int | None = None, tags=None, notes: str = "",
+               backend: str = "local", status: str = QUEUED) -> int:
+    def fn(s):
+        run = Run(name=name or config.get("name") or "", config=config, status=status,
+                  dataset=config.get("data", {}).get("dataset", ""),
+                  model=f'{config.get("model", {}).get("source", "")}:{config.get("model", {}).get("name", "")}',
+                  parent_run_id=parent_run_id, tags=list(tags or []), notes=notes, backend=backend,
+                  epochs_planned=config.get("train", {}).get("epochs", 0))
+        s.add(run)
+        s.flush()
+        return run.id
+
+    return write(url, fn)
+
+
+def update_run(url, run_id: int, **fields) -> None:
+    write(url, lambda s: s.execute(update(Run).where(Run.id == run_id).values(**fields)))
+
+
+def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> None:
+    now = utcnow()
+    update_run(url, run_id, status=RUNNING, pid=pid, host=socket.gethostname(), device=device,
+               started_at=now, heartbeat_at=now, ended_at=None, error=None, traceback=None,
+               stop_requested=False, resume_requested=False, **({"data_path": data_path} if data_path else {}))
+
+
+def mark_ended(url, run_id: int, status: str, error: str | None = None, traceback: str | None = None) -> None:
+    update_run(url, run_id, status=status, ended_at=utcnow(), error=error, traceback=traceback)
+
+
+def heartbeat(url, run_id: int) -> bool:
+    """Refresh the heartbeat; returns True when someone asked the run to stop (remote backends)."""
+    def fn(s):
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+        return bool(s.scalar(select(Run.stop_requested).where(Run.id == run_id)))
+
+    return write(url, fn)
+
+
+def claim_queued_run(url, run_id: int, pid: int) -> bool:
+    """Atomically move one queued run to running for this process; False if someone else got it."""
+    def fn(s):
+        res = s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
+                        .values(status=RUNNING, pid=pid, host=socket.gethostname(), started_at=utcnow(), heartbeat_at=utcnow()))
+        return res.rowcount == 1
+
+    return write(url, fn)
+
+
+def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
+    """Runs marked running whose process is gone (same host) or whose heartbeat is stale -> lost."""
+    host = socket.gethostname()
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+
+    def fn(s):
+        lost = []
+        for run in s.scalars(select(Run).where(Run.status == RUNNING)):
+            gone = run.host == host and run.backend == "local" and run.pid is not None and not pid_alive(run.pid)
+            stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff
+            if gone or stale:
+                run.status, run.ended_at = LOST, utcnow()
+                run.error = "the engine process is gone" if gone else f"no heartbeat for {stale_after_s:.0f} s"
+                lost.append(run.id)
+        return lost
+
+    return write(url, fn)
+
+
+def set_tags_notes(url, run_id: int, tags: list[str], notes: str) -> None:
+    update_run(url, run_id, tags=tags, notes=notes)
+
+
+def delete_run(url, run_id: int) -> None:
+    def fn(s):
+        for table in (Metric, LatestMetric, ConfusionMatrix, Checkpoint, Evaluation, TTAResult):
+            s.execute(delete(table).where(table.run_id == run_id))
+        s.execute(update(Run).where(Run.parent_run_id == run_id).values(parent_run_id=None))
+        s.execute(delete(Run).where(Run.id == run_id, Run.status.in_(FINAL_STATUSES)))
+
+    write(url, fn)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: float) -> None:
+    row = s.get(LatestMetric, (run_id, split, name))
+    lower = name in LOWER_IS_BETTER
+    if row is None:
+        s.add(LatestMetric(run_id=run_id, split=split, name=name, epoch=epoch, value=value, best_value=value, best_epoch=epoch))
+        return
+    if epoch >= row.epoch:
+        row.epoch, row.value = epoch, value
+    if (value < row.best_value) if lower else (value > row.best_value):
+        row.best_value, row.best_epoch = value, epoch
+
+
+def add_epoch(url, run_id: int, epoch: int, metrics: dict[tuple[str, str], float], confusion: dict[str, list] | None = None) -> None:
+    """One epoch's metric rows (+ confusion matrices) and the run's progress, in one transaction."""
+    def fn(s):
+        # Re-running an epoch after a resume replaces its rows instead of duplicating them.
+        s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.epoch == epoch))
+        s.execute(delete(ConfusionMatrix).where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.epoch == epoch))
+        s.add_all(Metric(run_id=run_id, epoch=epoch, split=sp, name=n, value=float(v)) for (sp, n), v in metrics.items())
+        for (sp, n), v in metrics.items():
+            _refresh_latest(s, run_id, sp, n, epoch, float(v))
+        for split, matrix in (confusion or {}).items():
+            s.add(ConfusionMatrix(run_id=run_id, epoch=epoch, split=split, matrix=matrix))
+        s.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, heartbeat_at=utcnow()))
+
+    write(url, fn)
+
+
+def truncate_after(url, run_id: int, epoch: int) -> None:
+    """Before resuming from `epoch`: drop rows of later (unfinished or re-run) epochs and rebuild latest."""
+    def fn(s):
+        for table in (Metric, ConfusionMatrix):
+            s.execute(delete(table).where(table.run_id == run_id, table.epoch > epoch))
+        s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.epoch > epoch, Checkpoint.kind == "epoch"))
+        s.execute(delete(LatestMetric).where(LatestMetric.run_id == run_id))
+        s.flush()
+        for m in s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.epoch)):
+            _refresh_latest(s, run_id, m.split, m.name, m.epoch, m.value)
+        s.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch))
+
+    write(url, fn)
+
+
+def add_checkpoint(url, run_id: int, epoch: int, kind: str, path: str, metric_name=None, metric_value=None) -> None:
+    def fn(s):
+        if kind in ("best", "last"):  # one row each, moved forward
+            s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.kind == kind))
+        else:
+            s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path))
+        s.add(Checkpoint(run_id=run_id, epoch=epoch, kind=kind, path=path, metric_name=metric_name, metric_value=metric_value))
+
+    write(url, fn)
+
+
+def remove_checkpoint(url, run_id: int, path: str) -> None:
+    write(url, lambda s: s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path)))
+
+
+def add_evaluation(url, run_id: int, split: str, epoch: int, checkpoint: str, accuracy: float, loss: float | None,
+                   per_class: dict, confusion: list, predictions: dict | None) -> None:
+    def fn(s):
+        s.execute(delete(Evaluation).where(Evaluation.run_id == run_id, Evaluation.split == split, Evaluation.checkpoint == checkpoint))
+        s.add(Evaluation(run_id=run_id, split=split, epoch=epoch, checkpoint=checkpoint, accuracy=accuracy, loss=loss,
+                         per_class=per_class, confusion=confusion, predictions=predictions))
+        if split == "test" and checkpoint in ("final", "best", "last"):
+            _refresh_latest(s, run_id, "test", "acc", epoch, accuracy)
+            s.get(LatestMetric, (run_id, "test", "acc")).value = accuracy
+
+    write(url, fn)
+
+
+def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, dict]) -> None:
+    """results: variant -> {accuracy, per_class}"""
+    def fn(s):
+        s.execute(delete(TTAResult).where(TTAResult.run_id == run_id, TTAResult.split == split, TTAResult.checkpoint == checkpoint))
+        s.add_all(TTAResult(run_id=run_id, split=split, checkpoint=checkpoint, variant=v, accuracy=r["accuracy"],
+                            per_class=r["per_class"]) for v, r in results.items())
+
+    write(url, fn)
+
+
+def active_run_ids(url) -> list[int]:
+    return read(url, lambda s: list(s.scalars(select(Run.id).where(Run.status.in_(ACTIVE_STATUSES)))))

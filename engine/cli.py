@@ -1,0 +1,192 @@
+"""Command line: the engine is a plain program that runs without the dashboard.
+
+  python -m engine train config.yaml [--db URL]      validate, record a run, train it here
+  python -m engine train --run-id N [--db URL]       train a run the launcher created
+  python -m engine train --run-id N --resume         continue a stopped/failed/lost run
+  python -m engine validate config.yaml              exit 0 if it would run, 2 with messages if not
+  python -m engine evaluate --run-id N --checkpoint best|last|epoch_0046 [--tta hflip ...]
+  python -m engine init                              create/upgrade the DB, register built-in datasets
+
+Invalid input exits with code 2 and one line per field on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_INVALID = 2
+
+
+def _print_errors(errors) -> int:
+    for field, msg in errors:
+        print(f"{field}: {msg}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _load_config_file(path: str):
+    from engine.config import ConfigError, ExperimentConfig
+
+    try:
+        return ExperimentConfig.from_file(path), []
+    except ConfigError as exc:
+        return None, exc.errors
+    except FileNotFoundError:
+        return None, [("config", f"file not found: {path}")]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # YAML/JSON syntax errors are ValueErrors too
+        return None, [("config", f"cannot read {path}: {str(exc).splitlines()[0][:300]}")]
+    except Exception as exc:  # yaml.YAMLError
+        return None, [("config", f"cannot parse {path}: {str(exc).splitlines()[0][:300]}")]
+
+
+def cmd_validate(args) -> int:
+    from db.session import init_db
+    from engine.preflight import preflight
+
+    cfg, errors = _load_config_file(args.config)
+    if cfg is None:
+        return _print_errors(errors)
+    url = init_db(args.db)
+    errors = preflight(cfg, url)
+    if errors:
+        return _print_errors(errors)
+    print("ok")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from db import queries, store
+    from db.models import RUNNING
+    from db.session import init_db
+    from engine.launcher import run_dir_for
+
+    url = init_db(args.db)
+    if args.run_id is None:
+        if not args.config:
+            return _print_errors([("config", "give a config file or --run-id")])
+        cfg, errors = _load_config_file(args.config)
+        if cfg is None:
+            return _print_errors(errors)
+        from engine.preflight import preflight
+
+        errors = preflight(cfg, url)
+        if errors:
+            return _print_errors(errors)
+        run_id = store.create_run(url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli")
+        print(f"run {run_id}", flush=True)
+    else:
+        run_id = args.run_id
+    return run_training(url, run_id, resume=args.resume)
+
+
+def run_training(url: str, run_id: int, resume: bool = False) -> int:
+    """Train run `run_id` in this process, reporting to the DB and the console."""
+    from db import queries, store
+    from db.models import FAILED
+    from db.sink import DBSink
+    from engine.config import ConfigError, parse_config
+    from engine.launcher import run_dir_for, start_queued
+    from engine.preflight import resolve_dataset
+    from engine.sinks import ConsoleSink, MultiSink
+    from engine.train import train
+
+    row = queries.get_run(url, run_id)
+    if row is None:
+        return _print_errors([("--run-id", f"no run {run_id} in {url}")])
+    sink = MultiSink(DBSink(url, run_id), ConsoleSink())
+    try:
+        cfg = parse_config(row["config"])
+        spec = resolve_dataset(url, cfg.data.dataset)
+        init_state = None
+        if cfg.train.init_from_run is not None:
+            from engine.checkpoint import load
+
+            init_state = load(queries.checkpoint_path(url, cfg.train.init_from_run, cfg.train.init_checkpoint))
+    except (ConfigError, ValueError, OSError, TypeError) as exc:
+        store.mark_ended(url, run_id, FAILED, error=str(exc)[:1000])
+        print(f"run {run_id} failed before training: {exc}", file=sys.stderr)
+        return 1
+    run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
+    store.update_run(url, run_id, run_dir=str(run_dir))
+    fault = _fault_injection()
+    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, _fault=fault)
+    start_queued(url)  # a finished run frees a slot: start whatever waits in the queue
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
+def _fault_injection() -> dict:
+    """Tests inject faults through LAB_FAULT (JSON), e.g. {"nan_at_step": 3}. Never set in normal use."""
+    raw = os.environ.get("LAB_FAULT")
+    if not raw:
+        return {}
+    import json
+
+    return json.loads(raw)
+
+
+def cmd_evaluate(args) -> int:
+    from db import queries, store
+    from db.session import init_db
+    from engine.config import parse_config
+    from engine.preflight import resolve_dataset
+    from engine.train import evaluate_checkpoint
+
+    url = init_db(args.db)
+    row = queries.get_run(url, args.run_id)
+    if row is None:
+        return _print_errors([("--run-id", f"no run {args.run_id}")])
+    ckpts = {Path(c["path"]).stem if c["kind"] == "epoch" else c["kind"]: c for c in queries.checkpoints(url, args.run_id)}
+    if args.checkpoint not in ckpts:
+        return _print_errors([("--checkpoint", f"run {args.run_id} has no checkpoint '{args.checkpoint}' (has: {', '.join(ckpts)})")])
+    cfg = parse_config(row["config"])
+    spec = resolve_dataset(url, cfg.data.dataset)
+    result, tta, epoch = evaluate_checkpoint(ckpts[args.checkpoint]["path"], spec, args.split, args.device, args.tta)
+    store.add_evaluation(url, args.run_id, args.split, epoch, args.checkpoint, result["accuracy"], result["loss"],
+                         result["per_class"], result["confusion"], result["predictions"])
+    if tta:
+        store.add_tta(url, args.run_id, args.split, args.checkpoint, tta)
+    print(f"{args.split} accuracy of {args.checkpoint} (epoch {epoch}): {result['accuracy']:.4f}")
+    for v, r in (tta or {}).items():
+        print(f"  tta {v}: {r['accuracy']:.4f}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from engine.launcher import bootstrap
+
+    url = bootstrap(args.db)
+    print(f"database ready: {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description="Image-classification training engine")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a run")
+    t.add_argument("config", nargs="?", help="YAML or JSON ExperimentConfig")
+    t.add_argument("--run-id", type=int)
+    t.add_argument("--db", help="SQLAlchemy URL (default: $LAB_DB_URL or sqlite:///lab.db)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.set_defaults(fn=cmd_train)
+    v = sub.add_parser("validate", help="check a config without running it")
+    v.add_argument("config")
+    v.add_argument("--db")
+    v.set_defaults(fn=cmd_validate)
+    e = sub.add_parser("evaluate", help="evaluate a stored checkpoint")
+    e.add_argument("--run-id", type=int, required=True)
+    e.add_argument("--checkpoint", default="best", help="best, last or epoch_NNNN")
+    e.add_argument("--split", choices=["test", "val"], default="test")
+    e.add_argument("--tta", nargs="*", default=None)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--db")
+    e.set_defaults(fn=cmd_evaluate)
+    i = sub.add_parser("init", help="create/upgrade the database and register built-in datasets")
+    i.add_argument("--db")
+    i.set_defaults(fn=cmd_init)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)

@@ -1,0 +1,489 @@
+"""Datasets as uint8 arrays in memory: loading the formats our users have, splitting, normalising.
+
+Every dataset becomes `ImageArrays`: images uint8 (N, H, W, C) and int64 labels, for a train and a
+test split. All of our users' datasets fit in memory (Galaxy10 at 256x256 is 3.5 GB), which keeps
+the CPU path simple (an array-backed Dataset) and lets the fast path put the whole set on the GPU.
+
+A dataset is named by a `DatasetSpec` (kind + path + options), stored in the DB's datasets table.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DATASET_KINDS = ("digits", "idx", "imagefolder", "csv", "npz", "hdf5", "torchvision")
+TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "KMNIST", "EMNIST")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with a message a user can act on."""
+
+
+@dataclass
+class DatasetSpec:
+    kind: str
+    path: str = ""
+    options: dict = field(default_factory=dict)
+
+    def cache_key(self) -> str:
+        raw = json.dumps([self.kind, self.path, self.options], sort_keys=True)
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+@dataclass
+class ImageArrays:
+    train_x: np.ndarray  # uint8 (N, H, W, C)
+    train_y: np.ndarray  # int64 (N,)
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+BUILTIN_SPECS = {
+    "digits": DatasetSpec("digits"),
+    "fashion_mnist": DatasetSpec("idx", str(FASHION_MNIST_DIR), {"class_names": FASHION_CLASSES}),
+}
+
+
+# ------------------------------------------------------------------------------------ loaders
+def _load_digits(spec: DatasetSpec) -> ImageArrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    # 8x8 images with values 0..16 -> uint8 0..255
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return ImageArrays(x, d.target.astype(np.int64), None, None, [str(i) for i in range(10)])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise DatasetError(f"{path}: not an IDX file (too short)")
+    zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
+    if zero != 0 or dtype_code != 0x08:
+        raise DatasetError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: truncated IDX file")
+    return arr.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for cand in (root / stem, root / f"{stem}.gz"):
+        if cand.exists():
+            return cand
+    alt = stem.replace("-idx", ".idx")  # some mirrors name them train-images.idx3-ubyte
+    for cand in (root / alt, root / f"{alt}.gz"):
+        if cand.exists():
+            return cand
+    raise DatasetError(f"{root}: missing {stem}[.gz]")
+
+
+def _load_idx(spec: DatasetSpec) -> ImageArrays:
+    root = Path(spec.path)
+    if not root.is_dir():
+        raise DatasetError(f"IDX folder not found: {root}")
+    tx = _read_idx(_find(root, "train-images-idx3-ubyte"))[..., None]
+    ty = _read_idx(_find(root, "train-labels-idx1-ubyte")).astype(np.int64)
+    try:
+        vx = _read_idx(_find(root, "t10k-images-idx3-ubyte"))[..., None]
+        vy = _read_idx(_find(root, "t10k-labels-idx1-ubyte")).astype(np.int64)
+    except DatasetError:
+        vx = vy = None
+    names = spec.options.get("class_names") or [str(i) for i in range(int(ty.max()) + 1)]
+    return ImageArrays(tx, ty, vx, vy, list(names))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") and im.mode != "P" else im.convert("RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"unreadable image {path}: {exc}") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _stack(images: list[np.ndarray], size: int | None, where: str) -> np.ndarray:
+    if not images:
+        raise DatasetError(f"{where}: no images found")
+    channels = max(im.shape[2] for im in images)
+    if size is None:
+        shapes = {im.shape[:2] for im in images}
+        if len(shapes) > 1:
+            size = max(max(s) for s in shapes)  # mixed sizes: resize all to the largest side
+    out = []
+    for im in images:
+        if im.shape[2] != channels:
+            im = np.repeat(im, channels, axis=2)
+        if size is not None and im.shape[:2] != (size, size):
+            im = resize(im, size)
+        out.append(im)
+    return np.stack(out)
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    out = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _folder_split(root: Path, size: int | None, classes: list[str] | None):
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = [p.name for p in class_dirs]
+    images, labels = [], []
+    for d in class_dirs:
+        if d.name not in classes:
+            continue
+        for f in sorted(d.rglob("*")):
+            if f.suffix.lower() in IMAGE_EXTS:
+                images.append(_read_image(f))
+                labels.append(classes.index(d.name))
+    return _stack(images, size, str(root)), np.asarray(labels, dtype=np.int64), classes
+
+
+def _load_imagefolder(spec: DatasetSpec) -> ImageArrays:
+    root = Path(spec.path)
+    if not root.is_dir():
+        raise DatasetError(f"image folder not found: {root}")
+    size = spec.options.get("image_size")
+    if (root / "train").is_dir():
+        tx, ty, classes = _folder_split(root / "train", size, None)
+        size = size or tx.shape[1]
+        if (root / "test").is_dir():
+            vx, vy, _ = _folder_split(root / "test", size, classes)
+        else:
+            vx = vy = None
+    else:
+        tx, ty, classes = _folder_split(root, size, None)
+        vx = vy = None
+    return ImageArrays(tx, ty, vx, vy, classes)
+
+
+def _load_csv(spec: DatasetSpec) -> ImageArrays:
+    path = Path(spec.path)
+    if not path.is_file():
+        raise DatasetError(f"CSV file not found: {path}")
+    image_root = Path(spec.options.get("image_root") or path.parent)
+    path_col, label_col = spec.options.get("path_column", "path"), spec.options.get("label_column", "label")
+    split_col = spec.options.get("split_column", "split")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    if path_col not in rows[0] or label_col not in rows[0]:
+        raise DatasetError(f"{path}: needs columns '{path_col}' and '{label_col}' (found: {', '.join(rows[0])})")
+    classes = sorted({r[label_col] for r in rows}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for r in rows:
+        split = "test" if r.get(split_col, "train") == "test" else "train"
+        parts[split][0].append(_read_image(image_root / r[path_col]))
+        parts[split][1].append(classes.index(r[label_col]))
+    size = spec.options.get("image_size")
+    tx = _stack(parts["train"][0], size, str(path))
+    ty = np.asarray(parts["train"][1], dtype=np.int64)
+    vx = vy = None
+    if parts["test"][0]:
+        vx = _stack(parts["test"][0], size or tx.shape[1], str(path))
+        vy = np.asarray(parts["test"][1], dtype=np.int64)
+    return ImageArrays(tx, ty, vx, vy, classes)
+
+
+def _as_nhwc(x: np.ndarray, where: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise DatasetError(f"{where}: images must be (N, H, W[, C]), got shape {x.shape}")
+    if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
+        x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and x.max() <= 1.0:
+            x = x * 255.0
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    return x
+
+
+def _load_npz(spec: DatasetSpec) -> ImageArrays:
+    path = Path(spec.path)
+    if not path.is_file():
+        raise DatasetError(f".npz file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        keys = set(z.files)
+        if {"x_train", "y_train"} <= keys:
+            tx, ty = z["x_train"], z["y_train"]
+            vx, vy = (z["x_test"], z["y_test"]) if {"x_test", "y_test"} <= keys else (None, None)
+        elif {"images", "labels"} <= keys:
+            tx, ty, vx, vy = z["images"], z["labels"], None, None
+        else:
+            raise DatasetError(f"{path}: expected arrays x_train/y_train[/x_test/y_test] or images/labels, found {sorted(keys)}")
+        names = [str(n) for n in z["class_names"]] if "class_names" in keys else None
+    return _finish_arrays(tx, ty, vx, vy, names, str(path))
+
+
+def _load_hdf5(spec: DatasetSpec) -> ImageArrays:
+    import h5py
+
+    path = Path(spec.path)
+    if not path.is_file():
+        raise DatasetError(f"HDF5 file not found: {path}")
+    image_key, label_key = spec.options.get("image_key", "images"), spec.options.get("label_key", "ans")
+    with h5py.File(path, "r") as f:
+        if image_key not in f or label_key not in f:
+            raise DatasetError(f"{path}: expected datasets '{image_key}' and '{label_key}', found {sorted(f.keys())}")
+        tx, ty = f[image_key][()], f[label_key][()]
+    return _finish_arrays(tx, ty, None, None, spec.options.get("class_names"), str(path))
+
+
+def _finish_arrays(tx, ty, vx, vy, names, where) -> ImageArrays:
+    tx = _as_nhwc(tx, where)
+    ty = np.asarray(ty).astype(np.int64).reshape(-1)
+    if len(tx) != len(ty):
+        raise DatasetError(f"{where}: {len(tx)} images but {len(ty)} labels")
+    if vx is not None:
+        vx, vy = _as_nhwc(vx, where), np.asarray(vy).astype(np.int64).reshape(-1)
+    n = int(max(ty.max(), vy.max() if vy is not None else 0)) + 1
+    return ImageArrays(tx, ty, vx, vy, list(names) if names else [str(i) for i in range(n)])
+
+
+def _load_torchvision(spec: DatasetSpec) -> ImageArrays:
+    import torchvision.datasets as tvd
+
+    name = spec.options.get("name", "")
+    if name not in TORCHVISION_SETS:
+        raise DatasetError(f"unknown torchvision dataset '{name}' (choose from {', '.join(TORCHVISION_SETS)})")
+    cls = getattr(tvd, name)
+    download = bool(spec.options.get("download", False))
+
+    def get(train: bool):
+        try:
+            if name == "STL10":
+                return cls(spec.path, split="train" if train else "test", download=download)
+            if name == "EMNIST":
+                return cls(spec.path, split=spec.options.get("split", "balanced"), train=train, download=download)
+            return cls(spec.path, train=train, download=download)
+        except RuntimeError as exc:
+            raise DatasetError(f"{name} not found under {spec.path} ({exc}); place a local copy there or allow download") from None
+
+    out = []
+    for train in (True, False):
+        ds = get(train)
+        x = getattr(ds, "data")
+        y = getattr(ds, "targets", None)
+        if y is None:
+            y = getattr(ds, "labels")
+        x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        out.append((x, y))
+    names = list(getattr(get(True), "classes", []) or [])
+    return _finish_arrays(out[0][0], out[0][1], out[1][0], out[1][1], names or None, f"{name}@{spec.path}")
+
+
+LOADERS = {"digits": _load_digits, "idx": _load_idx, "imagefolder": _load_imagefolder, "csv": _load_csv,
+           "npz": _load_npz, "hdf5": _load_hdf5, "torchvision": _load_torchvision}
+
+
+def load_arrays(spec: DatasetSpec) -> ImageArrays:
+    """Load a dataset and check it is usable for classification."""
+    if spec.kind not in LOADERS:
+        raise DatasetError(f"unknown dataset kind '{spec.kind}' (choose from {', '.join(DATASET_KINDS)})")
+    data = LOADERS[spec.kind](spec)
+    classes_present = np.unique(data.train_y)
+    if len(classes_present) < 2:
+        raise DatasetError("a classification dataset needs at least two classes in its training split")
+    if data.train_y.min() < 0 or data.train_y.max() >= data.num_classes:
+        raise DatasetError("labels must be 0..num_classes-1")
+    return data
+
+
+def parse_dataset_ref(ref: str) -> DatasetSpec | None:
+    """'digits', 'fashion_mnist' or 'kind:path' -> spec; None when it names a registered dataset."""
+    if ref in BUILTIN_SPECS:
+        return BUILTIN_SPECS[ref]
+    kind, sep, path = ref.partition(":")
+    if sep and kind in DATASET_KINDS:
+        return DatasetSpec(kind, path)
+    return None
+
+
+# ------------------------------------------------------------------------------------ splits
+@dataclass
+class Splits:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    test_is_holdout: bool  # True when the test split was carved out of the training data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[1])
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int, stratified: bool = True):
+    """Indices (keep, held_out): `fraction` of each class held out (at least one per class when possible)."""
+    rng = np.random.default_rng(seed)
+    if fraction <= 0:
+        return np.arange(len(y)), np.arange(0)
+    if not stratified:
+        perm = rng.permutation(len(y))
+        k = max(1, int(round(fraction * len(y))))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    held = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(fraction * len(idx)))
+        if len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        held.append(idx[:k])
+    held_idx = np.sort(np.concatenate(held)) if held else np.arange(0)
+    keep = np.setdiff1d(np.arange(len(y)), held_idx)
+    return keep, held_idx
+
+
+def kfold_split(y: np.ndarray, k: int, fold: int, seed: int, stratified: bool = True):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    splitter = (StratifiedKFold if stratified else KFold)(n_splits=k, shuffle=True, random_state=seed)
+    for i, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        if i == fold:
+            return train_idx, val_idx
+    raise ValueError("fold out of range")
+
+
+def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (what normalisation divides by)."""
+    sample = x if len(x) <= 20000 else x[np.random.default_rng(0).choice(len(x), 20000, replace=False)]
+    flat = sample.reshape(-1, sample.shape[-1]).astype(np.float64) / 255.0
+    std = flat.std(axis=0)
+    return flat.mean(axis=0).tolist(), np.where(std < 1e-6, 1.0, std).tolist()
+
+
+def adapt_images(x: np.ndarray, size: int | None, channels) -> np.ndarray:
+    if size is not None and x.shape[1:3] != (size, size):
+        x = np.stack([resize(im, size) for im in x])
+    if channels == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif channels == 1 and x.shape[-1] == 3:
+        x = np.round(x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None].astype(np.uint8)
+    return np.ascontiguousarray(x)
+
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def make_splits(data: ImageArrays, cfg) -> Splits:
+    """cfg: DataConfig. Test: the dataset's own, else a seeded stratified holdout of the training data."""
+    x, y = data.train_x, data.train_y
+    if data.test_x is not None:
+        test_x, test_y, holdout = data.test_x, data.test_y, False
+    else:
+        keep, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed + 7919, True)
+        test_x, test_y, holdout = x[test_idx], y[test_idx], True
+        x, y = x[keep], y[keep]
+    if cfg.kfold:
+        train_idx, val_idx = kfold_split(y, cfg.kfold, cfg.fold, cfg.split_seed, cfg.stratified)
+    else:
+        train_idx, val_idx = stratified_split(y, cfg.val_fraction, cfg.split_seed, cfg.stratified)
+    val_x, val_y = x[val_idx], y[val_idx]
+    if cfg.train_on_val:
+        train_idx = np.concatenate([train_idx, val_idx])
+    train_x, train_y = x[train_idx], y[train_idx]
+    if cfg.max_train_samples and len(train_y) > cfg.max_train_samples:
+        keep, _ = stratified_split(train_y, 1 - cfg.max_train_samples / len(train_y), cfg.split_seed + 1, True)
+        train_x, train_y = train_x[keep], train_y[keep]
+    train_x, val_x, test_x = (adapt_images(a, cfg.image_size, cfg.channels) for a in (train_x, val_x, test_x))
+    if cfg.normalize == "dataset":
+        mean, std = channel_stats(train_x)
+    elif cfg.normalize == "imagenet":
+        c = train_x.shape[-1]
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ([sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3])
+    else:
+        mean, std = [0.0] * train_x.shape[-1], [1.0] * train_x.shape[-1]
+    return Splits(train_x, train_y, val_x, val_y, test_x, test_y, data.class_names, mean, std, holdout)
+
+
+# ------------------------------------------------------------------------------ to tensors
+def normalize_batch(x_uint8, mean, std, channels_last: bool = False):
+    """uint8 NHWC (CPU or GPU tensor) -> float NCHW normalised. The one place pixels become floats."""
+    import torch
+
+    x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+class AugmentedArrays:
+    """torch Dataset over uint8 arrays; applies an albumentations pipeline per image (CPU path)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, pipeline=None):
+        self.x, self.y, self.pipeline = x, y, pipeline
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        import torch
+
+        from engine.augment import apply_pipeline
+
+        img = self.x[i]
+        if self.pipeline is not None:
+            img = apply_pipeline(self.pipeline, img)
+        return torch.from_numpy(np.ascontiguousarray(img)), int(self.y[i])
+
+
+def dataset_summary(data: ImageArrays) -> dict:
+    """Class counts, image sizes and mean/std: what the Datasets page shows."""
+    counts = np.bincount(data.train_y, minlength=data.num_classes).tolist()
+    test_counts = np.bincount(data.test_y, minlength=data.num_classes).tolist() if data.test_y is not None else None
+    mean, std = channel_stats(data.train_x)
+    return {
+        "num_classes": data.num_classes, "class_names": data.class_names, "train_count": int(len(data.train_y)),
+        "test_count": int(len(data.test_y)) if data.test_y is not None else 0, "class_counts": counts,
+        "test_class_counts": test_counts, "image_shape": list(data.train_x.shape[1:]), "mean": mean, "std": std,
+    }
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LAB_CACHE_DIR", "data_cache"))

@@ -1,0 +1,147 @@
+"""Prediction, confusion matrices, per-class metrics and test-time augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.data import normalize_batch
+
+TTA_DESCRIPTIONS = {
+    "none": "plain prediction",
+    "hflip": "mean of original + horizontal flip",
+    "vflip": "mean of original + vertical flip",
+    "rot90": "mean over 0/90/180/270 degree rotations",
+    "dihedral8": "mean over the 8 flips x rotations",
+    "random_mean": "mean of probabilities over N passes of the training augmentation",
+    "random_vote": "majority vote over N passes of the training augmentation",
+    "multicrop": "mean over 5 crops (centre + 4 corners) of the image padded by 1/8",
+}
+
+
+@torch.no_grad()
+def predict_probs(model, x_uint8: np.ndarray | torch.Tensor, mean, std, device, batch_size=512,
+                  channels_last=False, amp_dtype=None, view=None) -> torch.Tensor:
+    """Softmax probabilities (N, C) on CPU. `view` maps a uint8 NHWC batch to another view of it."""
+    model.eval()
+    out = []
+    for i in range(0, len(x_uint8), batch_size):
+        xb = x_uint8[i:i + batch_size]
+        xb = (torch.from_numpy(np.ascontiguousarray(xb)) if isinstance(xb, np.ndarray) else xb).to(device, non_blocking=True)
+        if view is not None:
+            xb = view(xb)
+        xb = normalize_batch(xb, mean, std, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(xb)
+        out.append(F.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_metrics(cm: np.ndarray) -> dict[str, list[float]]:
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(), "support": support.tolist()}
+
+
+def summarize(probs: torch.Tensor, y: np.ndarray, num_classes: int, with_predictions: bool = True) -> dict:
+    """Accuracy, mean NLL, confusion matrix, per-class P/R/F1 and (optionally) per-sample predictions."""
+    y_t = torch.as_tensor(y)
+    conf, pred = probs.max(dim=1)
+    nll = -torch.log(probs[torch.arange(len(y_t)), y_t].clamp_min(1e-12))
+    cm = confusion_matrix(y, pred.numpy(), num_classes)
+    result = {"accuracy": float((pred == y_t).float().mean()), "loss": float(nll.mean()),
+              "confusion": cm.tolist(), "per_class": per_class_metrics(cm)}
+    if with_predictions:
+        result["predictions"] = {"target": y.tolist(), "pred": pred.tolist(),
+                                 "confidence": [round(float(c), 5) for c in conf], "loss": [round(float(v), 5) for v in nll]}
+    return result
+
+
+# ------------------------------------------------------------------------------- TTA views
+def _hflip(x):
+    return x.flip(2)  # NHWC: W is dim 2
+
+
+def _vflip(x):
+    return x.flip(1)
+
+
+def _rot(k):
+    return lambda x: torch.rot90(x, k, dims=(1, 2))
+
+
+def _dihedral():
+    views = []
+    for k in range(4):
+        views.append(_rot(k))
+        views.append(lambda x, k=k: torch.rot90(x.flip(2), k, dims=(1, 2)))
+    return views
+
+
+def _crops(size: int):
+    pad = max(1, size // 8)
+
+    def crop(dy, dx):
+        def view(x):
+            big = F.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad), mode="replicate").permute(0, 2, 3, 1)
+            return big[:, dy:dy + size, dx:dx + size, :].contiguous()
+        return view
+
+    return [crop(pad, pad), crop(0, 0), crop(0, 2 * pad), crop(2 * pad, 0), crop(2 * pad, 2 * pad)]
+
+
+def run_tta(model, x: np.ndarray, y: np.ndarray, num_classes: int, variants, mean, std, device, *, passes=5,
+            pipeline=None, seed=0, channels_last=False, amp_dtype=None, batch_size=512) -> dict[str, dict]:
+    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, f1}}."""
+    def probs(view=None, images=x):
+        return predict_probs(model, images, mean, std, device, batch_size, channels_last, amp_dtype, view)
+
+    results = {}
+    square = x.shape[1] == x.shape[2]
+    for variant in variants:
+        if variant == "none":
+            p = probs()
+        elif variant == "hflip":
+            p = (probs() + probs(_hflip)) / 2
+        elif variant == "vflip":
+            p = (probs() + probs(_vflip)) / 2
+        elif variant == "rot90":
+            views = [_rot(k) for k in range(4)] if square else [_rot(0), _rot(2)]
+            p = sum(probs(v) for v in views) / len(views)
+        elif variant == "dihedral8":
+            views = _dihedral() if square else [_rot(0), _hflip, _vflip, _rot(2)]
+            p = sum(probs(v) for v in views) / len(views)
+        elif variant == "multicrop":
+            views = _crops(x.shape[1])
+            p = sum(probs(v) for v in views) / len(views)
+        elif variant in ("random_mean", "random_vote"):
+            from engine.augment import apply_pipeline, seed_pipeline
+
+            seed_pipeline(pipeline, seed)
+            runs = []
+            for _ in range(passes):
+                aug = np.stack([apply_pipeline(pipeline, im) for im in x]) if pipeline is not None else x
+                runs.append(probs(images=aug))
+            if variant == "random_mean":
+                p = sum(runs) / len(runs)
+            else:  # majority vote; ties go to the class with the higher summed probability
+                votes = sum(F.one_hot(r.argmax(1), num_classes).float() for r in runs)
+                p = votes + 1e-3 * sum(runs) / len(runs)
+                p = p / p.sum(dim=1, keepdim=True)
+        else:
+            raise ValueError(f"unknown TTA variant {variant}")
+        s = summarize(p, y, num_classes, with_predictions=False)
+        cm = np.asarray(s["confusion"])
+        support = cm.sum(axis=1)
+        acc = np.divide(np.diag(cm), support, out=np.zeros(num_classes), where=support > 0)
+        results[variant] = {"accuracy": s["accuracy"], "per_class": {"accuracy": acc.tolist(), "f1": s["per_class"]["f1"]}}
+    return results

@@ -1,0 +1,69 @@
+"""Losses, all taking soft or hard targets so Mixup/CutMix work with every one of them.
+
+- CE with label smoothing (optionally scheduled over epochs) and inverse-frequency class weights;
+- focal loss (Lin et al.) with per-class alpha, gamma and smoothing; gamma=0, alpha=None is CE.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def smooth_targets(targets: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """Hard (N,) or soft (N, C) targets -> soft targets with label smoothing applied."""
+    if targets.ndim == 1:
+        targets = F.one_hot(targets, num_classes).float()
+    return targets * (1.0 - smoothing) + smoothing / num_classes
+
+
+class ClassificationLoss(nn.Module):
+    def __init__(self, num_classes: int, smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
+                 focal_gamma: float | None = None, focal_alpha: torch.Tensor | None = None):
+        super().__init__()
+        self.num_classes, self.smoothing, self.focal_gamma = num_classes, smoothing, focal_gamma
+        self.register_buffer("class_weights", class_weights if class_weights is not None else None, persistent=False)
+        self.register_buffer("focal_alpha", focal_alpha if focal_alpha is not None else None, persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        soft = smooth_targets(targets, self.num_classes, self.smoothing).to(logits.dtype)
+        log_p = F.log_softmax(logits.float(), dim=1)
+        per_class = -soft * log_p  # (N, C)
+        if self.focal_gamma is not None:
+            per_class = per_class * (1.0 - log_p.exp()).pow(self.focal_gamma)
+            if self.focal_alpha is not None:
+                per_class = per_class * self.focal_alpha.view(1, -1)
+        if self.class_weights is not None:
+            # Same weighting as nn.CrossEntropyLoss(weight=w): weighted mean over the samples' classes.
+            w = self.class_weights.view(1, -1)
+            per_sample = (per_class * w).sum(dim=1)
+            norm = (soft * w).sum(dim=1)
+            return per_sample.sum() / norm.sum().clamp_min(1e-12)
+        return per_class.sum(dim=1).mean()
+
+
+def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    counts = np.where(counts == 0, 1.0, counts)
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+
+
+def smoothing_at(cfg, epoch: int, epochs: int) -> float:
+    """Label smoothing for this epoch: constant, or linear from label_smoothing to smoothing_end."""
+    if cfg.smoothing_end is None or epochs <= 1:
+        return cfg.label_smoothing
+    t = epoch / (epochs - 1)
+    return cfg.label_smoothing + t * (cfg.smoothing_end - cfg.label_smoothing)
+
+
+def build_loss(cfg, num_classes: int, train_labels: np.ndarray) -> ClassificationLoss:
+    """cfg: LossConfig."""
+    weights = inverse_frequency_weights(train_labels, num_classes) if cfg.class_weights == "inverse_frequency" else None
+    alpha = None
+    if cfg.name == "focal" and cfg.focal_alpha is not None:
+        if len(cfg.focal_alpha) != num_classes:
+            raise ValueError(f"loss.focal_alpha: has {len(cfg.focal_alpha)} values but the dataset has {num_classes} classes")
+        alpha = torch.tensor(cfg.focal_alpha, dtype=torch.float32)
+    return ClassificationLoss(num_classes, cfg.label_smoothing, weights,
+                              cfg.focal_gamma if cfg.name == "focal" else None, alpha)
