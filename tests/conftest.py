@@ -1,0 +1,52 @@
+"""Shared fixtures: a real SQLite file per test, the real engine, real (tiny) data."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Small, real and quick: the engine runs on CPU with few threads so parallel work doesn't thrash.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def db_url(tmp_path, monkeypatch) -> str:
+    """A fresh, migrated SQLite file with the built-in datasets registered; runs go under tmp_path."""
+    from engine.launcher import bootstrap
+
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    monkeypatch.setenv("LAB_DB_URL", url)
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
+    bootstrap(url)
+    return url
+
+
+def tiny_config(**overrides) -> dict:
+    """A config that trains the digits in a couple of seconds on CPU. Overrides: {"train.epochs": 2, ...}."""
+    cfg = {
+        "name": "tiny",
+        "data": {"dataset": "digits"},
+        "model": {"source": "custom", "name": "small_cnn"},
+        "optim": {"name": "adamw", "lr": 0.003},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": 3, "batch_size": 64, "seed": 0},
+        "eval": {"tta": ["none"]},
+    }
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return cfg
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
