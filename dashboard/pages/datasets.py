@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title('datasets')
+st.info('Not built yet.')

@@ -1,0 +1,20 @@
+"""Session-wide settings shared by the pages: the DB URL (from $LAB_DB_URL, else lab.db)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from db.session import db_url
+
+
+@st.cache_resource
+def _bootstrapped(url: str) -> str:
+    from engine.launcher import bootstrap
+
+    return bootstrap(url)
+
+
+def db_url_for_session() -> str:
+    url = db_url()
+    _bootstrapped(url)
+    st.session_state.setdefault("db_url", url)
+    return url
