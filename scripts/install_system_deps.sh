@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: Chromium (browser end-to-end test) and the real Fashion-MNIST
+# data set (IDX files). Installed only when missing; needs root (CI runs as root).
+set -euo pipefail
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "install_system_deps: missing ${need[*]} and not root; the tests that need them will be skipped" >&2
+  exit 0
+fi
+echo "install_system_deps: apt-get install ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
