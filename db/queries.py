@@ -156,13 +156,93 @@ def run_statuses(url, run_ids: list[int]) -> dict[int, str]:
     return read(url, lambda s: dict(s.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids))).all()))
 
 
-def count_runs(url, status: str) -> int:
+def count_runs(url, status: str, backend: str = "local") -> int:
     from sqlalchemy import func
 
-    return read(url, lambda s: s.scalar(select(func.count()).select_from(Run).where(Run.status == status)))
+    return read(url, lambda s: s.scalar(select(func.count()).select_from(Run).where(Run.status == status, Run.backend == backend)))
 
 
-def oldest_queued(url) -> int | None:
+def oldest_queued(url, backend: str = "local") -> int | None:
+    """The next run the local queue should start (Slurm runs are queued by Slurm itself)."""
     from db.models import QUEUED
 
-    return read(url, lambda s: s.scalar(select(Run.id).where(Run.status == QUEUED).order_by(Run.id).limit(1)))
+    return read(url, lambda s: s.scalar(select(Run.id).where(Run.status == QUEUED, Run.backend == backend).order_by(Run.id).limit(1)))
+
+
+def active_runs(url, backend: str | None = None) -> list[dict]:
+    """Queued or running runs (optionally of one launcher backend)."""
+    from db.models import ACTIVE_STATUSES
+
+    def fn(s):
+        q = select(Run).where(Run.status.in_(ACTIVE_STATUSES))
+        if backend:
+            q = q.where(Run.backend == backend)
+        return [_run_dict(r, with_config=False) for r in s.scalars(q.order_by(Run.id))]
+
+    return read(url, fn)
+
+
+# ---------------------------------------------------------------------------------- compare page
+def run_choices(url) -> pd.DataFrame:
+    """(id, name, status, dataset) of every run, newest first: the Compare page's picker (no configs, no metrics)."""
+    def fn(s):
+        return s.execute(select(Run.id, Run.name, Run.status, Run.dataset).order_by(Run.id.desc())).all()
+
+    return pd.DataFrame(read(url, fn), columns=["id", "name", "status", "dataset"])
+
+
+def runs_with_configs(url, run_ids: list[int]) -> list[dict]:
+    """id, name, status, dataset, model and config of the given runs, in the order asked."""
+    def fn(s):
+        rows = s.execute(select(Run.id, Run.name, Run.status, Run.dataset, Run.model, Run.config)
+                         .where(Run.id.in_(run_ids))).all()
+        return {r[0]: {"id": r[0], "name": r[1], "status": r[2], "dataset": r[3], "model": r[4], "config": r[5]} for r in rows}
+
+    found = read(url, fn)
+    return [found[i] for i in run_ids if i in found]
+
+
+def latest_metrics(url, run_ids: list[int]) -> pd.DataFrame:
+    """Latest and best value of every (run, split, metric), from the small latest_metrics table."""
+    def fn(s):
+        return s.execute(select(LatestMetric.run_id, LatestMetric.split, LatestMetric.name, LatestMetric.epoch,
+                                LatestMetric.value, LatestMetric.best_value, LatestMetric.best_epoch)
+                         .where(LatestMetric.run_id.in_(run_ids))).all()
+
+    return pd.DataFrame(read(url, fn), columns=["run_id", "split", "name", "epoch", "value", "best_value", "best_epoch"])
+
+
+def final_evaluations(url, run_ids: list[int], split: str = "test") -> dict[int, dict]:
+    """Each run's most recent evaluation on `split` (accuracy, per_class, confusion; never the predictions)."""
+    def fn(s):
+        rows = s.execute(select(Evaluation.run_id, Evaluation.epoch, Evaluation.checkpoint, Evaluation.accuracy,
+                                Evaluation.per_class, Evaluation.confusion)
+                         .where(Evaluation.run_id.in_(run_ids), Evaluation.split == split)
+                         .order_by(Evaluation.created_at, Evaluation.id)).all()
+        return {r[0]: {"epoch": r[1], "checkpoint": r[2], "accuracy": r[3], "per_class": r[4], "confusion": r[5]}
+                for r in rows}  # later rows overwrite earlier ones: the most recent wins
+
+    return read(url, fn)
+
+
+# ---------------------------------------------------------------------------------- run detail page
+def default_run_id(url) -> int | None:
+    """The run the Run detail page opens on: the newest running run, else the newest run."""
+    from db.models import RUNNING
+
+    def fn(s):
+        running = s.scalar(select(Run.id).where(Run.status == RUNNING).order_by(Run.id.desc()).limit(1))
+        return running if running is not None else s.scalar(select(Run.id).order_by(Run.id.desc()).limit(1))
+
+    return read(url, fn)
+
+
+def run_progress(url, run_id: int) -> dict | None:
+    """Status and progress of one run without its config (polled every few seconds while it runs)."""
+    def fn(s):
+        row = s.execute(select(Run.status, Run.epochs_done, Run.epochs_planned, Run.heartbeat_at, Run.ended_at,
+                               Run.error).where(Run.id == run_id)).first()
+        return None if row is None else dict(zip(("status", "epochs_done", "epochs_planned", "heartbeat_at",
+                                                  "ended_at", "error"), row))
+
+    return read(url, fn)

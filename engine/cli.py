@@ -82,18 +82,34 @@ def cmd_train(args) -> int:
 
 def run_training(url: str, run_id: int, resume: bool = False) -> int:
     """Train run `run_id` in this process, reporting to the DB and the console."""
-    from db import queries, store
-    from db.models import FAILED
-    from db.sink import DBSink
-    from engine.config import ConfigError, parse_config
-    from engine.launcher import run_dir_for, start_queued
-    from engine.preflight import resolve_dataset
-    from engine.sinks import ConsoleSink, MultiSink
-    from engine.train import train
+    from db import queries
+    from engine.launcher import Heartbeat, start_queued
 
     row = queries.get_run(url, run_id)
     if row is None:
         return _print_errors([("--run-id", f"no run {run_id} in {url}")])
+    # Beat from the first second (torch imports and data loading take a while), so a starting
+    # engine never looks lost; and whatever happens below, free the slot for the queue.
+    try:
+        with Heartbeat(url, run_id):
+            return _run_training(url, run_id, row, resume)
+    finally:
+        if row["backend"] in ("local", "cli"):
+            start_queued(url)  # a finished run frees a local slot: start whatever waits in the queue
+
+
+def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
+    import traceback
+
+    from db import queries, store
+    from db.models import FAILED
+    from db.sink import DBSink
+    from engine.config import parse_config
+    from engine.launcher import run_dir_for
+    from engine.preflight import resolve_dataset
+    from engine.sinks import ConsoleSink, MultiSink
+    from engine.train import train
+
     sink = MultiSink(DBSink(url, run_id), ConsoleSink())
     try:
         cfg = parse_config(row["config"])
@@ -103,15 +119,15 @@ def run_training(url: str, run_id: int, resume: bool = False) -> int:
             from engine.checkpoint import load
 
             init_state = load(queries.checkpoint_path(url, cfg.train.init_from_run, cfg.train.init_checkpoint))
-    except (ConfigError, ValueError, OSError, TypeError) as exc:
-        store.mark_ended(url, run_id, FAILED, error=str(exc)[:1000])
+    except Exception as exc:  # a dataset deleted since launch, a parent checkpoint gone, ...
+        store.mark_ended(url, run_id, FAILED, error=f"{type(exc).__name__}: {str(exc)[:1000]}",
+                         traceback=traceback.format_exc())
         print(f"run {run_id} failed before training: {exc}", file=sys.stderr)
         return 1
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     store.update_run(url, run_id, run_dir=str(run_dir))
     fault = _fault_injection()
     result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, _fault=fault)
-    start_queued(url)  # a finished run frees a slot: start whatever waits in the queue
     return 0 if result.status in ("completed", "stopped") else 1
 
 

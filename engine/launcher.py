@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 from db import queries, store
@@ -20,7 +23,7 @@ from db.models import FAILED, LOST, QUEUED, RUNNING, STOPPED
 from db.session import init_db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HEARTBEAT_STALE_S = float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))
+HEARTBEAT_STALE_S = float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))  # at import; see heartbeat_stale_s()
 
 
 class LaunchRefused(ValueError):
@@ -64,36 +67,78 @@ def max_concurrent() -> int:
 
 # ------------------------------------------------------------------------------- launch
 def launch_run(url: str, config: dict, *, name: str = "", tags=None, notes: str = "", parent_run_id=None,
-               start: bool = True) -> int:
-    """Validate (schema + preflight), record the run as queued, and start it if a slot is free."""
+               start: bool = True, backend: str | None = None) -> int:
+    """Validate (schema + preflight), record the run as queued, and start it if a slot is free.
+
+    backend: "local" (a detached process here; default) or "slurm" (sbatch; Slurm is the queue).
+    The default comes from LAB_BACKEND."""
     from engine.preflight import validate_all
 
     cfg, errors = validate_all(config, url)
     if errors:
         raise LaunchRefused(errors)
+    backend = backend or os.environ.get("LAB_BACKEND", "local")
+    if backend not in ("local", "slurm"):
+        raise LaunchRefused([("backend", f"unknown backend '{backend}' (local or slurm)")])
     parent = parent_run_id or cfg.train.init_from_run
     run_id = store.create_run(url, cfg.model_dump(mode="json"), name=name or cfg.name, tags=tags, notes=notes,
-                              parent_run_id=parent)
+                              parent_run_id=parent, backend=backend)
     store.update_run(url, run_id, run_dir=str(run_dir_for(url, run_id)))
-    if start:
+    if backend == "slurm":
+        _submit_slurm(url, run_id, resume=False)
+    elif start:
         start_queued(url)
     return run_id
 
 
+def _submit_slurm(url: str, run_id: int, resume: bool) -> str:
+    from engine import slurm
+
+    row = queries.get_run(url, run_id)
+    run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
+    job_id = slurm.submit(run_id, url, row["config"], run_dir, resume, PROJECT_ROOT)
+    store.update_run(url, run_id, backend="slurm", external_id=job_id, log_path=str(run_dir / "run.log"),
+                     resume_requested=False)
+    return job_id
+
+
+def refresh_slurm(url: str) -> list[int]:
+    """Slurm jobs that ended without the engine recording it (node failure, time limit, scancel
+    before start) get the matching final status."""
+    from engine import slurm
+
+    changed = []
+    for row in queries.active_runs(url, backend="slurm"):
+        try:
+            state = slurm.job_state(row["external_id"])
+        except slurm.SlurmError:
+            continue
+        if state is None or state in slurm.ENDED_STATES:
+            fresh = queries.get_run(url, row["id"])
+            if fresh["status"] in (QUEUED, RUNNING):
+                status = slurm.ENDED_STATES.get(state, LOST)
+                store.mark_ended(url, row["id"], status, error=f"Slurm job {row['external_id']} ended: {state or 'unknown'}")
+                changed.append(row["id"])
+    return changed
+
+
 def start_queued(url: str) -> list[int]:
-    """Start queued runs, oldest first, while fewer than max_concurrent() are running here."""
+    """Start queued runs, oldest first, while fewer than max_concurrent() are running here.
+
+    Safe to call from any number of processes at once (dashboards, finishing engines, CLIs): each
+    claim re-counts the running runs inside one write transaction, so the limit always holds."""
     refresh_lost(url)
     started = []
     while True:
-        running = queries.count_runs(url, RUNNING)
-        if running >= max_concurrent():
-            break
-        run_id = queries.oldest_queued(url)
+        run_id = store.claim_next_queued(url, max_concurrent())
         if run_id is None:
             break
-        if not store.claim_queued_run(url, run_id, pid=0):
-            continue  # someone else took it
-        _spawn(url, run_id)
+        try:
+            _spawn(url, run_id)
+        except Exception as exc:  # no engine process: say so instead of leaving a phantom "running" run
+            store.mark_ended(url, run_id, FAILED, error=f"could not start the engine: {exc}"[:1000],
+                             traceback=traceback.format_exc())
+            continue
         started.append(run_id)
     return started
 
@@ -121,6 +166,13 @@ def _spawn(url: str, run_id: int) -> int:
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
+def _reap_children() -> None:
+    """Collect engines this process started that have exited, so no zombies pile up in a long-lived dashboard."""
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            _CHILDREN.pop(pid, None)
+
+
 def pid_alive(pid: int | None) -> bool:
     """True if the process exists and is not a zombie (reaping our own children on the way)."""
     if not pid:
@@ -142,50 +194,135 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def is_engine_process(pid: int | None, run_id: int) -> bool:
+    """True if `pid` is alive and is an engine training `run_id` (not a reused pid of something else).
+
+    Checked before sending any signal: a pid recorded hours ago may belong to another process now."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
+    if "engine" not in args or "train" not in args:
+        return False
+    if "--run-id" in args:
+        i = args.index("--run-id")
+        return i + 1 < len(args) and args[i + 1] == str(run_id)
+    return True  # `python -m engine train config.yaml`: the run id is not on its command line
+
+
+def heartbeat_stale_s() -> float:
+    """A running run whose heartbeat is older than this is lost (LAB_HEARTBEAT_STALE_S, default 60 s)."""
+    return float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))
+
+
 def refresh_lost(url: str, stale_after_s: float | None = None) -> list[int]:
-    """Mark runs whose process died without saying so (kill -9, power loss) as lost."""
-    return store.mark_lost_runs(url, stale_after_s or HEARTBEAT_STALE_S, pid_alive)
+    """Mark runs whose process died without saying so (kill -9, OOM killer, power loss) or whose
+    heartbeat is stale (a frozen process, a remote host gone) as lost."""
+    _reap_children()
+    return store.mark_lost_runs(url, stale_after_s or heartbeat_stale_s(), pid_alive)
+
+
+class Heartbeat:
+    """The engine's heartbeat, from a background thread while the process lives: `heartbeat_at` then
+    means "this process is alive and reaches the DB", through imports, data loading, long
+    validations and the final evaluation alike. A frozen (SIGSTOP), hung-in-C or disconnected
+    process stops beating and becomes lost after heartbeat_stale_s()."""
+
+    def __init__(self, url: str, run_id: int, every_s: float | None = None):
+        self.url, self.run_id = url, run_id
+        self.every_s = every_s or max(0.5, min(5.0, heartbeat_stale_s() / 4))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                store.heartbeat(self.url, self.run_id)
+            except Exception:  # a DB busy past its timeout: the next beat tries again
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return False
 
 
 # ------------------------------------------------------------------------------- stop / resume
 def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
-    """SIGTERM the run's process group (it finishes the step and keeps finished epochs); SIGKILL after timeout."""
+    """SIGTERM the run's engine (it finishes the current step, keeps every finished epoch and its
+    checkpoint, and marks itself stopped); SIGKILL its process group after `timeout_s`."""
     row = queries.get_run(url, run_id)
     if row is None:
         raise ValueError(f"no run {run_id}")
+    if row["backend"] == "slurm" and row["status"] in (QUEUED, RUNNING):
+        from engine import slurm
+
+        store.update_run(url, run_id, stop_requested=True)
+        slurm.cancel(row["external_id"])
+        if row["status"] == QUEUED:
+            store.mark_ended(url, run_id, STOPPED, error="cancelled before it started")
+            return STOPPED
+        return RUNNING  # the engine marks itself stopped when SIGTERM reaches it
     if row["status"] == QUEUED:
-        store.mark_ended(url, run_id, STOPPED, error="stopped before it started")
-        return STOPPED
+        if store.stop_if_queued(url, run_id):
+            return STOPPED
+        row = queries.get_run(url, run_id)  # a launcher claimed it a moment ago: stop it like a running one
     if row["status"] != RUNNING:
         return row["status"]
-    store.update_run(url, run_id, stop_requested=True)  # remote engines see this at their next heartbeat
-    pid = row["pid"]
-    if row["backend"] != "local" or not pid or not pid_alive(pid):
-        return RUNNING
-    _signal_group(pid, signal.SIGTERM)
+    store.update_run(url, run_id, stop_requested=True)  # engines also see this at their next heartbeat
     deadline = time.monotonic() + timeout_s
+    pid, spawn_deadline = row["pid"], min(deadline, time.monotonic() + 10)
+    while not pid and time.monotonic() < spawn_deadline:  # claimed a moment ago, the engine is being spawned
+        time.sleep(0.1)
+        row = queries.get_run(url, run_id)
+        pid = row["pid"]
+    if row["status"] != RUNNING:
+        return row["status"]
+    if row["backend"] not in ("local", "cli") or row["host"] not in (None, socket.gethostname()):
+        return RUNNING  # another machine's engine: it stops itself when its heartbeat sees stop_requested
+    if not is_engine_process(pid, run_id):
+        refresh_lost(url)
+        return queries.get_run(url, run_id)["status"]
+    _signal_engine(pid, signal.SIGTERM)
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
-    if pid_alive(pid):
-        _signal_group(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        pid_alive(pid)
+    killed = pid_alive(pid)
+    if killed:
+        _signal_engine(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not pid_alive(pid):
+                break
+            time.sleep(0.1)
     status = queries.get_run(url, run_id)["status"]
-    if status == RUNNING:  # killed before it could say so itself
-        store.mark_ended(url, run_id, STOPPED, error=f"killed after {timeout_s:.0f} s without stopping")
+    if status == RUNNING:  # it could not say so itself
+        why = (f"killed after {timeout_s:g} s without stopping" if killed
+               else "stopped before training started (no epoch finished)")
+        store.mark_ended(url, run_id, STOPPED, error=why)
         status = STOPPED
     start_queued(url)
     return status
 
 
-def _signal_group(pid: int, sig) -> None:
+def _signal_engine(pid: int, sig) -> None:
+    """Signal the engine and its DataLoader workers: its whole process group when it leads one (as
+    every engine we spawn does); only the process itself otherwise, never a shell's or a test's group."""
     try:
-        os.killpg(os.getpgid(pid), sig)
-    except (ProcessLookupError, PermissionError):
-        try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+_signal_group = _signal_engine  # old name
 
 
 def resume_run(url: str, run_id: int) -> None:
@@ -195,6 +332,19 @@ def resume_run(url: str, run_id: int) -> None:
         raise ValueError(f"no run {run_id}")
     if row["status"] not in (STOPPED, FAILED, LOST):
         raise ValueError(f"run {run_id} is {row['status']}; only stopped, failed or lost runs can be resumed")
-    store.update_run(url, run_id, status=QUEUED, resume_requested=True, ended_at=None, error=None, traceback=None,
-                     stop_requested=False)
-    start_queued(url)
+    if row["backend"] in ("local", "cli") and row["host"] in (None, socket.gethostname()) \
+            and is_engine_process(row["pid"], run_id):
+        # A lost run whose process still exists (frozen, or hung): two engines must never share a run.
+        _signal_engine(row["pid"], signal.SIGKILL)
+        for _ in range(50):
+            if not pid_alive(row["pid"]):
+                break
+            time.sleep(0.1)
+    if not store.requeue_for_resume(url, run_id):
+        raise ValueError(f"run {run_id} changed state; reload and try again")
+    if row["backend"] == "slurm":
+        _submit_slurm(url, run_id, resume=True)
+    else:
+        if row["backend"] == "cli":
+            store.update_run(url, run_id, backend="local")  # the launcher runs it from now on
+        start_queued(url)

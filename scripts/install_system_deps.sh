@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: Chromium (browser end-to-end test) and the real Fashion-MNIST
-# data set (IDX files). Installed only when missing; needs root (CI runs as root).
+# Debian packages the tests use: Chromium (browser end-to-end test), the real Fashion-MNIST data set
+# (IDX files), and the servers of the scale-out tests: PostgreSQL, and Slurm (slurmctld + slurmd)
+# with munge. The tests start those servers themselves on localhost. Installed only when missing;
+# needs root (CI runs as root).
 set -euo pipefail
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
+command -v munged >/dev/null 2>&1 || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install_system_deps: missing ${need[*]} and not root; the tests that need them will be skipped" >&2

@@ -50,3 +50,48 @@ def tiny_config(**overrides) -> dict:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL cluster on localhost for this test session (skips with the reason if unavailable)."""
+    from tests.services import Postgres
+
+    pg = Postgres().start()
+    if pg.reason:
+        pytest.skip(pg.reason)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server, tmp_path, monkeypatch):
+    """A fresh, migrated PostgreSQL database per test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from engine.launcher import bootstrap
+
+    name = f"lab_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_server.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+    monkeypatch.setenv("LAB_DB_URL", url)
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
+    bootstrap(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm (munged + slurmctld + slurmd) on localhost for this session."""
+    from tests.services import Slurm
+
+    cluster = Slurm(tmp_path_factory.mktemp("slurm")).start()
+    if cluster.reason:
+        pytest.skip(cluster.reason)
+    yield cluster
+    cluster.stop()

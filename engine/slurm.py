@@ -1,0 +1,93 @@
+"""Slurm launcher backend: submit a run with sbatch, track it with squeue/scontrol, stop it with scancel.
+
+The generated batch script `exec`s the same engine command the local backend runs, so the engine
+process is the job's batch process: scancel's SIGTERM reaches it directly and it stops cleanly
+(finishes the step, keeps finished epochs, marks the run stopped). The DB URL must be reachable from
+the compute nodes (a shared PostgreSQL, or SQLite on a shared filesystem for a single node).
+
+Resources come from the config: train.devices GPUs (when train.device is cuda, or LAB_SLURM_GPUS),
+train.num_workers + 1 CPUs. Site settings come from the environment: LAB_SLURM_PARTITION,
+LAB_SLURM_TIME (e.g. 24:00:00), LAB_SLURM_EXTRA (more #SBATCH flags, space separated).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+# Slurm job states -> our run statuses, for jobs that ended without the engine saying so.
+ENDED_STATES = {"COMPLETED": "lost", "FAILED": "failed", "CANCELLED": "stopped", "TIMEOUT": "failed",
+                "NODE_FAIL": "lost", "PREEMPTED": "lost", "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed",
+                "DEADLINE": "failed"}
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SlurmError(f"{cmd[0]} not found: is this machine a Slurm submit host?") from None
+    if proc.returncode != 0:
+        raise SlurmError(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, project_root: Path) -> str:
+    train = cfg.get("train", {})
+    devices = int(train.get("devices", 1))
+    gpus = devices if train.get("device") == "cuda" else int(os.environ.get("LAB_SLURM_GPUS", "0"))
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=lab-run-{run_id}", f"#SBATCH --output={run_dir / 'run.log'}",
+             "#SBATCH --open-mode=append", "#SBATCH --ntasks=1",
+             f"#SBATCH --cpus-per-task={int(train.get('num_workers', 0)) + 1}", "#SBATCH --signal=TERM@60"]
+    if gpus:
+        lines.append(f"#SBATCH --gres=gpu:{gpus}")
+    if os.environ.get("LAB_SLURM_PARTITION"):
+        lines.append(f"#SBATCH --partition={os.environ['LAB_SLURM_PARTITION']}")
+    if os.environ.get("LAB_SLURM_TIME"):
+        lines.append(f"#SBATCH --time={os.environ['LAB_SLURM_TIME']}")
+    for flag in shlex.split(os.environ.get("LAB_SLURM_EXTRA", "")):
+        lines.append(f"#SBATCH {flag}")
+    engine = [sys.executable, "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
+    if devices > 1:
+        engine = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+                  "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
+    lines += ["set -e", f"cd {shlex.quote(str(project_root))}",
+              f"export PYTHONPATH={shlex.quote(str(project_root))}${{PYTHONPATH:+:$PYTHONPATH}}",
+              "export PYTHONUNBUFFERED=1", "exec " + " ".join(shlex.quote(c) for c in engine), ""]
+    return "\n".join(lines)
+
+
+def submit(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, project_root: Path) -> str:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    script = run_dir / "job.sbatch"
+    script.write_text(batch_script(run_id, url, cfg, run_dir, resume, project_root))
+    return _run(["sbatch", "--parsable", str(script)]).strip().split(";")[0]
+
+
+def job_state(job_id: str) -> str | None:
+    """PENDING/RUNNING/COMPLETED/... or None when Slurm no longer knows the job."""
+    out = _run(["squeue", "-h", "-j", job_id, "-o", "%T"]).strip() if job_id else ""
+    if out:
+        return out.splitlines()[0].strip()
+    try:
+        info = _run(["scontrol", "show", "job", job_id])
+    except SlurmError:
+        info = ""
+    for token in info.split():
+        if token.startswith("JobState="):
+            return token.split("=", 1)[1]
+    try:  # with accounting enabled, sacct remembers jobs scontrol has forgotten
+        out = _run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"]).strip()
+        return out.split()[0].rstrip("+") if out else None
+    except SlurmError:
+        return None
+
+
+def cancel(job_id: str) -> None:
+    # scancel sends SIGTERM (the engine stops cleanly), then SIGKILL after the cluster's KillWait.
+    _run(["scancel", job_id])
