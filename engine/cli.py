@@ -75,9 +75,20 @@ def cmd_train(args) -> int:
             return _print_errors(errors)
         run_id = store.create_run(url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli")
         print(f"run {run_id}", flush=True)
+        if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
+            return _torchrun(url, run_id, cfg.train.devices, args.resume)
     else:
         run_id = args.run_id
     return run_training(url, run_id, resume=args.resume)
+
+
+def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
+    """Re-run this command as `devices` DistributedDataParallel processes for the same run."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+           "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
+    return subprocess.call(cmd)
 
 
 def run_training(url: str, run_id: int, resume: bool = False) -> int:

@@ -227,6 +227,7 @@ class TrainConfig(Section):
     deterministic: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = Field(1, ge=1, le=64, description="Number of GPUs (>1 launches under torchrun)")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across devices (multi-device runs)")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="Autocast dtype on CUDA")
     channels_last: bool = False
     compile: bool = False
@@ -275,6 +276,8 @@ class ExperimentConfig(Section):
             raise ValueError("model.freeze.epochs must be < train.epochs")
         if self.model.pretrained and self.model.source == "custom":
             raise ValueError("model.pretrained: custom models have no pretrained weights")
+        if self.train.devices > 1 and self.train.batch_size % self.train.devices:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by train.devices ({self.train.devices})")
         if self.train.amp != "off" and self.train.device == "cpu":
             raise ValueError("train.amp: mixed precision needs CUDA (device auto or cuda)")
         return self

@@ -149,6 +149,9 @@ def _spawn(url: str, run_id: int) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "run.log"
     cmd = [sys.executable, "-m", "engine", "train", "--run-id", str(run_id), "--db", url]
+    devices = int(row["config"].get("train", {}).get("devices", 1))
+    if devices > 1:  # DistributedDataParallel: one process per device, started by torchrun
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}", "-m"]
     if row.get("resume_requested"):
         cmd.append("--resume")
     env = dict(os.environ)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine import checkpoint as ckpt
+from engine import distributed
 from engine.augment import build_pipeline, seed_pipeline
 from engine.config import ExperimentConfig
 from engine.data import DatasetSpec, Splits, load_arrays, make_splits, normalize_batch
@@ -158,6 +159,8 @@ def train(cfg: ExperimentConfig, spec: DatasetSpec, run_dir: str | Path, sink: E
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stopper = _Stopper().install()
+    if not distributed.world_from_env().is_main:
+        sink = EventSink()  # under torchrun only rank 0 writes to the DB
     try:
         return _train(cfg, spec, run_dir, sink, stopper, resume, init_state, _fault or {})
     except StopRequested:
@@ -175,6 +178,7 @@ def train(cfg: ExperimentConfig, spec: DatasetSpec, run_dir: str | Path, sink: E
 def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunResult:
     t = cfg.train
     device = pick_device(t.device)
+    dist, device = distributed.setup(device)
     seed_everything(t.seed, t.deterministic)
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp] if device.type == "cuda" else None
     if device.type == "cuda":
@@ -205,7 +209,8 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
     optimizer = build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult)
     schedule = EpochSchedule(cfg.schedule, t.epochs, steps_per_epoch).attach(base_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    train_model = torch.compile(model) if t.compile else model
+    train_model = distributed.wrap(model, dist, device, t.sync_bn)  # DDP when under torchrun
+    train_model = torch.compile(train_model) if t.compile else train_model
 
     start_epoch, best_value, best_epoch, bad_epochs, es_best = 0, None, None, 0, None
     if resume:
@@ -235,9 +240,11 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
     sink.on_status("running", pid=os.getpid(), device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                    data_path=data_path)
     sink.on_log(f"{len(splits.train_y)} train / {len(splits.val_y)} val / {len(splits.test_y)} test images, "
-                f"{num_classes} classes, {splits.image_size}x{splits.image_size}x{splits.channels}; data path: {data_path}")
+                f"{num_classes} classes, {splits.image_size}x{splits.image_size}x{splits.channels}; data path: {data_path}"
+                + (f"; DistributedDataParallel over {dist.world} processes" if dist.enabled else ""))
     last_beat = time.monotonic()
     best_metric = cfg.eval.best_metric
+    epoch = start_epoch  # a run resumed after its last epoch (lost during the test evaluation) only evaluates
     for epoch_idx in range(start_epoch, t.epochs):
         epoch = epoch_idx + 1
         es = epoch_seed(t.seed, epoch)
@@ -268,6 +275,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         tw = time.perf_counter()
         for xb, yb in batches:
             data_wait += time.perf_counter() - tw
+            xb, yb = dist.shard(xb, yb)  # every rank built the same global batch; train on our slice
             xb = normalize_batch(xb.to(device, non_blocking=True), splits.mean, splits.std, t.channels_last)
             yb = yb.to(device, non_blocking=True)
             targets = yb
@@ -297,7 +305,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
             step += 1
-            if stopper.requested:
+            if dist.any(stopper.requested, device):
                 raise StopRequested
             if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
@@ -311,6 +319,9 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - t0
+        if dist.enabled:
+            loss_sum, correct, seen_t = dist.sum(loss_sum, correct, torch.tensor(float(seen), device=device))
+            seen = int(seen_t.item())
 
         # --- validate (EMA weights when asked)
         eval_model = ema.module if (ema is not None and cfg.regularize.ema.evaluate_ema) else model
@@ -343,28 +354,33 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
                  "scaler": scaler.state_dict() if scaler.is_enabled() else None, "optim_name": optim_name,
                  "base_lr": base_lr, "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "es_best": es_best,
                  "config": cfg.to_json(), "class_names": splits.class_names, "mean": splits.mean, "std": splits.std}
-        ckpt.save_atomic(state, run_dir / "last.pt")
-        sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
-        if improved:
-            ckpt.save_atomic(_weights_only(state, eval_model), run_dir / "best.pt")
-            sink.on_checkpoint(epoch, "best", str(run_dir / "best.pt"), best_metric, value)
-        if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
-            ckpt.save_atomic(state, ckpt.epoch_path(run_dir, epoch))
-            sink.on_checkpoint(epoch, "epoch", str(ckpt.epoch_path(run_dir, epoch)), best_metric, value)
-            for removed in ckpt.prune(run_dir, t.keep_last):
-                sink.on_checkpoint_removed(str(removed))
+        if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
+            ckpt.save_atomic(state, run_dir / "last.pt")
+            sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
+            if improved:
+                ckpt.save_atomic(_weights_only(state, eval_model), run_dir / "best.pt")
+                sink.on_checkpoint(epoch, "best", str(run_dir / "best.pt"), best_metric, value)
+            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+                ckpt.save_atomic(state, ckpt.epoch_path(run_dir, epoch))
+                sink.on_checkpoint(epoch, "epoch", str(ckpt.epoch_path(run_dir, epoch)), best_metric, value)
+                for removed in ckpt.prune(run_dir, t.keep_last):
+                    sink.on_checkpoint_removed(str(removed))
         sink.on_epoch_end(epoch, metrics, confusion)
         last_beat = time.monotonic()
         if fault.get("crash_after_epoch") == epoch:
             raise RuntimeError(f"injected crash after epoch {epoch}")
-        if stopper.requested:
+        if dist.any(stopper.requested, device):
             raise StopRequested
         if es_cfg.enabled and bad_epochs >= es_cfg.patience:
             sink.on_log(f"early stopping after epoch {epoch}: no improvement of {es_cfg.metric} for {bad_epochs} epochs")
             break
 
     # --- final evaluation on the test split
-    test_acc = _final_evaluation(cfg, splits, model, ema, run_dir, device, amp_dtype, eval_pipeline, sink)
+    test_acc = None
+    if dist.is_main:
+        test_acc = _final_evaluation(cfg, splits, model, ema, run_dir, device, amp_dtype, eval_pipeline, sink)
+    dist.barrier()
+    dist.close()
     sink.on_status("completed")
     return RunResult("completed", epoch if t.epochs else 0, best_epoch, best_value, test_acc)
 
