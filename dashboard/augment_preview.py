@@ -1,0 +1,172 @@
+"""The augmentation browser's logic: what a pipeline does to real images, computed by the engine's own code.
+
+Nothing here re-implements an augmentation. The per-image pipeline is `engine.augment.build_pipeline`
+seeded with `seed_pipeline` and applied with `apply_pipeline`, image by image, exactly as the CPU
+training path's `engine.data.AugmentedArrays` does; Mixup/CutMix is the engine's own `timm.data.Mixup`
+(built by `engine.train._mixup`); the fast-path view is `engine.batch_augment.preview` when that exists.
+Images are prepared like the engine's splits (`engine.data.adapt_images`: resize, grey/colour).
+
+No Streamlit here: the page lays out what these functions return.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from engine.augment import apply_pipeline, build_pipeline, seed_pipeline
+from engine.data import ImageArrays, adapt_images
+
+DEFAULT_AUGMENT = {
+    "train": [{"name": "HorizontalFlip", "p": 0.5, "params": {}},
+              {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}}],
+    "mixup": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0},
+}
+
+
+# ------------------------------------------------------------------------------- pipelines
+def sections_of(config: dict | None) -> tuple[dict, dict]:
+    """A (possibly partial) experiment config -> its (augment, data) sections as plain dicts."""
+    config = config or {}
+    return dict(config.get("augment") or {}), dict(config.get("data") or {})
+
+
+def parse_augment(section: dict):
+    """Validate an `augment` section with the engine's schema -> AugmentConfig, else ConfigError per field."""
+    from pydantic import ValidationError
+
+    from engine.config import AugmentConfig, ConfigError, errors_from_validation
+
+    if not isinstance(section, dict):
+        raise ConfigError([("augment", "must be a mapping with 'train' steps (and optionally 'mixup')")])
+    try:
+        return AugmentConfig.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError([(f"augment.{loc}", msg) for loc, msg in errors_from_validation(exc)]) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([("augment", str(exc)[:500])]) from None
+
+
+def parse_augment_yaml(text: str):
+    """The page's editor: YAML of an augment section -> AugmentConfig, else ConfigError."""
+    import yaml
+
+    from engine.config import ConfigError
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([("augment", f"not valid YAML: {str(exc).splitlines()[0]}")]) from None
+    return parse_augment(data)
+
+
+def augment_yaml(section: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(section, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------- images
+def pick_images(data: ImageArrays, k: int, seed: int = 0) -> np.ndarray:
+    """Indices of k training images, one class after another (so the grid shows different classes)."""
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(data.train_y == c) for c in range(data.num_classes)]
+    by_class = [idx[rng.permutation(len(idx))] for idx in by_class if len(idx)]
+    picked = []
+    for i in range(k):
+        idx = by_class[i % len(by_class)]
+        j = i // len(by_class)
+        if j < len(idx):
+            picked.append(int(idx[j]))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def prepare_images(data: ImageArrays, indices: np.ndarray, data_section: dict | None = None) -> np.ndarray:
+    """uint8 NHWC as the engine trains on them: resized to data.image_size, grey/colour per data.channels."""
+    data_section = data_section or {}
+    return adapt_images(data.train_x[indices], data_section.get("image_size"), data_section.get("channels", "auto"))
+
+
+# ------------------------------------------------------------------------------- augmenting
+def augment_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
+    """(n, k, H, W, C) uint8: n augmented versions of each of the k images.
+
+    One pipeline, seeded once, applied image by image and pass after pass: the order in which the
+    engine's CPU path (AugmentedArrays over a seeded pipeline) draws its random numbers.
+    """
+    pipeline = build_pipeline(steps, int(images.shape[1]))
+    seed_pipeline(pipeline, seed)
+    return np.stack([np.stack([apply_pipeline(pipeline, img) for img in images]) for _ in range(n)])
+
+
+def fast_path_support(steps) -> tuple[bool, str]:
+    """Whether the batched (GPU) path can run these steps, and why not."""
+    try:
+        from engine import batch_augment
+    except Exception as exc:  # torch missing or the module broken: say so, never crash the page
+        return False, f"engine.batch_augment is not importable ({type(exc).__name__})"
+    if not hasattr(batch_augment, "preview"):
+        return False, "engine.batch_augment.preview is not available in this version of the engine"
+    unsupported = [s.name for s in steps if not batch_augment.supports(s.name, dict(s.params))]
+    if unsupported:
+        return False, f"no batched version of {', '.join(unsupported)}: the engine uses the CPU path for this pipeline"
+    return True, "every step has a batched version"
+
+
+def fast_path_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
+    """(n, k, H, W, C) uint8 from the fast path's own batched code (engine.batch_augment.preview)."""
+    from engine import batch_augment
+
+    k = len(images)
+    tiled = np.ascontiguousarray(np.concatenate([images] * n))  # n passes over the same k images, one batch
+    out = np.asarray(batch_augment.preview(list(steps), tiled, seed))
+    return out.reshape(n, k, *out.shape[1:])
+
+
+def mixup_preview(images: np.ndarray, labels: np.ndarray, num_classes: int, mixup: dict, seed: int):
+    """Mix a small batch with the engine's timm Mixup -> (mixed uint8 NHWC, soft targets (B, C), lam).
+
+    The engine mixes normalised float batches; normalising is per-channel affine, so mixing [0, 1]
+    pixels and mapping back gives the same picture. timm draws lam and the CutMix box from numpy's
+    global RNG: seeded here, and the caller's RNG state is put back afterwards.
+    """
+    import torch
+
+    from engine.config import MixupConfig
+    from engine.train import _mixup
+
+    cfg = MixupConfig(**mixup)
+    if not cfg.enabled:
+        raise ValueError("set mixup_alpha or cutmix_alpha above 0 (and prob above 0) to preview Mixup/CutMix")
+    if len(images) < 2 or len(images) % 2:
+        raise ValueError("Mixup needs an even batch of at least two images (the engine skips odd batches)")
+    mixer = _mixup(SimpleNamespace(augment=SimpleNamespace(mixup=cfg)), num_classes)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        mixed, targets = mixer(x, y)
+    finally:
+        np.random.set_state(state)
+    out = (mixed.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    soft = targets.numpy().astype(np.float64)
+    lam = float(soft[np.arange(len(y)), y.numpy()].min()) if len(y) else 1.0
+    return out, soft, lam
+
+
+def soft_label_caption(target_row: np.ndarray, class_names: list[str], top: int = 3) -> str:
+    """'0.63 Coat + 0.37 Bag': the soft label a mixed image is trained towards."""
+    order = np.argsort(-target_row)[:top]
+    parts = [f"{target_row[c]:.2f} {class_names[c] if c < len(class_names) else c}" for c in order if target_row[c] > 0.005]
+    return " + ".join(parts)
+
+
+# ------------------------------------------------------------------------------- display
+def for_display(img: np.ndarray, min_side: int = 96) -> np.ndarray:
+    """Nearest-neighbour upscale of small images (8x8 digits) so pixels stay visible; grey -> (H, W)."""
+    h, w = img.shape[:2]
+    f = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    if f > 1:
+        img = np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+    return img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
