@@ -7,7 +7,9 @@ Adapters then apply the small-image stem, replace the classifier head, and set u
 """
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -130,8 +132,86 @@ CUSTOM_MODELS = ("small_cnn", "resnet")
 
 
 # ------------------------------------------------------------------------------ library models
+_PRETRAINED_HINT = "give model.weights_path (a local .pth/.pt/.safetensors file) or turn model.pretrained off"
+
+
 def _weights_cache_hint() -> str:
-    return os.environ.get("TORCH_HOME") or os.path.expanduser("~/.cache/torch")
+    import torch.hub
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+@functools.lru_cache(maxsize=8)
+def _reachable(host: str, timeout_s: float = 3.0) -> bool:
+    """Can we open a TCP connection to host:443? Asked once per host and process, so that a machine
+    without internet fails in a second instead of after timm's minute of download retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") and "huggingface" in host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def pretrained_cached(source: str, name: str) -> tuple[bool, str]:
+    """(are the default pretrained weights of this model already on disk?, where we looked). No network."""
+    if source == "torchvision":
+        import torchvision.models as tvm
+
+        try:
+            url = tvm.get_model_weights(name).DEFAULT.url
+        except Exception:
+            return False, f"torchvision has no pretrained weights for '{name}'"
+        path = os.path.join(_weights_cache_hint(), os.path.basename(url))
+        return os.path.isfile(path), path
+    if source == "timm":
+        import timm.models
+
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is None:
+            return False, f"timm has no pretrained weights for '{name}'"
+        if cfg.file and os.path.isfile(cfg.file):
+            return True, cfg.file
+        if cfg.hf_hub_id:
+            from huggingface_hub import try_to_load_from_cache
+
+            repo = cfg.hf_hub_id.split("@")[0]
+            files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+            for f in files:
+                hit = try_to_load_from_cache(repo, f)
+                if isinstance(hit, str):
+                    return True, hit
+            return False, f"the Hugging Face cache (repo {repo})"
+        if cfg.url:
+            path = os.path.join(_weights_cache_hint(), os.path.basename(cfg.url))
+            return os.path.isfile(path), path
+        return False, f"timm has no download location for '{name}'"
+    return False, "custom models have no pretrained weights"
+
+
+def _pretrained_host(source: str, name: str) -> str:
+    if source == "timm":
+        import timm.models
+
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is not None and cfg.hf_hub_id:
+            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+            return endpoint.split("://", 1)[-1].split("/", 1)[0]
+        if cfg is not None and cfg.url:
+            return cfg.url.split("://", 1)[-1].split("/", 1)[0]
+    return "download.pytorch.org"
+
+
+def _check_pretrained_obtainable(source: str, name: str) -> None:
+    """Raise a clear ModelError (field model.pretrained) when the weights are neither cached nor downloadable."""
+    cached, where = pretrained_cached(source, name)
+    if cached:
+        return
+    host = _pretrained_host(source, name)
+    if not _reachable(host):
+        raise ModelError(f"model.pretrained: weights for '{name}' are not in the local cache ({where}) and {host} "
+                         f"cannot be reached (offline?); {_PRETRAINED_HINT}")
 
 
 def _create_timm(cfg, in_ch, num_classes):
@@ -139,22 +219,26 @@ def _create_timm(cfg, in_ch, num_classes):
 
     if cfg.name not in timm.list_models() and cfg.name.split(".")[0] not in timm.list_models():
         raise ModelError(f"model.name: timm has no model '{cfg.name}'")
+    # The classifier is replaced by our head (with its own dropout), so timm's drop_rate is not used.
     kwargs = dict(num_classes=num_classes, in_chans=in_ch)
     if cfg.drop_path > 0:
         kwargs["drop_path_rate"] = cfg.drop_path
-    if cfg.dropout > 0:
-        kwargs["drop_rate"] = cfg.dropout
     if cfg.pretrained and cfg.weights_path:
-        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        try:
+            model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        except Exception as exc:
+            raise ModelError(f"model.name: {str(exc)[:300]}") from None
         _load_weights_file(model, cfg.weights_path)
         return model
+    if cfg.pretrained:
+        _check_pretrained_obtainable("timm", cfg.name)
     try:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
     except Exception as exc:  # no network, no cache
         if cfg.pretrained:
             raise ModelError(f"model.pretrained: weights for '{cfg.name}' are not in the local cache and cannot be "
-                             f"downloaded ({type(exc).__name__}); give model.weights_path or turn pretrained off") from None
-        raise ModelError(f"model.name: {exc}") from None
+                             f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}") from None
+        raise ModelError(f"model.name: {str(exc)[:300]}") from None
 
 
 def _create_torchvision(cfg, in_ch, num_classes):
@@ -162,33 +246,80 @@ def _create_torchvision(cfg, in_ch, num_classes):
 
     if cfg.name not in tvm.list_models():
         raise ModelError(f"model.name: torchvision has no model '{cfg.name}'")
+    kwargs = {"stochastic_depth_prob": cfg.drop_path} if cfg.drop_path > 0 and _takes(tvm.get_model_builder(cfg.name), "stochastic_depth_prob") else {}
     if cfg.pretrained and not cfg.weights_path:
+        _check_pretrained_obtainable("torchvision", cfg.name)
         try:
-            model = tvm.get_model(cfg.name, weights="DEFAULT")
+            model = tvm.get_model(cfg.name, weights="DEFAULT", **kwargs)
         except Exception as exc:
             raise ModelError(f"model.pretrained: weights for '{cfg.name}' are not in {_weights_cache_hint()} and cannot be "
-                             f"downloaded ({type(exc).__name__}); give model.weights_path or turn pretrained off") from None
+                             f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}") from None
     else:
-        model = tvm.get_model(cfg.name, weights=None)
+        model = tvm.get_model(cfg.name, weights=None, **kwargs)
         if cfg.pretrained:
             _load_weights_file(model, cfg.weights_path)
     _adapt_in_channels(model, in_ch)
     return model  # the head is replaced later, so num_classes is set there
 
 
-def _load_weights_file(model: nn.Module, path: str) -> None:
+def _takes(fn, param: str) -> bool:
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return param in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state_dict"):  # checkpoints that wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ModelError(f"model.weights_path: {path} does not hold a state_dict")
+    return state
+
+
+def _load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
+    """Load a local weights file into `model`; returns (tensors loaded, tensors in the model).
+
+    Tensors whose shapes differ are skipped (the classifier is replaced anyway), a first conv with a
+    different number of input channels is adapted (timm's adapt_input_conv: grey = sum of RGB
+    filters), and a file that matches less than half of the model is refused as the wrong one."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model.weights_path: file not found: {path}")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    try:
+        state = _read_state_dict(p)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"model.weights_path: cannot read {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     own = model.state_dict()
-    # Keep tensors whose shapes match: the classifier is replaced anyway.
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ModelError(f"model.weights_path: no tensor in {path} matches the model's layers")
+    usable = {}
+    for k, v in state.items():
+        if k not in own:
+            continue
+        mine = own[k]
+        if mine.shape == v.shape:
+            usable[k] = v
+        elif mine.ndim == 4 and v.ndim == 4 and mine.shape[0] == v.shape[0] and mine.shape[2:] == v.shape[2:]:
+            from timm.models import adapt_input_conv
+
+            usable[k] = adapt_input_conv(mine.shape[1], v.float()).to(mine.dtype)
+    if len(usable) < 0.5 * len(own):
+        raise ModelError(f"model.weights_path: only {len(usable)} of the model's {len(own)} tensors match {path}; "
+                         "is it a checkpoint of this architecture?")
     model.load_state_dict(usable, strict=False)
+    return len(usable), len(own)
 
 
 def _first_conv(model: nn.Module):
@@ -207,37 +338,65 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _adapt_in_channels(model, in_ch):
+    """torchvision models are built for RGB: give the first conv `in_ch` inputs, keeping what it learnt."""
     name, conv = _first_conv(model)
     if conv is None or conv.in_channels == in_ch:
         return
-    new = nn.Conv2d(in_ch, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
-    with torch.no_grad():  # grey input: sum the RGB filters so pretrained features still respond
-        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True).repeat(1, in_ch, 1, 1) / in_ch * (1 if in_ch == 1 else 1))
+    from timm.models import adapt_input_conv
+
+    new = nn.Conv2d(in_ch, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    bias=conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(adapt_input_conv(in_ch, conv.weight))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
     _set_module(model, name, new)
 
 
+def _stride_one(model: nn.Module, name: str, mod: nn.Module) -> None:
+    """Turn a stride-2 conv (or pool) into stride 1 that keeps the spatial size."""
+    if isinstance(mod, nn.Conv2d):
+        mod.stride = (1, 1)
+        if type(mod) is nn.Conv2d and mod.padding_mode == "zeros":
+            mod.padding = "same"  # e.g. ConvNeXt's 2x2 patchify downsample would otherwise shrink by 1
+    else:
+        _set_module(model, name, nn.Identity())
+
+
 def apply_small_stem(model: nn.Module, stride1_stages: int = 0) -> None:
-    """First conv -> 3x3 stride 1, max pools -> identity, then stride 1 in the first N later stride-2 convs."""
+    """Small-image stem for ResNet/EfficientNet/ConvNeXt-style CNNs (seeds 002, 003, 004): the first conv
+    becomes 3x3 stride 1 (freshly initialised), max pools become identity, and the first
+    `stride1_stages` stride-2 stages get stride 1 (their downsample shortcuts too), keeping their size."""
     name, conv = _first_conv(model)
     if conv is None:
         raise ModelError("model.small_stem: the model has no convolution to adapt")
+    if "patch" in name or "conv_proj" in name or hasattr(model, "pos_embed"):
+        raise ModelError("model.small_stem: applies to convolutional models (ResNet, EfficientNet, ConvNeXt); "
+                         "for a vision transformer set data.image_size instead")
     new = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
     _set_module(model, name, new)
     for mname, mod in list(model.named_modules()):
         if isinstance(mod, nn.MaxPool2d):
             _set_module(model, mname, nn.Identity())
     changed = 0
-    for mname, mod in model.named_modules():
+    for mname, mod in list(model.named_modules()):
         if changed >= stride1_stages:
             break
-        if isinstance(mod, nn.Conv2d) and mname != name and mod.stride == (2, 2):
-            mod.stride = (1, 1)
-            # the matching downsample shortcut in the same block, if any
-            block = mname.rsplit(".", 1)[0]
-            for sname, smod in model.named_modules():
-                if sname.startswith(block.rsplit(".", 1)[0] + ".") and isinstance(smod, nn.Conv2d) and smod.stride == (2, 2) and "downsample" in sname:
-                    smod.stride = (1, 1)
-            changed += 1
+        if mname == name or not isinstance(mod, nn.Conv2d) or tuple(mod.stride) != (2, 2):
+            continue
+        _stride_one(model, mname, mod)
+        # the block's own downsample shortcut (ResNets): conv or avg-pool with stride 2
+        stage = mname.rsplit(".", 2)[0] + "."  # "layer2.0.conv1" -> "layer2."
+        for sname, smod in list(model.named_modules()):
+            is_shortcut = any(k in sname for k in ("downsample", "shortcut"))
+            if sname.startswith(stage) and is_shortcut and sname != mname:
+                if isinstance(smod, nn.Conv2d) and tuple(smod.stride) == (2, 2):
+                    _stride_one(model, sname, smod)
+                elif isinstance(smod, nn.AvgPool2d) and smod.stride in (2, (2, 2)):
+                    _stride_one(model, sname, smod)
+        changed += 1
+    if changed < stride1_stages:
+        raise ModelError(f"model.stride1_stages: the model has only {changed} stride-2 stages after its stem")
 
 
 # ------------------------------------------------------------------------------ heads
