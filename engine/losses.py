@@ -19,28 +19,42 @@ def smooth_targets(targets: torch.Tensor, num_classes: int, smoothing: float) ->
 
 
 class ClassificationLoss(nn.Module):
+    """Cross-entropy family on hard (N,) or soft (N, C) targets.
+
+    - smoothing: label smoothing epsilon, applied to hard and soft targets alike (settable per epoch);
+    - class_weights: same meaning as nn.CrossEntropyLoss(weight=w): the mean is weighted by the
+      weight of each sample's (unsmoothed) target, so it equals torch's loss with or without smoothing;
+    - focal_gamma: focal loss, each class term scaled by (1 - p_c)^gamma; gamma=0 is plain CE;
+    - focal_alpha: per-class alpha; a sample is weighted by alpha of its target (mixed for soft targets).
+    """
+
     def __init__(self, num_classes: int, smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
                  focal_gamma: float | None = None, focal_alpha: torch.Tensor | None = None):
         super().__init__()
         self.num_classes, self.smoothing, self.focal_gamma = num_classes, smoothing, focal_gamma
-        self.register_buffer("class_weights", class_weights if class_weights is not None else None, persistent=False)
-        self.register_buffer("focal_alpha", focal_alpha if focal_alpha is not None else None, persistent=False)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.register_buffer("focal_alpha", focal_alpha, persistent=False)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        soft = smooth_targets(targets, self.num_classes, self.smoothing).to(logits.dtype)
+        target_dist = F.one_hot(targets, self.num_classes).float() if targets.ndim == 1 else targets.float()
+        soft = smooth_targets(target_dist, self.num_classes, self.smoothing)
         log_p = F.log_softmax(logits.float(), dim=1)
         per_class = -soft * log_p  # (N, C)
         if self.focal_gamma is not None:
             per_class = per_class * (1.0 - log_p.exp()).pow(self.focal_gamma)
-            if self.focal_alpha is not None:
-                per_class = per_class * self.focal_alpha.view(1, -1)
+        per_sample_weight = None
+        if self.focal_alpha is not None:
+            per_sample_weight = target_dist @ self.focal_alpha
         if self.class_weights is not None:
-            # Same weighting as nn.CrossEntropyLoss(weight=w): weighted mean over the samples' classes.
-            w = self.class_weights.view(1, -1)
-            per_sample = (per_class * w).sum(dim=1)
-            norm = (soft * w).sum(dim=1)
+            per_sample = (per_class * self.class_weights.view(1, -1)).sum(dim=1)
+            norm = target_dist @ self.class_weights
+            if per_sample_weight is not None:
+                per_sample = per_sample * per_sample_weight
             return per_sample.sum() / norm.sum().clamp_min(1e-12)
-        return per_class.sum(dim=1).mean()
+        per_sample = per_class.sum(dim=1)
+        if per_sample_weight is not None:
+            per_sample = per_sample * per_sample_weight
+        return per_sample.mean()
 
 
 def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
