@@ -1,4 +1,294 @@
+"""New run: design an experiment by pointing and clicking, check it, launch it.
+
+Layout only. The fields come from the config schema (dashboard.forms.field_specs), values go
+config <-> widgets through dashboard.forms, checks are engine.preflight.validate_all, and Launch is
+engine.launcher.launch_run. Prefill: ?clone=<run id> (or st.session_state["clone_from"]), a preset,
+or an uploaded YAML. The config being edited is kept in st.session_state["builder_config"].
+"""
 import streamlit as st
 
-st.title('new_run')
-st.info('Not built yet.')
+from dashboard import forms, plots, reads
+from dashboard.state import db_url_for_session
+from db import queries
+
+url = db_url_for_session()
+ss = st.session_state
+
+# A launch that succeeded in the button's callback: open the new run.
+if (launched := ss.pop("builder_launched", None)) is not None:
+    st.switch_page("pages/run_detail.py", query_params={"run": str(launched)})
+
+
+# ------------------------------------------------------------------------------- state helpers
+def _load(config: dict, notice: str | None = None) -> None:
+    """Put a config into every builder widget (before they are drawn, or from a callback)."""
+    ss.update(forms.config_to_state(config))
+    ss["builder_config"] = forms.merge(forms.default_config(), config)
+    ss["builder_errors"] = []
+    ss.pop("builder_valid_config", None)
+    if notice:
+        ss["builder_notice"] = notice
+
+
+def _current():
+    return forms.state_to_config(ss, ss.get("builder_config"))
+
+
+def _on_source_change():
+    ss[forms.KEY_PREFIX + "model.name"] = forms.DEFAULT_MODEL_NAME[ss[forms.KEY_PREFIX + "model.source"]]
+
+
+def _on_upload():
+    f = ss.get("builder_upload")
+    if f is None:
+        return
+    config, errors = forms.config_from_upload(f.getvalue())
+    if errors:
+        ss["builder_errors"] = errors
+        ss["builder_notice"] = f"⚠️ {f.name} is not a valid config; nothing was loaded."
+    else:
+        _load(config, f"Loaded {f.name}.")
+
+
+def _apply_preset(url):
+    name = ss.get("builder_preset")
+    if not name:
+        return
+    config, _ = _current()
+    try:
+        preset = forms.preset(name, forms.get_path(config, "data.dataset"), forms.get_path(config, "data.image_size"))
+    except Exception as exc:  # a preset that cannot serve this dataset says why
+        ss["builder_notice"] = f"⚠️ Preset {name}: {exc}"
+        return
+    _load(preset, f"Applied preset {name}.")
+
+
+def _check(url, launch: bool):
+    from engine.launcher import LaunchRefused, launch_run
+    from engine.preflight import validate_all
+
+    config, errors = _current()
+    ss["builder_config"] = config
+    if errors:  # text that does not parse: already shown next to its field
+        ss["builder_errors"] = []
+        return
+    if not launch:
+        _, errors = validate_all(config, url)
+        ss["builder_errors"] = errors
+        ss["builder_valid_config"] = config if not errors else None
+        return
+    try:
+        run_id = launch_run(url, config, tags=forms.parse_tags(ss.get("builder_tags", "")),
+                            notes=ss.get("builder_notes", ""), parent_run_id=ss.get("builder_parent"))
+    except LaunchRefused as exc:
+        ss["builder_errors"] = exc.errors
+        return
+    ss["builder_errors"] = []
+    ss["builder_launched"] = run_id
+
+
+def _reset():
+    ss.pop("builder_parent", None)
+    _load(forms.default_config(), "Reset to the defaults.")
+
+
+# ------------------------------------------------------------------------------- prefill
+clone = st.query_params.get("clone") or ss.pop("clone_from", None)
+if clone is not None and str(ss.get("builder_clone_applied")) != str(clone):
+    ss["builder_clone_applied"] = str(clone)
+    source_run = queries.get_run(url, int(clone)) if str(clone).isdigit() else None
+    if source_run is None:
+        ss["builder_notice"] = f"⚠️ There is no run #{clone} to clone."
+    else:
+        _load(source_run["config"], f"Prefilled from run #{clone} — edit and launch.")
+        ss["builder_parent"] = int(clone)
+        ss["builder_tags"] = ", ".join(source_run["tags"] or [])
+        ss["builder_notes"] = source_run["notes"] or ""
+if forms.KEY_PREFIX + "name" not in ss:
+    _load(ss.get("builder_config") or forms.default_config())
+for key, value in forms.config_to_state(ss.get("builder_config") or {}).items():
+    if key.startswith(forms.KEY_PREFIX) and key not in ss:  # a widget not drawn lately
+        ss[key] = value
+
+config, parse_errors = _current()
+ss["builder_config"] = config
+# Text that does not parse is reported at once; the rest comes from the last Validate / Launch.
+errors = list(dict.fromkeys(parse_errors + [tuple(e) for e in ss.get("builder_errors", [])]))
+by_section = forms.errors_by_section(errors)
+
+
+# ------------------------------------------------------------------------------- widgets
+def _field(spec: forms.FieldSpec, field_errors: dict):
+    kw = dict(key=spec.key, help=spec.help or None, persist_state="session")
+    if spec.kind == "bool":
+        st.toggle(spec.label, **kw)
+    elif spec.kind in ("int", "float"):
+        cast = int if spec.kind == "int" else float
+        st.number_input(spec.label, min_value=None if spec.min is None else cast(spec.min),
+                        max_value=None if spec.max is None else cast(spec.max), step=cast(spec.step),
+                        format="%d" if spec.kind == "int" else "%g",
+                        placeholder="none (empty)" if spec.optional else None, **kw)
+    elif spec.kind == "choice":
+        st.selectbox(spec.label, spec.options, **kw)
+    elif spec.kind == "multichoice":
+        st.multiselect(spec.label, spec.options, **kw)
+    elif spec.kind == "dataset":
+        names = reads.dataset_names(url)
+        current = ss.get(spec.key) or ""
+        st.selectbox(spec.label, names + ([current] if current and current not in names else []),
+                     accept_new_options=True, **(kw | {"help": "A dataset registered on the Datasets page, "
+                                                                 "or kind:path (e.g. imagefolder:/data/pets)"}))
+    elif spec.kind == "model_name":
+        source = forms.get_path(config, "model.source")
+        catalogue = reads.model_catalogue(source) if source != "custom" else None
+        st.selectbox(spec.label, forms.model_name_options(source, ss.get(spec.key), catalogue),
+                     accept_new_options=source != "custom", **kw)
+    else:  # text and comma-separated lists
+        st.text_input(spec.label, placeholder="none" if spec.optional else None, **kw)
+    for msg in field_errors.get(spec.path, []):
+        st.error(msg, icon="⚠️")
+
+
+def _grid(specs, field_errors, ncols=3):
+    cols = st.columns(ncols)
+    for i, spec in enumerate(specs):
+        with cols[i % ncols]:
+            _field(spec, field_errors)
+
+
+def _steps_editor(field_errors):
+    rows = ss.get(forms.STEPS_KEY, [])
+    st.markdown("**Training augmentation pipeline** — applied in this order to every training image")
+    if not rows:
+        st.caption("No augmentation: the model sees the training images as they are.")
+    for i, row in enumerate(rows):
+        uid = row["uid"]
+        c = st.columns([0.35, 2.2, 1.1, 4.5, 0.45, 0.45, 0.45], vertical_alignment="bottom")
+        c[0].markdown(f"**{i + 1}.**")
+        c[1].markdown(f"`{row['name']}`")
+        c[2].number_input("p", min_value=0.0, max_value=1.0, step=0.05, format="%g", key=f"aug:{uid}:p",
+                          help="Probability of applying this step to an image", persist_state="session",
+                          label_visibility="visible" if i == 0 else "collapsed")
+        c[3].text_input("params (JSON or YAML mapping)", key=f"aug:{uid}:params", persist_state="session",
+                        label_visibility="visible" if i == 0 else "collapsed",
+                        help="Keyword arguments of the albumentations transform, e.g. {\"limit\": 15}")
+        c[4].button("↑", key=f"aug:{uid}:up", on_click=forms.move_step, args=(ss, i, -1), disabled=i == 0,
+                    help="Move up")
+        c[5].button("↓", key=f"aug:{uid}:down", on_click=forms.move_step, args=(ss, i, 1),
+                    disabled=i == len(rows) - 1, help="Move down")
+        c[6].button("✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove")
+        for msg in field_errors.get(f"augment.train.{i}", []):
+            st.error(msg, icon="⚠️")
+    for msg in field_errors.get("augment.train", []):
+        st.error(msg, icon="⚠️")
+    from engine.augment import BUILDER_DEFAULTS
+
+    c = st.columns([4, 1], vertical_alignment="bottom")
+    c[0].selectbox("Add a transform", reads.transforms(), key="builder_add_transform",
+                   help="Common transforms first (with sensible params), then every albumentations transform")
+    c[1].button("➕ Add step", on_click=lambda: forms.add_step(ss, ss["builder_add_transform"], BUILDER_DEFAULTS),
+                width="stretch")
+
+
+def _section(section: str):
+    specs = [s for s in forms.specs_by_section().get(section, []) if forms.is_relevant(s, config)]
+    shown = {s.path for s in specs} | ({f"augment.train.{i}" for i in range(len(ss.get(forms.STEPS_KEY, [])))}
+                                       if section == "augment" else set())
+    field_errors, rest = forms.split_errors(by_section.get(section, []), shown)
+    for field, msg in rest:
+        st.error(f"**{forms.field_label(field)}**: {msg}", icon="⚠️")
+    if section == "augment":
+        _steps_editor(field_errors)
+        st.markdown("**Mixup / CutMix** (per batch)")
+    main = [s for s in specs if not s.advanced and s.kind != "steps"]
+    advanced = [s for s in specs if s.advanced]
+    if section == "model":
+        c = st.columns(3)
+        with c[0]:
+            source_spec = next(s for s in main if s.path == "model.source")
+            st.selectbox(source_spec.label, source_spec.options, key=source_spec.key, help=source_spec.help,
+                         on_change=_on_source_change, persist_state="session")
+        with c[1]:
+            _field(next(s for s in main if s.path == "model.name"), field_errors)
+        main = [s for s in main if s.path not in ("model.source", "model.name")]
+    _grid(main, field_errors)
+    if advanced:
+        with st.expander("Advanced", expanded=any(s.path in field_errors for s in advanced)):
+            _grid(advanced, field_errors)
+    if section == "schedule":
+        _lr_preview()
+
+
+def _lr_preview():
+    from engine.config import ConfigError, parse_config
+    from engine.train import lr_trajectory
+
+    try:
+        lrs = lr_trajectory(parse_config(config))
+    except (ConfigError, ValueError):
+        st.caption("The LR preview appears when the optimizer and schedule settings are valid.")
+        return
+    st.plotly_chart(plots.lr_preview(lrs), width="stretch", key="builder_lr_preview")
+
+
+# ------------------------------------------------------------------------------- page
+st.title("New run")
+st.caption("Design an image-classifier experiment, check it, and launch it. The engine trains it in its own "
+           "process; you can close the browser meanwhile.")
+
+if notice := ss.pop("builder_notice", None):
+    (st.warning if notice.startswith("⚠️") else st.success)(notice.removeprefix("⚠️ "))
+
+presets = forms.available_presets()
+with st.container(border=True):
+    top = st.columns([3, 3, 2] if presets else [5, 2], vertical_alignment="bottom")
+    if presets:
+        with top[0]:
+            p = st.columns([3, 1.3], vertical_alignment="bottom")
+            p[0].selectbox("Start from a preset", list(presets), key="builder_preset",
+                           format_func=lambda n: f"{n} — {presets[n]}")
+            p[1].button("Apply", on_click=_apply_preset, args=(url,), help="Replace the form with this preset "
+                        "for the dataset chosen below", width="stretch")
+    with top[-2]:
+        st.file_uploader("Load a config (YAML or JSON)", type=["yaml", "yml", "json"], key="builder_upload",
+                         on_change=_on_upload)
+    with top[-1]:
+        st.button("↺ Reset to defaults", on_click=_reset, width="stretch")
+        if ss.get("builder_parent"):
+            st.caption(f"Cloned from run #{ss['builder_parent']}")
+
+general = st.columns([2, 2, 3])
+with general[0]:
+    _field(next(s for s in forms.field_specs() if s.path == "name"),
+           forms.split_errors(by_section.get("general", []), {"name"})[0])
+general[1].text_input("Tags", key="builder_tags", placeholder="baseline, digits", help="Comma-separated; "
+                      "filter and group runs by them on the Runs page", persist_state="session")
+general[2].text_input("Notes", key="builder_notes", placeholder="What is this run testing?", persist_state="session")
+
+tab_labels = [title + (f" ⚠️ {len(by_section[key])}" if by_section.get(key) else "") for key, title in forms.SECTIONS]
+for (section, _), tab in zip(forms.SECTIONS, st.tabs(tab_labels, key="builder_tabs")):
+    with tab:
+        _section(section)
+
+st.divider()
+st.caption("**This run:** " + forms.config_summary(config))
+if errors:
+    st.error("**Fix these before launching:**\n\n" + "\n".join(f"- {line}" for line in forms.summary_lines(errors)))
+elif ss.get("builder_valid_config") == config:
+    st.success("The config is valid and its checks passed (dataset, model, augmentation on a real image). "
+               "Ready to launch.")
+
+yaml_text = forms.config_yaml(config)
+actions = st.columns([1, 1, 1, 3])
+actions[0].button("✔ Validate", on_click=_check, args=(url, False), width="stretch",
+                  help="Check every field, then load the dataset, build the model and push one batch through it")
+actions[1].button("🚀 Launch", type="primary", on_click=_check, args=(url, True), width="stretch",
+                  help="Validate, then start training in its own process")
+actions[2].download_button("⬇ Config YAML", data=yaml_text or "", disabled=yaml_text is None,
+                           file_name=f"{(config.get('name') or 'experiment').replace(' ', '_')}.yaml",
+                           mime="application/x-yaml", width="stretch",
+                           help="Run it without the dashboard: python -m engine train experiment.yaml"
+                           if yaml_text else "Fix the highlighted fields first")
+
+with st.expander("Config as YAML"):
+    st.code(yaml_text or "# the form has invalid values; fix the highlighted fields", language="yaml")

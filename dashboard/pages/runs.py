@@ -1,4 +1,167 @@
+"""Runs: every run with its status and headline metrics; select runs to compare, open, stop, resume,
+clone, delete or annotate them.
+
+Layout only: the table is db.queries.list_runs (runs + latest_metrics, never the metric history)
+shaped by dashboard.plots.runs_table; filters are dashboard.forms.filter_runs; actions are
+engine.launcher / db.store calls. The Compare page reads st.session_state["compare_ids"] (and ?runs=).
+"""
 import streamlit as st
 
-st.title('runs')
-st.info('Not built yet.')
+from dashboard import forms, plots, reads
+from dashboard.state import db_url_for_session
+from db import store
+from db.models import ACTIVE_STATUSES, FINAL_STATUSES, RUNNING
+from engine import launcher
+
+RESUMABLE = ("stopped", "failed", "lost")
+
+url = db_url_for_session()
+ss = st.session_state
+
+# Runs whose process died are marked lost, and queued runs get a free slot, whenever the page loads.
+if launcher.refresh_lost(url) or launcher.start_queued(url):
+    reads.runs.clear()
+
+st.title("Runs")
+runs = reads.runs(url)
+if runs.empty:
+    st.info("No runs yet — start one on **New run**.")
+    st.page_link("pages/new_run.py", label="Start a run", icon="🧪")
+    st.stop()
+
+if notice := ss.pop("runs_notice", None):
+    st.toast(notice)
+
+# ------------------------------------------------------------------------------- filters
+f = st.columns([2, 2, 2, 3])
+statuses = f[0].multiselect("Status", sorted(runs["status"].unique()), key="runs_status", persist_state="session",
+                            placeholder="all")
+datasets = f[1].multiselect("Dataset", sorted(runs["dataset"].dropna().unique()), key="runs_dataset",
+                            persist_state="session", placeholder="all")
+all_tags = sorted({t for tags in runs["tags"] for t in (tags or [])})
+tags = f[2].multiselect("Tags", all_tags, key="runs_tags", persist_state="session", placeholder="any",
+                        disabled=not all_tags)
+text = f[3].text_input("Search", key="runs_search", placeholder="name, model, notes, id …", persist_state="session")
+
+COLUMNS = {
+    "id": st.column_config.NumberColumn("ID", format="%d", width="small"),
+    "name": st.column_config.TextColumn("Name"),
+    "status": st.column_config.TextColumn("Status"),
+    "dataset": st.column_config.TextColumn("Dataset"),
+    "model": st.column_config.TextColumn("Model"),
+    "best_val_acc": st.column_config.NumberColumn("Best val acc", format="percent",
+                                                  help="Best validation accuracy over the epochs so far"),
+    "test_acc": st.column_config.NumberColumn("Test acc", format="percent", help="Final test accuracy"),
+    "epochs": st.column_config.TextColumn("Epochs", help="done / planned"),
+    "duration_min": st.column_config.NumberColumn("Duration", format="%.1f min"),
+    "tags": st.column_config.ListColumn("Tags"),
+    "notes": st.column_config.TextColumn("Notes", width="medium"),
+    "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+}
+
+
+# ------------------------------------------------------------------------------- actions
+def _go(page: str, **params):
+    st.switch_page(page, query_params={k: str(v) for k, v in params.items()})
+
+
+def _compare(ids):
+    ss["compare_ids"] = list(ids)
+    _go("pages/compare.py", runs=",".join(str(i) for i in ids))
+
+
+def _stop(ids):
+    with st.spinner("Stopping…"):
+        done = {i: launcher.stop_run(url, i) for i in ids}
+    reads.clear_run_caches()
+    ss["runs_notice"] = "; ".join(f"#{i}: {s}" for i, s in done.items())
+    st.rerun()
+
+
+def _resume(ids):
+    for i in ids:
+        launcher.resume_run(url, i)
+    reads.clear_run_caches()
+    ss["runs_notice"] = f"Resuming {', '.join(f'#{i}' for i in ids)}"
+    st.rerun()
+
+
+def _delete(ids):
+    for i in ids:
+        store.delete_run(url, i)
+    reads.clear_run_caches()
+    ss["runs_notice"] = f"Deleted {', '.join(f'#{i}' for i in ids)}"
+    st.rerun()
+
+
+def _save_tags(run_id):
+    store.set_tags_notes(url, run_id, forms.parse_tags(ss[f"runs_edit_tags_{run_id}"]), ss[f"runs_edit_notes_{run_id}"])
+    reads.clear_run_caches()
+    ss["runs_notice"] = f"Saved tags and notes of #{run_id}"
+
+
+def _action_bar(selected, fresh):
+    ids = [int(i) for i in selected["id"]]
+    status = dict(zip(ids, fresh.set_index("id").loc[ids, "status"])) if ids else {}
+    active = [i for i in ids if status[i] in ACTIVE_STATUSES]
+    resumable = [i for i in ids if status[i] in RESUMABLE]
+    final = [i for i in ids if status[i] in FINAL_STATUSES]
+    one = len(ids) == 1
+    st.caption(f"{len(ids)} selected" + (f": {', '.join(f'#{i}' for i in ids)}" if ids else
+                                         " — tick the boxes at the left of the table to act on runs"))
+    b = st.columns(6)
+    if b[0].button(f"📊 Compare ({len(ids)})", disabled=not 2 <= len(ids) <= 10, type="primary", width="stretch",
+                   help="Select 2 to 10 runs"):
+        _compare(ids)
+    if b[1].button("🔎 Open", disabled=not one, width="stretch", help="Curves, confusion matrix, errors, TTA"):
+        _go("pages/run_detail.py", run=ids[0])
+    if b[2].button("🧬 Clone and edit", disabled=not one, width="stretch", help="Open the builder prefilled"):
+        _go("pages/new_run.py", clone=ids[0])
+    if b[3].button("⏹ Stop", disabled=not active, width="stretch", help="Stop the selected queued/running runs"):
+        _stop(active)
+    if b[4].button("▶ Resume", disabled=not resumable, width="stretch",
+                   help="Continue stopped, failed or lost runs from their last checkpoint"):
+        _resume(resumable)
+    with b[5].popover("🗑 Delete", disabled=not final, width="stretch",
+                      help="Delete finished runs and their rows (running runs must be stopped first)"):
+        st.write(f"Delete {', '.join(f'#{i}' for i in final)} and all their metrics?")
+        if st.button("Delete permanently", type="primary", key="runs_confirm_delete"):
+            _delete(final)
+    if one:
+        row = fresh.set_index("id").loc[ids[0]]
+        with st.expander(f"Tags and notes of #{ids[0]}"):
+            st.text_input("Tags", value=", ".join(row["tags"] or []), key=f"runs_edit_tags_{ids[0]}",
+                          help="Comma-separated")
+            st.text_area("Notes", value=row["notes"] or "", key=f"runs_edit_notes_{ids[0]}")
+            st.button("Save", key=f"runs_save_{ids[0]}", on_click=_save_tags, args=(ids[0],))
+
+
+# ------------------------------------------------------------------------------- table (live)
+active_now = bool(runs["status"].isin(ACTIVE_STATUSES).any())
+
+
+@st.fragment(run_every=3 if active_now else None)
+def runs_table():
+    fresh = reads.runs(url)
+    view = forms.filter_runs(fresh, statuses, datasets, text, tags)
+    counts = fresh["status"].value_counts()
+    m = st.columns(5)
+    m[0].metric("Runs", len(fresh))
+    m[1].metric("Running", int(counts.get(RUNNING, 0)))
+    m[2].metric("Queued", int(counts.get("queued", 0)))
+    m[3].metric("Completed", int(counts.get("completed", 0)))
+    best = fresh["test_acc"].max()
+    m[4].metric("Best test acc", plots.format_pct(best))
+    table = plots.runs_table(view)
+    if table.empty:
+        st.info("No run matches these filters.")
+        return
+    event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+                         column_config=COLUMNS, width="stretch", height=min(600, 38 + 35 * len(table)))
+    _action_bar(table.iloc[list(event.selection.rows)], fresh)
+    if active_now and not fresh["status"].isin(ACTIVE_STATUSES).any():
+        st.rerun()  # the last active run ended: stop polling
+
+
+runs_table()
+st.caption("Click a column header to sort. Live: the table refreshes every 3 s while runs are queued or running.")

@@ -1,0 +1,50 @@
+"""Things the Run detail page does besides reading rows: evaluating a stored checkpoint (in a child
+process, exactly as `python -m engine evaluate` does on the command line) and reading the run's log."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def evaluate_checkpoint(url: str, run_id: int, checkpoint: str, tta: list[str] | None = None,
+                        split: str = "test", timeout_s: float = 1800) -> tuple[bool, str]:
+    """Run `python -m engine evaluate` for one checkpoint; the engine writes the evaluation (and TTA)
+    rows. Returns (succeeded, the command's output). A separate process keeps torch and a possible
+    crash out of the dashboard."""
+    cmd = [sys.executable, "-m", "engine", "evaluate", "--run-id", str(int(run_id)), "--checkpoint", checkpoint,
+           "--split", split, "--db", url]
+    if tta:
+        cmd += ["--tta", *tta]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False, f"the evaluation did not finish within {timeout_s:.0f} s"
+    output = (proc.stdout + proc.stderr).strip()
+    return proc.returncode == 0, output
+
+
+def log_tail(path: str | None, lines: int = 200, max_bytes: int = 256_000) -> str | None:
+    """The last `lines` lines of a log file (reading at most `max_bytes` from its end); None if missing."""
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        data = f.read()
+    text = data.decode("utf-8", errors="replace")
+    # A progress bar rewrites its line with \r; show the last state of each line.
+    out = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()]
+    return "\n".join(out[-lines:])
+
+
+def file_reader(path: str):
+    """A callable for st.download_button: the file is read only when the user downloads it."""
+    return lambda: Path(path).read_bytes()

@@ -1,0 +1,99 @@
+"""Cached reads for the Runs, Run detail and New run pages.
+
+Live data is cached by what makes it change (a run's epochs_done and status) rather than by a
+clock, so a page polling every 2 s re-reads the metric history only when an epoch has finished.
+The run list gets a short TTL: it is one query on runs + latest_metrics, fast at 1,000 runs.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from db import queries
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def runs(url: str):
+    return queries.list_runs(url)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def history(url: str, run_id: int, epochs_done: int, status: str):
+    return queries.metric_history(url, [run_id])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def confusions(url: str, run_id: int, split: str, epochs_done: int, status: str) -> dict[int, list]:
+    return queries.confusion_matrices(url, run_id, split)
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def evaluations(url: str, run_id: int, status: str) -> list[dict]:
+    return queries.evaluations(url, run_id, with_predictions=True)
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def tta(url: str, run_id: int, status: str):
+    return queries.tta_results(url, [run_id])
+
+
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def checkpoints(url: str, run_id: int, epochs_done: int, status: str) -> list[dict]:
+    return queries.checkpoints(url, run_id)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_names(url: str) -> list[str]:
+    return [d["name"] for d in queries.list_datasets(url)]
+
+
+def clear_run_caches() -> None:
+    """After an action that changes a run outside the engine (evaluate, stop, delete, tags)."""
+    for fn in (runs, evaluations, tta, checkpoints):
+        fn.clear()
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the dataset…")
+def splits(url: str, data_config_json: str):
+    """The run's train/val/test split, rebuilt deterministically from its data config (same order as
+    the stored predictions). Returns (Splits, None) or (None, error message)."""
+    from engine.config import DataConfig
+    from engine.data import load_arrays, make_splits
+    from engine.preflight import resolve_dataset
+
+    cfg = DataConfig.model_validate_json(data_config_json)
+    try:
+        return make_splits(load_arrays(resolve_dataset(url, cfg.dataset)), cfg), None
+    except (ValueError, OSError) as exc:
+        return None, str(exc)
+
+
+def class_names(url: str, data_config_json: str, n: int) -> list[str]:
+    """Class names of a run's dataset (from the loaded split), falling back to 0..n-1."""
+    sp, _ = splits(url, data_config_json)
+    names = list(sp.class_names) if sp is not None else []
+    return names if len(names) >= n else names + [str(i) for i in range(len(names), n)]
+
+
+@st.cache_resource(show_spinner=False)
+def transforms() -> list[str]:
+    from engine.augment import BUILDER_DEFAULTS, available_transforms
+
+    common = list(BUILDER_DEFAULTS)
+    return common + [t for t in available_transforms() if t not in BUILDER_DEFAULTS]
+
+
+@st.cache_resource(show_spinner=False)
+def model_catalogue(source: str) -> list[str]:
+    """Every model name the library offers (for the builder's suggestions); [] when unavailable."""
+    try:
+        if source == "timm":
+            import timm
+
+            return list(timm.list_models())
+        if source == "torchvision":
+            import torchvision
+
+            return sorted(torchvision.models.list_models(module=torchvision.models))
+    except Exception:
+        return []
+    return []
