@@ -182,6 +182,12 @@ class ScheduleConfig(Section):
             raise ValueError("milestones must be positive, increasing and unique")
         return v
 
+    @model_validator(mode="after")
+    def _onecycle_warmup(self):
+        if self.name == "onecycle" and self.warmup_epochs:
+            raise ValueError("warmup_epochs: one-cycle has its own warmup (onecycle_pct_start); set warmup_epochs to 0")
+        return self
+
 
 # ----------------------------------------------------------------------------------------- loss
 class LossConfig(Section):

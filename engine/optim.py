@@ -41,10 +41,18 @@ def build_optimizer(cfg, model, backbone_lr_mult: float = 1.0, name: str | None 
 
 
 class EpochSchedule:
-    """LR factor per epoch: linear warmup, then cosine / multistep / step / plateau / none.
+    """LR factor per epoch: linear warmup, then cosine / multistep / step / plateau / none; or one-cycle per step.
 
-    factor(epoch) multiplies each param group's base LR. Plateau keeps state (fed with val metrics).
+    factor(epoch) multiplies each param group's base LR. The formulas are torch's own, so a config
+    reproduces a notebook that used them: warmup is LinearLR(warmup_start_factor, total_iters=warmup)
+    chained like SequentialLR, i.e. the main schedule counts epochs from the end of the warmup
+    (cosine T_max, multistep milestones, step_size); cosine is CosineAnnealingLR's closed form (past
+    T_max it rises again, as torch's does); plateau is ReduceLROnPlateau (rel threshold 1e-4,
+    patience, cooldown, factor) fed with the end-of-epoch validation metric; one-cycle is OneCycleLR
+    (div_factor 25, final_div_factor 1e4, cosine annealing) stepped per batch, without momentum cycling.
     """
+
+    PLATEAU_THRESHOLD = 1e-4  # torch's default, relative
 
     def __init__(self, cfg, epochs: int, steps_per_epoch: int = 1):
         self.cfg, self.epochs, self.steps_per_epoch = cfg, epochs, steps_per_epoch
@@ -60,6 +68,12 @@ class EpochSchedule:
         for k, v in state.items():
             setattr(self, k, v)
 
+    _base = 1.0  # set by attach(): the optimizer's base LR, so eta_min is an absolute LR
+
+    def attach(self, base_lr: float):
+        self._base = base_lr
+        return self
+
     def factor(self, epoch: int, step: int = 0) -> float:
         c = self.cfg
         w = c.warmup_epochs
@@ -68,43 +82,48 @@ class EpochSchedule:
         if epoch < w:
             # from warmup_start_factor at epoch 0 to 1.0 at epoch w
             return c.warmup_start_factor + (1.0 - c.warmup_start_factor) * epoch / w
-        e = epoch - w
+        e = epoch - w  # epochs since the main schedule started
         if c.name == "cosine":
             t_max = c.t_max or max(1, self.epochs - w)
-            return c.eta_min / self._base + (1 - c.eta_min / self._base) * 0.5 * (1 + math.cos(math.pi * min(e, t_max) / t_max))
+            floor = c.eta_min / self._base
+            return floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * e / t_max))
         if c.name == "multistep":
-            return c.gamma ** sum(1 for m in c.milestones if epoch >= m)
+            return c.gamma ** sum(1 for m in c.milestones if e >= m)
         if c.name == "step":
             return c.gamma ** (e // c.step_size)
         if c.name == "plateau":
             return self.plateau_factor
         return 1.0
 
-    _base = 1.0  # set by attach(): the optimizer's base LR, so eta_min is an absolute LR
-
-    def attach(self, base_lr: float):
-        self._base = base_lr
-        return self
-
     def _onecycle(self, it: int) -> float:
         total = max(1, self.epochs * self.steps_per_epoch)
-        up = max(1, int(self.cfg.onecycle_pct_start * total))
-        start, final = 1 / 25.0, 1 / 1e4  # torch OneCycleLR defaults: div_factor 25, final_div_factor 1e4
-        if it < up:
-            return start + (1 - start) * (1 - math.cos(math.pi * it / up)) / 2
-        t = min(1.0, (it - up) / max(1, total - up))
-        return final + (1 - final) * (1 + math.cos(math.pi * t)) / 2
+        it = min(it, total - 1)
+        start = 1 / 25.0  # div_factor
+        final = start / 1e4  # final_div_factor
+        up_end = max(self.cfg.onecycle_pct_start * total - 1, 1e-9)  # the step at which the LR peaks
 
-    def observe(self, metrics: dict[str, float]) -> None:
-        """Feed end-of-epoch metrics (ReduceLROnPlateau semantics: patience, cooldown, factor)."""
+        def cos_anneal(a, b, pct):
+            return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+        if it <= up_end:
+            return cos_anneal(start, 1.0, it / up_end)
+        return cos_anneal(1.0, final, (it - up_end) / max(total - 1 - up_end, 1e-9))
+
+    def observe(self, metrics: dict[str, float | None]) -> None:
+        """Feed end-of-epoch metrics (ReduceLROnPlateau semantics: threshold, patience, cooldown, factor)."""
         c = self.cfg
         if c.name != "plateau":
             return
         value = metrics.get(c.plateau_metric)
         if value is None:
             return
-        better = (value < self.plateau_best) if c.plateau_metric == "val_loss" else (value > self.plateau_best) if self.plateau_best is not None else True
-        if self.plateau_best is None or better:
+        if self.plateau_best is None:
+            better = True
+        elif c.plateau_metric == "val_loss":  # mode min
+            better = value < self.plateau_best * (1 - self.PLATEAU_THRESHOLD)
+        else:  # val_acc, mode max
+            better = value > self.plateau_best * (1 + self.PLATEAU_THRESHOLD)
+        if better:
             self.plateau_best, self.plateau_bad = value, 0
         else:
             self.plateau_bad += 1
