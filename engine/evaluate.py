@@ -67,8 +67,13 @@ def summarize(probs: torch.Tensor, y: np.ndarray, num_classes: int, with_predict
 
 
 # ------------------------------------------------------------------------------- TTA views
+# Views act on uint8 NHWC batches (H is dim 1, W is dim 2), before normalisation, on the device.
+def _identity(x):
+    return x
+
+
 def _hflip(x):
-    return x.flip(2)  # NHWC: W is dim 2
+    return x.flip(2)
 
 
 def _vflip(x):
@@ -79,69 +84,84 @@ def _rot(k):
     return lambda x: torch.rot90(x, k, dims=(1, 2))
 
 
-def _dihedral():
-    views = []
-    for k in range(4):
-        views.append(_rot(k))
-        views.append(lambda x, k=k: torch.rot90(x.flip(2), k, dims=(1, 2)))
-    return views
+def _rot_hflip(k):
+    return lambda x: torch.rot90(x.flip(2), k, dims=(1, 2))
 
 
-def _crops(size: int):
-    pad = max(1, size // 8)
+def _crop(dy: int, dx: int, pad: int, h: int, w: int):
+    def view(x):
+        big = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate").to(x.dtype).permute(0, 2, 3, 1)
+        return big[:, dy:dy + h, dx:dx + w, :].contiguous()
+    return view
 
-    def crop(dy, dx):
-        def view(x):
-            big = F.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad), mode="replicate").permute(0, 2, 3, 1)
-            return big[:, dy:dy + size, dx:dx + size, :].contiguous()
-        return view
 
-    return [crop(pad, pad), crop(0, 0), crop(0, 2 * pad), crop(2 * pad, 0), crop(2 * pad, 2 * pad)]
+def tta_views(variant: str, height: int, width: int) -> list:
+    """The deterministic views a TTA variant averages over. Rotations by 90/270 degrees need square
+    images; on others rot90 is {0, 180} and dihedral8 the 4 flips/180-rotations."""
+    square = height == width
+    if variant == "none":
+        return [_identity]
+    if variant == "hflip":
+        return [_identity, _hflip]
+    if variant == "vflip":
+        return [_identity, _vflip]
+    if variant == "rot90":
+        return [_rot(k) for k in range(4)] if square else [_rot(0), _rot(2)]
+    if variant == "dihedral8":
+        return [f for k in range(4) for f in (_rot(k), _rot_hflip(k))] if square else [_rot(0), _hflip, _vflip, _rot(2)]
+    if variant == "multicrop":  # centre + 4 corners of the image padded by 1/8 (replicated edges)
+        pad = max(1, min(height, width) // 8)
+        return [_crop(pad, pad, pad, height, width), _crop(0, 0, pad, height, width), _crop(0, 2 * pad, pad, height, width),
+                _crop(2 * pad, 0, pad, height, width), _crop(2 * pad, 2 * pad, pad, height, width)]
+    raise ValueError(f"unknown TTA variant {variant}")
+
+
+def combine_mean(runs: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of the passes' probabilities."""
+    return sum(runs) / len(runs)
+
+
+def combine_vote(runs: list[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """Majority vote of the passes' argmax (seed 002), as a distribution over classes (vote shares).
+    Ties go to the class with the higher mean probability."""
+    votes = sum(F.one_hot(r.argmax(1), num_classes).float() for r in runs)
+    p = votes + 1e-3 * combine_mean(runs)
+    return p / p.sum(dim=1, keepdim=True)
+
+
+def random_passes(model, x: np.ndarray, pipeline, passes: int, seed: int, mean, std, device, **kw) -> list[torch.Tensor]:
+    """`passes` predictions, each on a fresh draw of the (training) augmentation pipeline, seeded."""
+    from engine.augment import apply_pipeline, seed_pipeline
+
+    seed_pipeline(pipeline, seed)
+    runs = []
+    for _ in range(passes):
+        aug = np.stack([apply_pipeline(pipeline, im) for im in x]) if pipeline is not None else x
+        runs.append(predict_probs(model, aug, mean, std, device, **kw))
+    return runs
+
+
+def tta_probabilities(model, x: np.ndarray, variant: str, num_classes: int, mean, std, device, *, passes=5,
+                      pipeline=None, seed=0, channels_last=False, amp_dtype=None, batch_size=512) -> torch.Tensor:
+    """(N, C) class probabilities of one TTA variant."""
+    kw = dict(batch_size=batch_size, channels_last=channels_last, amp_dtype=amp_dtype)
+    if variant in ("random_mean", "random_vote"):
+        runs = random_passes(model, x, pipeline, passes, seed, mean, std, device, **kw)
+        return combine_mean(runs) if variant == "random_mean" else combine_vote(runs, num_classes)
+    views = tta_views(variant, x.shape[1], x.shape[2])
+    return combine_mean([predict_probs(model, x, mean, std, device, view=v, **kw) for v in views])
 
 
 def run_tta(model, x: np.ndarray, y: np.ndarray, num_classes: int, variants, mean, std, device, *, passes=5,
             pipeline=None, seed=0, channels_last=False, amp_dtype=None, batch_size=512) -> dict[str, dict]:
-    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, f1}}."""
-    def probs(view=None, images=x):
-        return predict_probs(model, images, mean, std, device, batch_size, channels_last, amp_dtype, view)
-
+    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1}}."""
     results = {}
-    square = x.shape[1] == x.shape[2]
     for variant in variants:
-        if variant == "none":
-            p = probs()
-        elif variant == "hflip":
-            p = (probs() + probs(_hflip)) / 2
-        elif variant == "vflip":
-            p = (probs() + probs(_vflip)) / 2
-        elif variant == "rot90":
-            views = [_rot(k) for k in range(4)] if square else [_rot(0), _rot(2)]
-            p = sum(probs(v) for v in views) / len(views)
-        elif variant == "dihedral8":
-            views = _dihedral() if square else [_rot(0), _hflip, _vflip, _rot(2)]
-            p = sum(probs(v) for v in views) / len(views)
-        elif variant == "multicrop":
-            views = _crops(x.shape[1])
-            p = sum(probs(v) for v in views) / len(views)
-        elif variant in ("random_mean", "random_vote"):
-            from engine.augment import apply_pipeline, seed_pipeline
-
-            seed_pipeline(pipeline, seed)
-            runs = []
-            for _ in range(passes):
-                aug = np.stack([apply_pipeline(pipeline, im) for im in x]) if pipeline is not None else x
-                runs.append(probs(images=aug))
-            if variant == "random_mean":
-                p = sum(runs) / len(runs)
-            else:  # majority vote; ties go to the class with the higher summed probability
-                votes = sum(F.one_hot(r.argmax(1), num_classes).float() for r in runs)
-                p = votes + 1e-3 * sum(runs) / len(runs)
-                p = p / p.sum(dim=1, keepdim=True)
-        else:
-            raise ValueError(f"unknown TTA variant {variant}")
+        p = tta_probabilities(model, x, variant, num_classes, mean, std, device, passes=passes, pipeline=pipeline,
+                              seed=seed, channels_last=channels_last, amp_dtype=amp_dtype, batch_size=batch_size)
         s = summarize(p, y, num_classes, with_predictions=False)
-        cm = np.asarray(s["confusion"])
-        support = cm.sum(axis=1)
-        acc = np.divide(np.diag(cm), support, out=np.zeros(num_classes), where=support > 0)
-        results[variant] = {"accuracy": s["accuracy"], "per_class": {"accuracy": acc.tolist(), "f1": s["per_class"]["f1"]}}
+        pc = s["per_class"]
+        results[variant] = {"accuracy": s["accuracy"],
+                            "per_class": {"accuracy": pc["recall"], "precision": pc["precision"], "recall": pc["recall"],
+                                          "f1": pc["f1"]}}
     return results
