@@ -1,4 +1,188 @@
+"""Compare 2 to 10 runs: curves, config diff, best/final metrics, confusion matrices, per-class and TTA bars.
+
+The runs come from ?runs=1,2,3, else the Runs page's selection (st.session_state["compare_ids"]), and
+can be changed with the picker; the picker writes ?runs= back so the view is a shareable link.
+Layout only: reads are db.queries (cached), figures and tables are dashboard.plots_compare.
+"""
 import streamlit as st
 
-st.title('compare')
-st.info('Not built yet.')
+from dashboard import plots_compare as pc
+from dashboard.state import db_url_for_session
+from db import queries
+
+url = db_url_for_session()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _choices(url):
+    return queries.run_choices(url)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _runs(url, ids):
+    return queries.runs_with_configs(url, list(ids))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _history(url, ids):
+    return queries.metric_history(url, list(ids))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _latest(url, ids):
+    return queries.latest_metrics(url, list(ids))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _evaluations(url, ids, split):
+    return queries.final_evaluations(url, list(ids), split)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _last_confusions(url, ids, split):
+    out = {}
+    for i in ids:
+        found = queries.latest_confusion(url, i, split)
+        if found is not None:
+            out[i] = found
+    return out
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _tta(url, ids):
+    return queries.tta_results(url, list(ids))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _class_names(url, dataset):
+    row = queries.get_dataset(url, dataset) if dataset else None
+    if row is None:
+        return []
+    return list((row.get("summary") or {}).get("class_names") or (row.get("options") or {}).get("class_names") or [])
+
+
+st.title("Compare runs")
+
+choices = _choices(url)
+if choices.empty:
+    st.info("No runs yet. Start one on the **New run** page, then come back to compare.")
+    st.stop()
+labels_all = {int(r.id): pc.run_label(int(r.id), r.name) + f" · {r.status} · {r.dataset}" for r in choices.itertuples()}
+
+# Re-seed the picker when the URL or the Runs page's selection changes; otherwise it keeps the user's edits.
+source = (tuple(st.query_params.get_all("runs")), tuple(st.session_state.get("compare_ids") or ()))
+if "compare_select" not in st.session_state or st.session_state.get("_compare_source") != source:
+    ids, notes = pc.initial_selection(source[0], source[1], labels_all)
+    st.session_state["compare_select"] = ids
+    for note in notes:
+        st.warning(note)
+
+col_pick, col_refresh = st.columns([6, 1], vertical_alignment="bottom")
+selected = col_pick.multiselect(f"Runs to compare ({pc.MIN_RUNS} to {pc.MAX_RUNS})", options=list(labels_all),
+                                format_func=labels_all.get, key="compare_select", max_selections=pc.MAX_RUNS)
+if col_refresh.button("Refresh", help="Read the latest rows (live runs keep writing)"):
+    st.cache_data.clear()
+if selected:
+    st.query_params["runs"] = ",".join(str(i) for i in selected)
+elif "runs" in st.query_params:
+    del st.query_params["runs"]
+st.session_state["_compare_source"] = (tuple(st.query_params.get_all("runs")), source[1])
+
+if len(selected) < pc.MIN_RUNS:
+    st.info(f"Pick at least {pc.MIN_RUNS} runs above (or select them on the **Runs** page and press Compare).")
+    st.stop()
+
+ids = tuple(selected)
+runs = _runs(url, ids)
+labels = {r["id"]: pc.run_label(r["id"], r["name"]) for r in runs}
+datasets = {r["dataset"] for r in runs}
+class_names = _class_names(url, next(iter(datasets))) if len(datasets) == 1 else []
+if len(datasets) > 1:
+    st.warning(f"These runs use different datasets ({', '.join(sorted(datasets))}): compare their numbers with care.")
+
+tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
+    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"])
+
+# ------------------------------------------------------------------------------------- curves
+with tab_curves:
+    history = _history(url, ids)
+    if history.empty:
+        st.info("No epochs recorded yet for these runs.")
+    else:
+        names = pc.metric_names(history)
+        c1, c2, c3, c4 = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+        metric = c1.selectbox("Metric", names, index=0, key="compare_metric")
+        splits_here = pc.splits_for(history, metric)
+        splits = c2.multiselect("Splits", splits_here, default=splits_here, key="compare_splits")
+        smooth = c3.toggle("Smooth (EMA)", key="compare_smooth")
+        log_y = c4.toggle("Log y axis", key="compare_log")
+        weight = st.slider("Smoothing weight", 0.0, 0.95, 0.6, 0.05, key="compare_weight") if smooth else 0.0
+        st.plotly_chart(pc.curves_figure(history, metric, labels, splits, weight, log_y), key="compare_curves")
+        st.caption("Solid = train, dashed = val. Hover a point for its value" + (" (raw and smoothed)." if smooth else "."))
+
+# ------------------------------------------------------------------------------------- best / final
+with tab_table:
+    table = pc.best_final_table(_latest(url, ids), labels)
+    best = pc.best_run(table)
+    if best:
+        st.markdown(f"Best validation accuracy: **{best}** ({table.loc[best, 'best val acc']:.4f}).")
+    st.dataframe(table, key="compare_best_final",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "epoch" not in c})
+
+# ------------------------------------------------------------------------------------- config diff
+with tab_diff:
+    diff = pc.config_diff({labels[r["id"]]: r["config"] for r in runs})
+    if diff.empty:
+        st.success("The configs are identical: any difference in results comes from randomness.")
+    else:
+        st.caption(f"{len(diff)} field(s) differ; fields that are the same in every run are hidden. "
+                   f"'{pc.MISSING}' = the field is absent from that run's config.")
+        st.dataframe(diff, key="compare_diff")
+
+# ------------------------------------------------------------------------------------- confusion
+with tab_confusion:
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    which = c1.radio("Matrices from", ["test: final evaluation", "val: last epoch"], horizontal=True, key="compare_cm_source")
+    normalize = c2.toggle("Normalise rows", value=True, key="compare_cm_norm")
+    if which.startswith("test"):
+        mats = {labels[i]: e["confusion"] for i, e in _evaluations(url, ids, "test").items() if i in labels}
+    else:
+        mats = {labels[i]: m for i, (_, m) in _last_confusions(url, ids, "val").items() if i in labels}
+    mats = {lab: mats[lab] for lab in labels.values() if lab in mats}
+    if not mats:
+        st.info("No confusion matrices for these runs yet (the test one is written when a run finishes).")
+    else:
+        missing = [lab for lab in labels.values() if lab not in mats]
+        if missing:
+            st.caption(f"Not available for: {', '.join(missing)}")
+        st.plotly_chart(pc.confusion_grid_figure(mats, class_names, normalize), key="compare_cm_grid")
+        if len(mats) >= 2:
+            st.markdown("**Difference**")
+            opts = list(mats)
+            d1, d2 = st.columns(2)
+            a = d1.selectbox("A", opts, index=0, key="compare_cm_a")
+            b = d2.selectbox("B", opts, index=1, key="compare_cm_b")
+            try:
+                st.plotly_chart(pc.confusion_difference_figure(mats[a], mats[b], a, b, class_names), key="compare_cm_diff")
+            except ValueError as exc:
+                st.warning(str(exc))
+
+# ------------------------------------------------------------------------------------- per class
+with tab_class:
+    evals = _evaluations(url, ids, "test")
+    if not evals:
+        st.info("No test evaluations yet: runs are evaluated on the test split when they finish.")
+    else:
+        label = st.radio("Per-class metric", list(pc.PER_CLASS_METRICS), horizontal=True, key="compare_pc_metric")
+        per_class = {labels[i]: evals[i]["per_class"] for i in labels if i in evals}
+        st.plotly_chart(pc.per_class_figure(per_class, class_names, pc.PER_CLASS_METRICS[label]), key="compare_pc")
+
+# ------------------------------------------------------------------------------------- TTA
+with tab_tta:
+    tta = _tta(url, ids)
+    if tta.empty:
+        st.info("None of these runs evaluated test-time augmentation. Add variants under eval.tta in the builder.")
+    else:
+        st.plotly_chart(pc.tta_figure(tta, labels), key="compare_tta")
+        st.dataframe(pc.tta_table(tta, labels), key="compare_tta_table",
+                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in tta["variant"].unique()})

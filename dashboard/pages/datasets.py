@@ -1,4 +1,143 @@
+"""Datasets: what is registered (class counts, sample images, sizes, mean/std) and registering a new one.
+
+Registering goes through engine.registry, which loads the dataset with the engine's own loaders and
+refuses anything the engine could not train on; a refusal is shown with st.error and nothing is stored.
+Layout only here.
+"""
 import streamlit as st
 
-st.title('datasets')
-st.info('Not built yet.')
+from dashboard import plots_compare as pc
+from dashboard.augment_preview import for_display
+from dashboard.state import db_url_for_session
+from db import queries
+from engine import registry
+from engine.data import DATASET_KINDS, TORCHVISION_SETS, DatasetError
+
+url = db_url_for_session()
+
+KIND_HELP = {
+    "imagefolder": "A folder with one sub-folder of images per class (or train/ and test/ folders holding those).",
+    "csv": "A CSV with a path and a label column (optional split column: train/test) and the images it names.",
+    "idx": "A folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] (t10k-* optional), MNIST-style.",
+    "npz": "A .npz with x_train/y_train (and x_test/y_test), or images/labels; optional class_names.",
+    "hdf5": "An .h5 file with an images dataset and a labels dataset (Galaxy10 DECaLS: images / ans).",
+    "torchvision": "A torchvision built-in, from a local copy under the given root folder (no download here).",
+    "digits": "scikit-learn's 8×8 digits (bundled; no path).",
+}
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _datasets(url):
+    return queries.list_datasets(url)
+
+
+@st.cache_data(ttl=600, show_spinner="Loading samples…", max_entries=8)
+def _samples(url, name, per_class, seed):
+    return registry.sample_grid(registry.load_registered(url, name), per_class, seed)
+
+
+st.title("Datasets")
+
+rows = _datasets(url)
+if "_datasets_flash" in st.session_state:
+    st.success(st.session_state.pop("_datasets_flash"))
+if "_datasets_pick_next" in st.session_state:
+    st.session_state["datasets_pick"] = st.session_state.pop("_datasets_pick_next")
+tab_list, tab_register = st.tabs(["Registered", "Register a dataset"])
+
+# ------------------------------------------------------------------------------------- registered
+with tab_list:
+    if not rows:
+        st.info("No datasets registered yet: add one under **Register a dataset**.")
+    else:
+        st.dataframe(pc.datasets_table(rows), hide_index=True, key="datasets_table")
+        names = [d["name"] for d in rows]
+        if st.session_state.get("datasets_pick") not in names:
+            st.session_state["datasets_pick"] = names[0]
+        name = st.selectbox("Dataset", names, key="datasets_pick")
+        row = next(d for d in rows if d["name"] == name)
+        summary = row["summary"]
+        if summary is None:
+            with st.spinner(f"Summarising {name} (once)…"):
+                try:
+                    summary = registry.refresh_summary(url, name)
+                    _datasets.clear()
+                    st.rerun()  # the table above then shows it too
+                except DatasetError as exc:
+                    st.error(f"{name} cannot be loaded: {exc}")
+        if summary:
+            m = st.columns(4)
+            m[0].metric("Classes", summary["num_classes"])
+            m[1].metric("Train images", f"{summary['train_count']:,}")
+            m[2].metric("Test images", f"{summary['test_count']:,}" if summary["test_count"] else "held out")
+            m[3].metric("Image (H×W×C)", "×".join(str(x) for x in summary["image_shape"]))
+            sizes = summary.get("image_sizes") or {}
+            st.markdown(
+                f"**Mean** {', '.join(f'{v:.4f}' for v in summary['mean'])} · **std** "
+                f"{', '.join(f'{v:.4f}' for v in summary['std'])} (per channel, pixels in [0, 1])")
+            if sizes:
+                st.markdown(
+                    f"**Image sizes** ({sizes['scanned']:,} {'files' if sizes['source'] == 'files' else 'images'}, "
+                    f"{sizes['distinct']} distinct): width {sizes['width'][0]}–{sizes['width'][2]} "
+                    f"(median {sizes['width'][1]}), height {sizes['height'][0]}–{sizes['height'][2]} "
+                    f"(median {sizes['height'][1]}); loaded as {sizes['loaded_as'][0]}×{sizes['loaded_as'][1]}")
+            st.plotly_chart(pc.class_counts_figure(summary), key="datasets_counts")
+
+            st.subheader("Samples per class")
+            c1, c2 = st.columns([1, 3])
+            per_class = c1.slider("Per class", 1, 16, 8, key="datasets_per_class")
+            class_names = [str(c) for c in summary["class_names"]]
+            shown = c2.multiselect("Classes", class_names, default=class_names[:10], key=f"datasets_classes_{name}")
+            try:
+                grid = _samples(url, name, per_class, 0)
+            except DatasetError as exc:
+                st.error(f"{name} cannot be loaded: {exc}")
+                grid = []
+            for _, cname, images in grid:
+                if cname in shown and len(images):
+                    st.image([for_display(im, 64) for im in images], caption=[cname] + [""] * (len(images) - 1), width=64)
+
+# ------------------------------------------------------------------------------------- register
+with tab_register:
+    kinds = [k for k in DATASET_KINDS if k != "digits"]
+    kind = st.selectbox("Format", kinds, key="register_kind")
+    st.caption(KIND_HELP[kind])
+    with st.form("register_form"):
+        name = st.text_input("Name", key="register_name", placeholder="e.g. galaxy10")
+        path = st.text_input("Path" if kind != "torchvision" else "Root folder of the local copy", key="register_path")
+        fields = {}
+        if kind in ("imagefolder", "csv"):
+            fields["image_size"] = st.number_input("Resize to (px, 0 = keep; mixed sizes go to the largest)", 0, 1024, 0,
+                                                   key="register_size")
+        if kind == "csv":
+            c = st.columns(4)
+            fields["image_root"] = c[0].text_input("Image folder (default: the CSV's folder)", key="register_root")
+            fields["path_column"] = c[1].text_input("Path column", "path", key="register_pcol")
+            fields["label_column"] = c[2].text_input("Label column", "label", key="register_lcol")
+            fields["split_column"] = c[3].text_input("Split column", "split", key="register_scol")
+        if kind == "hdf5":
+            c = st.columns(2)
+            fields["image_key"] = c[0].text_input("Images dataset", "images", key="register_ikey")
+            fields["label_key"] = c[1].text_input("Labels dataset", "ans", key="register_lkey")
+        if kind in ("idx", "hdf5"):
+            fields["class_names"] = st.text_input("Class names, comma-separated (optional)", key="register_names")
+        if kind == "torchvision":
+            fields["torchvision_name"] = st.selectbox("Dataset", TORCHVISION_SETS, key="register_tv")
+            fields["emnist_split"] = st.text_input("EMNIST split", "balanced", key="register_emnist")
+        replace = st.checkbox("Replace a dataset of the same name", key="register_replace")
+        submitted = st.form_submit_button("Register", type="primary", key="register_submit")
+    if submitted:
+        try:
+            with st.spinner("Reading every image…"):
+                summary = registry.register_dataset(url, name, kind, path, registry.form_options(kind, **fields),
+                                                    replace=replace)
+        except DatasetError as exc:
+            st.error(f"Not registered: {exc}")
+        else:
+            _datasets.clear()
+            _samples.clear()
+            st.session_state["_datasets_flash"] = (
+                f"Registered **{name.strip()}**: {summary['num_classes']} classes, {summary['train_count']:,} "
+                f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}.")
+            st.session_state["_datasets_pick_next"] = name.strip()
+            st.rerun()  # so the list above shows it

@@ -1,0 +1,345 @@
+"""Compare page logic: which runs, how their configs differ, and the plotly figures that put them side by side.
+
+Pure functions over plain data (DataFrames from db.queries, config dicts); no Streamlit, no DB.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+MIN_RUNS, MAX_RUNS = 2, 10
+LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}  # as db.store: every other metric is higher-is-better
+SPLIT_DASH = {"train": "solid", "val": "dash", "test": "dot"}
+PALETTE = qualitative.Plotly + qualitative.D3  # >= 10 distinguishable run colours
+MISSING = "—"  # a key one run's config does not have
+
+
+# ------------------------------------------------------------------------------- selection
+def parse_run_ids(value) -> tuple[list[int], list[str]]:
+    """'1,2,3' (or ['1', '2'] from repeated query keys) -> ([1, 2, 3], tokens that are not run ids)."""
+    if value is None:
+        return [], []
+    tokens = [value] if isinstance(value, (str, int)) else list(value)
+    ids, bad = [], []
+    for tok in ",".join(str(t) for t in tokens).replace(" ", ",").split(","):
+        if not tok:
+            continue
+        if tok.isdigit() and int(tok) > 0:
+            if int(tok) not in ids:
+                ids.append(int(tok))
+        else:
+            bad.append(tok)
+    return ids, bad
+
+
+def initial_selection(query_value, session_ids, known_ids: Iterable[int]) -> tuple[list[int], list[str]]:
+    """The runs to start from: ?runs=... first, else the Runs page's selection; unknown ids dropped, at most 10."""
+    known = set(int(i) for i in known_ids)
+    notes: list[str] = []
+    ids, bad = parse_run_ids(query_value)
+    if bad:
+        notes.append(f"ignored in ?runs=: {', '.join(bad)} (not run ids)")
+    if not ids and session_ids:
+        ids, _ = parse_run_ids([str(i) for i in session_ids])
+    missing = [i for i in ids if i not in known]
+    if missing:
+        notes.append(f"no such run: {', '.join(f'#{i}' for i in missing)}")
+    ids = [i for i in ids if i in known]
+    if len(ids) > MAX_RUNS:
+        notes.append(f"showing the first {MAX_RUNS} of {len(ids)} runs (Compare takes at most {MAX_RUNS})")
+        ids = ids[:MAX_RUNS]
+    return ids, notes
+
+
+def run_label(run_id: int, name: str | None) -> str:
+    return f"#{run_id} {name}".strip() if name else f"#{run_id}"
+
+
+# ------------------------------------------------------------------------------- config diff
+def flatten_config(d: Mapping, prefix: str = "") -> dict[str, object]:
+    """Nested config -> {dotted.key: leaf}. Lists of mappings (augment steps) get an index: augment.train[0].name."""
+    out: dict[str, object] = {}
+    for key, value in d.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            if value:
+                out.update(flatten_config(value, path))
+            else:
+                out[path] = {}
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+            out[path] = "[" + ", ".join(str(item.get("name", "{…}")) for item in value) + "]"  # the steps at a glance
+            for i, item in enumerate(value):
+                out.update(flatten_config(item, f"{path}[{i}]"))
+        else:
+            out[path] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def normalized_config(config: dict) -> dict:
+    """Fill defaults through the engine's schema so 'left out' and 'set to the default' compare equal."""
+    from engine.config import ConfigError, parse_config
+
+    try:
+        return parse_config(config).model_dump(mode="json")
+    except (ConfigError, Exception):  # an old or hand-edited config: compare it as stored
+        return config
+
+
+def _display(v) -> str:
+    """Config values as text (JSON spelling: true, null, [1, 2]); one column of mixed types breaks Arrow."""
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _merged_order(key_lists: Iterable[list[str]]) -> list[str]:
+    """All keys, in config order: a key only some runs have goes right after the key it follows there."""
+    keys: list[str] = []
+    for ks in key_lists:
+        prev = None
+        for k in ks:
+            if k not in keys:
+                keys.insert(keys.index(prev) + 1 if prev is not None else 0, k)
+            prev = k
+    return keys
+
+
+def config_diff(configs: Mapping[str, dict], normalize: bool = True) -> pd.DataFrame:
+    """Rows: the dotted config keys whose values are not the same in every run; columns: runs. Values as text."""
+    flat = {label: flatten_config(normalized_config(c) if normalize else c) for label, c in configs.items()}
+    keys = _merged_order(list(f) for f in flat.values())
+    rows = {}
+    for key in keys:
+        values = [_display(f[key]) if key in f else MISSING for f in flat.values()]
+        if len(set(values)) > 1:
+            rows[key] = values
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)) if rows else pd.DataFrame(columns=list(flat))
+    df.index.name = "field"
+    return df
+
+
+# ------------------------------------------------------------------------------- curves
+def ema_smooth(values: Iterable[float], weight: float) -> np.ndarray:
+    """TensorBoard-style exponential moving average, debiased so the first points are not pulled to 0."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if weight <= 0 or len(v) == 0:
+        return v
+    out = np.empty_like(v)
+    acc, norm = 0.0, 0.0
+    for i, x in enumerate(v):
+        acc = weight * acc + (1 - weight) * x
+        norm = weight * norm + (1 - weight)
+        out[i] = acc / norm
+    return out
+
+
+def metric_names(history: pd.DataFrame) -> list[str]:
+    """Metrics present in a history, headline ones first."""
+    names = sorted(history["name"].unique()) if len(history) else []
+    first = [n for n in ("acc", "loss", "lr") if n in names]
+    return first + [n for n in names if n not in first]
+
+
+def splits_for(history: pd.DataFrame, metric: str) -> list[str]:
+    """The splits a metric was recorded on, train / val / test first."""
+    order = {"train": 0, "val": 1, "test": 2}
+    return sorted(history.loc[history["name"] == metric, "split"].unique(), key=lambda s: (order.get(s, 9), s))
+
+
+def curves_figure(history: pd.DataFrame, metric: str, labels: Mapping[int, str], splits: Iterable[str] = ("train", "val"),
+                  smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
+    """One line per (run, split): colour = run, dash = split. Hover shows the raw value even when smoothed."""
+    fig = go.Figure()
+    h = history[history["name"] == metric]
+    for i, (run_id, label) in enumerate(labels.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        for split in splits:
+            d = h[(h["run_id"] == run_id) & (h["split"] == split)].sort_values("epoch")
+            if d.empty:
+                continue
+            y = ema_smooth(d["value"], smoothing) if smoothing > 0 else d["value"].to_numpy()
+            fig.add_trace(go.Scatter(
+                x=d["epoch"], y=y, mode="lines+markers" if len(d) < 30 else "lines", name=f"{label} · {split}",
+                legendgroup=label, line={"color": colour, "dash": SPLIT_DASH.get(split, "dashdot")},
+                customdata=np.stack([d["value"].to_numpy()], axis=-1),
+                hovertemplate=(f"<b>{label}</b> {split}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}"
+                               + (" (raw %{customdata[0]:.4g})" if smoothing > 0 else "") + "<extra></extra>")))
+    fig.update_layout(xaxis_title="epoch", yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
+                      yaxis_type="log" if log_y else "linear", hovermode="closest", legend_title_text="run · split",
+                      margin={"t": 30})
+    return fig
+
+
+# ------------------------------------------------------------------------------- best / final table
+def best_final_table(latest: pd.DataFrame, labels: Mapping[int, str],
+                     metrics: Iterable[tuple[str, str]] = (("val", "acc"), ("val", "loss"), ("train", "acc"),
+                                                           ("train", "loss"))) -> pd.DataFrame:
+    """One row per run: best value (and its epoch) and final value of each metric, plus test accuracy.
+
+    `latest` is db.queries.latest_metrics: the small table kept current on every write.
+    """
+    rows = []
+    for run_id, label in labels.items():
+        d = latest[latest["run_id"] == run_id]
+        row: dict[str, object] = {"run": label}
+        for split, name in metrics:
+            m = d[(d["split"] == split) & (d["name"] == name)]
+            best = m["best_value"].iloc[0] if len(m) else np.nan
+            row[f"best {split} {name}"] = best
+            row[f"best {split} {name} epoch"] = int(m["best_epoch"].iloc[0]) if len(m) else None
+            row[f"final {split} {name}"] = m["value"].iloc[0] if len(m) else np.nan
+        t = d[(d["split"] == "test") & (d["name"] == "acc")]
+        row["test acc"] = t["value"].iloc[0] if len(t) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def best_run(table: pd.DataFrame, column: str = "best val acc") -> str | None:
+    if table.empty or column not in table or table[column].isna().all():
+        return None
+    return str(table[column].idxmax())
+
+
+# ------------------------------------------------------------------------------- confusion matrices
+def row_normalize(matrix) -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float64)
+    s = m.sum(axis=1, keepdims=True)
+    return np.divide(m, s, out=np.zeros_like(m), where=s > 0)
+
+
+def class_names_for(n: int, *sources: list | None) -> list[str]:
+    """The first list of n names among `sources` (dataset summary, options...), else '0'..'n-1'."""
+    for names in sources:
+        if names and len(names) == n:
+            return [str(x) for x in names]
+    return [str(i) for i in range(n)]
+
+
+def confusion_grid_figure(matrices: Mapping[str, list], class_names: list[str], normalize: bool = True,
+                          cols: int = 3) -> go.Figure:
+    """Confusion matrices side by side (rows = true class, columns = predicted), one shared colour scale."""
+    labels = list(matrices)
+    cols = max(1, min(cols, len(labels)))
+    nrows = math.ceil(len(labels) / cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=labels, horizontal_spacing=0.06,
+                        vertical_spacing=0.12 if nrows > 1 else 0.0)
+    for i, label in enumerate(labels):
+        counts = np.asarray(matrices[label], dtype=np.float64)
+        z = row_normalize(counts) if normalize else counts
+        names = class_names_for(len(counts), class_names)
+        fig.add_trace(go.Heatmap(
+            z=z, x=names, y=names, coloraxis="coloraxis", customdata=counts,
+            hovertemplate=(f"<b>{label}</b><br>true %{{y}}<br>predicted %{{x}}<br>"
+                           + ("rate %{z:.3f} (%{customdata:.0f} images)" if normalize else "%{z:.0f} images")
+                           + "<extra></extra>")), row=i // cols + 1, col=i % cols + 1)
+        fig.update_yaxes(autorange="reversed", title_text="true" if i % cols == 0 else None, row=i // cols + 1, col=i % cols + 1)
+        fig.update_xaxes(title_text="predicted", row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(coloraxis={"colorscale": "Blues", "colorbar": {"title": "rate" if normalize else "count"}},
+                      height=320 * nrows + 60, margin={"t": 40})
+    return fig
+
+
+def confusion_difference_figure(a: list, b: list, label_a: str, label_b: str, class_names: list[str]) -> go.Figure:
+    """Row-normalised B − A: red where B confuses (or gets right) more often than A, blue where less."""
+    za, zb = row_normalize(a), row_normalize(b)
+    if za.shape != zb.shape:
+        raise ValueError(f"the runs have different numbers of classes ({za.shape[0]} vs {zb.shape[0]})")
+    diff = zb - za
+    names = class_names_for(len(diff), class_names)
+    lim = max(float(np.abs(diff).max()), 1e-6)
+    fig = go.Figure(go.Heatmap(
+        z=diff, x=names, y=names, zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu_r",
+        customdata=np.stack([za, zb], axis=-1), colorbar={"title": "B − A"},
+        hovertemplate=(f"true %{{y}}<br>predicted %{{x}}<br>{label_a}: %{{customdata[0]:.3f}}<br>"
+                       f"{label_b}: %{{customdata[1]:.3f}}<br>B − A: %{{z:+.3f}}<extra></extra>")))
+    fig.update_yaxes(autorange="reversed", title_text="true")
+    fig.update_xaxes(title_text="predicted")
+    fig.update_layout(title=f"B = {label_b} minus A = {label_a} (row-normalised)", height=460, margin={"t": 50})
+    return fig
+
+
+# ------------------------------------------------------------------------------- per-class and TTA bars
+PER_CLASS_METRICS = {"accuracy (recall)": "recall", "F1": "f1", "precision": "precision"}
+
+
+def per_class_figure(per_class: Mapping[str, dict], class_names: list[str], metric: str = "recall") -> go.Figure:
+    """Grouped bars: x = class, one bar per run. `per_class` maps run label -> evaluation per_class dict."""
+    fig = go.Figure()
+    for i, (label, pc) in enumerate(per_class.items()):
+        values = [float(v) for v in (pc or {}).get(metric, [])]
+        if not values:
+            continue
+        names = class_names_for(len(values), class_names)
+        support = (pc or {}).get("support") or [None] * len(values)
+        fig.add_trace(go.Bar(x=names, y=values, name=label, marker_color=PALETTE[i % len(PALETTE)],
+                             customdata=[s if s is not None else float("nan") for s in support],
+                             hovertemplate=f"<b>{label}</b><br>class %{{x}}<br>{metric} %{{y:.3f}}"
+                                           "<br>support %{customdata:.0f}<extra></extra>"))
+    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title=metric, yaxis_range=[0, 1.02],
+                      legend_title_text="run", margin={"t": 30})
+    return fig
+
+
+def tta_figure(tta: pd.DataFrame, labels: Mapping[int, str]) -> go.Figure:
+    """Grouped bars: x = TTA variant, one bar per run, y = test accuracy ('none' = no TTA)."""
+    fig = go.Figure()
+    if tta.empty:
+        return fig
+    variants = list(dict.fromkeys(tta["variant"]))
+    for i, (run_id, label) in enumerate(labels.items()):
+        d = tta[tta["run_id"] == run_id].drop_duplicates("variant", keep="last").set_index("variant")
+        if d.empty:
+            continue
+        base = float(d.loc["none", "accuracy"]) if "none" in d.index else float("nan")
+        ys = [float(d.loc[v, "accuracy"]) if v in d.index else None for v in variants]
+        deltas = [(y - base) if (y is not None and not math.isnan(base)) else float("nan") for y in ys]
+        fig.add_trace(go.Bar(x=variants, y=ys, name=label, marker_color=PALETTE[i % len(PALETTE)], customdata=deltas,
+                             hovertemplate=f"<b>{label}</b><br>%{{x}}<br>accuracy %{{y:.4f}}"
+                                           "<br>vs none %{customdata:+.4f}<extra></extra>"))
+    lo = float(tta["accuracy"].min())
+    fig.update_layout(barmode="group", xaxis_title="TTA variant", yaxis_title="test accuracy",
+                      yaxis_range=[max(0.0, lo - 0.05), 1.0], legend_title_text="run", margin={"t": 30})
+    return fig
+
+
+def tta_table(tta: pd.DataFrame, labels: Mapping[int, str]) -> pd.DataFrame:
+    """Runs × variants accuracy table (what the bars show, for copying)."""
+    if tta.empty:
+        return pd.DataFrame()
+    d = tta.drop_duplicates(["run_id", "variant"], keep="last").pivot(index="run_id", columns="variant", values="accuracy")
+    d = d.reindex([r for r in labels if r in d.index])
+    d.index = [labels[r] for r in d.index]
+    return d[list(dict.fromkeys(tta["variant"]))]
+
+
+# ------------------------------------------------------------------------------- datasets page
+def class_counts_figure(summary: dict) -> go.Figure:
+    """Grouped bars of images per class, train and (when the dataset has one) test."""
+    names = [str(n) for n in summary.get("class_names") or []]
+    fig = go.Figure()
+    for split, key, colour in (("train", "class_counts", PALETTE[0]), ("test", "test_class_counts", PALETTE[1])):
+        counts = summary.get(key)
+        if counts:
+            fig.add_trace(go.Bar(x=class_names_for(len(counts), names), y=counts, name=split, marker_color=colour,
+                                 hovertemplate=f"{split}<br>class %{{x}}<br>%{{y}} images<extra></extra>"))
+    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="images", legend_title_text="split",
+                      margin={"t": 30}, height=360)
+    return fig
+
+
+def datasets_table(rows: list[dict]) -> pd.DataFrame:
+    """One line per registered dataset, from the stored summaries (no dataset is loaded)."""
+    out = []
+    for d in rows:
+        s = d.get("summary") or {}
+        out.append({"name": d["name"], "kind": d["kind"], "path": d["path"], "classes": s.get("num_classes"),
+                    "train": s.get("train_count"), "test": s.get("test_count"),
+                    "image": "×".join(str(x) for x in s["image_shape"]) if s.get("image_shape") else None,
+                    "mean": ", ".join(f"{v:.3f}" for v in s["mean"]) if s.get("mean") else None,
+                    "std": ", ".join(f"{v:.3f}" for v in s["std"]) if s.get("std") else None})
+    return pd.DataFrame(out, columns=["name", "kind", "path", "classes", "train", "test", "image", "mean", "std"])
