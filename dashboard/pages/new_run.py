@@ -221,14 +221,18 @@ def _section(section: str):
 
 def _lr_preview():
     from engine.config import ConfigError, parse_config
-    from engine.train import lr_trajectory
 
     try:
+        from engine.train import lr_trajectory
+
         lrs = lr_trajectory(parse_config(config))
     except (ConfigError, ValueError):
         st.caption("The LR preview appears when the optimizer and schedule settings are valid.")
         return
-    st.plotly_chart(plots.lr_preview(lrs), width="stretch", key="builder_lr_preview")
+    except Exception as exc:  # a preview must never take the builder down
+        st.caption(f"No LR preview: {exc}")
+        return
+    st.plotly_chart(plots.lr_preview(lrs), key="builder_lr_preview")
 
 
 # ------------------------------------------------------------------------------- page
