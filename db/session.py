@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,11 +60,19 @@ def session_scope(url: str | None = None):
 
 
 def write(url: str | None, fn, *, attempts: int = 8):
-    """Run fn(session) in a transaction, retrying when SQLite says the database is locked."""
+    """Run fn(session) in a transaction, retrying when SQLite says the database is locked.
+
+    On SQLite the transaction starts with BEGIN IMMEDIATE: it takes the write lock first (waiting up
+    to the busy timeout), so whatever fn reads is still true when it writes. Read-then-write logic such
+    as "claim a queued run while fewer than N are running" is then atomic across processes, and a
+    deferred transaction can never fail half-way when it upgrades from reading to writing."""
     delay = 0.05
+    immediate = db_url(url).startswith("sqlite")
     for attempt in range(attempts):
         try:
             with sessions(url)() as s, s.begin():
+                if immediate:
+                    s.execute(text("BEGIN IMMEDIATE"))  # pysqlite then issues no BEGIN of its own; COMMIT ends it
                 return fn(s)
         except OperationalError as exc:
             if not _is_locked(exc) or attempt == attempts - 1:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, text, update
 
-from db.models import (ACTIVE_STATUSES, FINAL_STATUSES, LOST, QUEUED, RUNNING, Checkpoint, ConfusionMatrix,
+from db.models import (ACTIVE_STATUSES, FAILED, FINAL_STATUSES, LOST, QUEUED, RUNNING, STOPPED, Checkpoint, ConfusionMatrix,
                        Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult, utcnow)
 from db.session import read, write
 
@@ -56,10 +56,11 @@ def update_run(url, run_id: int, **fields) -> None:
 
 
 def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> None:
+    # stop_requested is left alone: a stop asked for while the engine was still starting must hold.
     now = utcnow()
     update_run(url, run_id, status=RUNNING, pid=pid, host=socket.gethostname(), device=device,
                started_at=now, heartbeat_at=now, ended_at=None, error=None, traceback=None,
-               stop_requested=False, resume_requested=False, **({"data_path": data_path} if data_path else {}))
+               resume_requested=False, **({"data_path": data_path} if data_path else {}))
 
 
 def mark_ended(url, run_id: int, status: str, error: str | None = None, traceback: str | None = None) -> None:
@@ -75,6 +76,62 @@ def heartbeat(url, run_id: int) -> bool:
     return write(url, fn)
 
 
+def claim_next_queued(url, max_running: int) -> int | None:
+    """Move the oldest queued local run to running if fewer than `max_running` local runs are running
+    on this host; its id, or None (Slurm runs wait in Slurm's queue, not ours).
+
+    Count and claim happen in one write transaction (BEGIN IMMEDIATE on SQLite, an advisory lock on
+    PostgreSQL), so launchers racing in several processes never start more than `max_running`.
+    The pid stays empty until the launcher has spawned the engine; a launcher that dies in between
+    leaves a run whose heartbeat (set here) goes stale, and it becomes lost."""
+    host = socket.gethostname()
+
+    def fn(s):
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(60606)"))
+        running = s.scalar(select(func.count()).select_from(Run).where(
+            Run.status == RUNNING, Run.backend.in_(("local", "cli")), Run.host == host))
+        if running >= max_running:
+            return None
+        run_id = s.scalar(select(Run.id).where(Run.status == QUEUED, Run.backend == "local")
+                          .order_by(Run.id).limit(1).with_for_update())
+        if run_id is None:
+            return None
+        now = utcnow()
+        s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
+                  .values(status=RUNNING, pid=None, host=socket.gethostname(), started_at=now, heartbeat_at=now,
+                          ended_at=None))
+        return run_id
+
+    return write(url, fn)
+
+
+def stop_if_queued(url, run_id: int) -> bool:
+    """queued -> stopped, unless a launcher claimed it first."""
+    def fn(s):
+        res = s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
+                        .values(status=STOPPED, ended_at=utcnow(), error="stopped before it started"))
+        return res.rowcount == 1
+
+    return write(url, fn)
+
+
+def requeue_for_resume(url, run_id: int) -> bool:
+    """stopped | failed | lost -> queued with resume_requested; False if it is in another state by now."""
+    def fn(s):
+        res = s.execute(update(Run).where(Run.id == run_id, Run.status.in_((STOPPED, FAILED, LOST)))
+                        .values(status=QUEUED, resume_requested=True, ended_at=None, error=None, traceback=None,
+                                stop_requested=False, pid=None))
+        return res.rowcount == 1
+
+    return write(url, fn)
+
+
+def resume_requested(url, run_id: int) -> bool:
+    """Whether the next engine for this run must continue from its checkpoint (read by the launcher)."""
+    return bool(read(url, lambda s: s.scalar(select(Run.resume_requested).where(Run.id == run_id))))
+
+
 def claim_queued_run(url, run_id: int, pid: int) -> bool:
     """Atomically move one queued run to running for this process; False if someone else got it."""
     def fn(s):
@@ -86,14 +143,18 @@ def claim_queued_run(url, run_id: int, pid: int) -> bool:
 
 
 def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
-    """Runs marked running whose process is gone (same host) or whose heartbeat is stale -> lost."""
+    """Runs marked running whose process is gone (same host) or whose heartbeat is stale -> lost.
+
+    Runs in the same write transaction as the engines' own status writes, so a run that finishes
+    while we look is never overwritten: either we see its final status, or its process still lives."""
     host = socket.gethostname()
-    cutoff = utcnow() - timedelta(seconds=stale_after_s)
 
     def fn(s):
+        cutoff = utcnow() - timedelta(seconds=stale_after_s)
         lost = []
         for run in s.scalars(select(Run).where(Run.status == RUNNING)):
-            gone = run.host == host and run.backend == "local" and run.pid is not None and not pid_alive(run.pid)
+            gone = (run.host == host and run.backend in ("local", "cli") and run.pid is not None
+                    and not pid_alive(run.pid))
             stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff
             if gone or stale:
                 run.status, run.ended_at = LOST, utcnow()

@@ -56,6 +56,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.run_id is not None:  # spawned by the launcher: beat first, import torch after
+        return run_training(args.db, args.run_id, resume=args.resume)
     from db import queries, store
     from db.models import RUNNING
     from db.session import init_db
@@ -91,21 +93,29 @@ def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
     return subprocess.call(cmd)
 
 
-def run_training(url: str, run_id: int, resume: bool = False) -> int:
+def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
     """Train run `run_id` in this process, reporting to the DB and the console."""
-    from db import queries
-    from engine.launcher import Heartbeat, start_queued
+    from db.session import db_url
+    from engine.heartbeat import Heartbeat
 
-    row = queries.get_run(url, run_id)
-    if row is None:
-        return _print_errors([("--run-id", f"no run {run_id} in {url}")])
-    # Beat from the first second (torch imports and data loading take a while), so a starting
-    # engine never looks lost; and whatever happens below, free the slot for the queue.
+    url = db_url(url)
+    row = None
+    # Beat from the first second (imports and data loading take a while), so a starting engine
+    # never looks lost; and whatever happens below, free the slot for the queue.
     try:
         with Heartbeat(url, run_id):
+            from db import queries
+            from db.session import init_db
+
+            init_db(url)
+            row = queries.get_run(url, run_id)
+            if row is None:
+                return _print_errors([("--run-id", f"no run {run_id} in {url}")])
             return _run_training(url, run_id, row, resume)
     finally:
-        if row["backend"] in ("local", "cli"):
+        if row is not None and row["backend"] in ("local", "cli"):
+            from engine.launcher import start_queued
+
             start_queued(url)  # a finished run frees a local slot: start whatever waits in the queue
 
 

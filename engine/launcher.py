@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from db import queries, store
 from db.models import FAILED, LOST, QUEUED, RUNNING, STOPPED
 from db.session import init_db
+from engine.heartbeat import Heartbeat, heartbeat_stale_s  # noqa: F401  (Heartbeat: re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_STALE_S = float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))  # at import; see heartbeat_stale_s()
@@ -152,7 +152,7 @@ def _spawn(url: str, run_id: int) -> int:
     devices = int(row["config"].get("train", {}).get("devices", 1))
     if devices > 1:  # DistributedDataParallel: one process per device, started by torchrun
         cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}", "-m"]
-    if row.get("resume_requested"):
+    if store.resume_requested(url, run_id):  # (not among get_run's columns)
         cmd.append("--resume")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -216,45 +216,11 @@ def is_engine_process(pid: int | None, run_id: int) -> bool:
     return True  # `python -m engine train config.yaml`: the run id is not on its command line
 
 
-def heartbeat_stale_s() -> float:
-    """A running run whose heartbeat is older than this is lost (LAB_HEARTBEAT_STALE_S, default 60 s)."""
-    return float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))
-
-
 def refresh_lost(url: str, stale_after_s: float | None = None) -> list[int]:
     """Mark runs whose process died without saying so (kill -9, OOM killer, power loss) or whose
     heartbeat is stale (a frozen process, a remote host gone) as lost."""
     _reap_children()
     return store.mark_lost_runs(url, stale_after_s or heartbeat_stale_s(), pid_alive)
-
-
-class Heartbeat:
-    """The engine's heartbeat, from a background thread while the process lives: `heartbeat_at` then
-    means "this process is alive and reaches the DB", through imports, data loading, long
-    validations and the final evaluation alike. A frozen (SIGSTOP), hung-in-C or disconnected
-    process stops beating and becomes lost after heartbeat_stale_s()."""
-
-    def __init__(self, url: str, run_id: int, every_s: float | None = None):
-        self.url, self.run_id = url, run_id
-        self.every_s = every_s or max(0.5, min(5.0, heartbeat_stale_s() / 4))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                store.heartbeat(self.url, self.run_id)
-            except Exception:  # a DB busy past its timeout: the next beat tries again
-                pass
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
-        return False
 
 
 # ------------------------------------------------------------------------------- stop / resume
