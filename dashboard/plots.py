@@ -107,11 +107,12 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> go.Figure | None:
                                  showlegend=False, line=dict(color="#8c564b"),
                                  hovertemplate="epoch %{x}<br>%{y:,.0f} images/s<extra></extra>"), row=2, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_yaxes(exponentformat="e", row=2, col=1)
+    if "train_lr" in wide:  # from zero, so a constant LR reads as a level line, not as noise around 0
+        fig.update_yaxes(range=[0, 1.15 * float(wide["train_lr"].max() or 1)], exponentformat="e", row=2, col=1)
     fig.update_xaxes(dtick=_epoch_tick(len(wide)))
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_layout(height=520, margin=dict(l=10, r=10, t=60 if title else 40, b=10), hovermode="x unified",
-                      title=title or None, legend=dict(orientation="h", yanchor="bottom", y=1.06, x=1, xanchor="right"))
+                      title=title or None, legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0, xanchor="left"))
     return fig
 
 
@@ -207,7 +208,7 @@ def per_class_bars(per_class: dict, class_names: list[str]) -> go.Figure:
                         hovertemplate=f"class %{{x}}<br>{metric}: %{{y:.3f}}<br>support: %{{customdata}}<extra></extra>")
     fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=10, b=10),
                       yaxis=dict(range=[0, 1.02], tickformat=".0%"), xaxis=dict(type="category", title="class"),
-                      legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
+                      legend=dict(orientation="h", y=1.08, x=0, xanchor="left"))
     return fig
 
 
@@ -238,7 +239,7 @@ def tta_bars(tta: pd.DataFrame, descriptions: dict[str, str] | None = None) -> g
     lo = max(0.0, float(df["accuracy"].min()) - 0.05) if len(df) else 0.0
     fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=10, b=10),
                       yaxis=dict(range=[lo, 1.0], tickformat=".0%", title="test accuracy"),
-                      legend=dict(title="checkpoint", orientation="h", y=1.08, x=1, xanchor="right"))
+                      legend=dict(title="checkpoint", orientation="h", y=1.08, x=0, xanchor="left"))
     return fig
 
 

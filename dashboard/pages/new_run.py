@@ -14,11 +14,6 @@ from db import queries
 url = db_url_for_session()
 ss = st.session_state
 
-# A launch that succeeded in the button's callback: open the new run.
-if (launched := ss.pop("builder_launched", None)) is not None:
-    st.switch_page("pages/run_detail.py", query_params={"run": str(launched)})
-
-
 # ------------------------------------------------------------------------------- state helpers
 def _load(config: dict, notice: str | None = None) -> None:
     """Put a config into every builder widget (before they are drawn, or from a callback)."""
@@ -61,6 +56,10 @@ def _apply_preset(url):
         ss["builder_notice"] = f"⚠️ Preset {name}: {exc}"
         return
     _load(preset, f"Applied preset {name}.")
+
+
+def _request(action: str):
+    ss["builder_action"] = action  # done at the top of the next run, under a spinner
 
 
 def _check(url, launch: bool):
@@ -109,6 +108,12 @@ if forms.KEY_PREFIX + "name" not in ss:
 for key, value in forms.config_to_state(ss.get("builder_config") or {}).items():
     if key.startswith(forms.KEY_PREFIX) and key not in ss:  # a widget not drawn lately
         ss[key] = value
+
+if action := ss.pop("builder_action", None):
+    with st.spinner("Checking the config: loading the dataset, building the model, augmenting a real image…"):
+        _check(url, launch=action == "launch")
+    if (launched := ss.pop("builder_launched", None)) is not None:
+        st.switch_page("pages/run_detail.py", query_params={"run": str(launched)})
 
 config, parse_errors = _current()
 ss["builder_config"] = config
@@ -284,9 +289,9 @@ elif ss.get("builder_valid_config") == config:
 
 yaml_text = forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])
-actions[0].button("✔ Validate", on_click=_check, args=(url, False), width="stretch",
+actions[0].button("✔ Validate", on_click=_request, args=("validate",), width="stretch",
                   help="Check every field, then load the dataset, build the model and push one batch through it")
-actions[1].button("🚀 Launch", type="primary", on_click=_check, args=(url, True), width="stretch",
+actions[1].button("🚀 Launch", type="primary", on_click=_request, args=("launch",), width="stretch",
                   help="Validate, then start training in its own process")
 actions[2].download_button("⬇ Config YAML", data=yaml_text or "", disabled=yaml_text is None,
                            file_name=f"{(config.get('name') or 'experiment').replace(' ', '_')}.yaml",

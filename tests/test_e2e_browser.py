@@ -1,0 +1,201 @@
+"""End to end in a real browser: Debian's Chromium, driven by Playwright, against `streamlit run`.
+
+Builds a run with the form, launches it, watches its curves appear live on the run page, launches a
+second one, selects both in the Runs table and opens Compare. Screenshots go to artifacts/e2e_*.png.
+Runs against its own SQLite file and runs folder; every engine process it starts is a real one.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 150_000  # generous: a loaded 2-core CI machine trains slowly; nothing here measures time
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        subprocess.run(["bash", str(ROOT / ".ci" / "install_browser.sh")], check=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("Chromium is not installed and cannot be installed here (.ci/install_browser.sh needs root)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`streamlit run dashboard/app.py` on a free port with its own DB; yields (base URL, DB URL)."""
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_FAULT", "LAB_BACKEND")}
+    env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp_path / "runs"), LAB_MAX_CONCURRENT="1", PYTHONUNBUFFERED="1")
+    port = _free_port()
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.3)
+    try:
+        yield base, url
+    finally:
+        from db import store
+        from engine.launcher import stop_run
+
+        for run_id in store.active_run_ids(url):
+            stop_run(url, run_id)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _no_exception(page):
+    """A page that raised shows Streamlit's exception box; only a browser sees those on first load."""
+    boxes = page.get_by_test_id("stException")
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="New run").click()
+    expect(page.get_by_role("tab", name="Training")).to_be_visible(timeout=TIMEOUT_MS)
+    name_box = page.get_by_role("textbox", name="Run name", exact=True)
+    name_box.fill(name)
+    name_box.press("Enter")
+    page.get_by_role("tab", name="Training").click()
+    for label, value in (("Epochs", epochs), ("Seed", seed)):
+        box = page.get_by_role("spinbutton", name=label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        expect(box).to_have_value(str(value))
+    panel = page.get_by_role("tabpanel", name="Training")
+    steps = page.get_by_role("spinbutton", name="Cap steps per epoch")
+    if not steps.is_visible():
+        panel.get_by_text("Advanced").click()
+    steps.fill("3")  # a few steps per epoch: a real run that ends in seconds
+    steps.press("Enter")
+    expect(steps).to_have_value("3")
+    _no_exception(page)
+    page.get_by_role("button", name="Launch").click()
+
+
+def _wait_for_run_page(page, run_id: int, name: str, shot_live: Path, shot_done: Path):
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("heading", name=f"Run #{run_id} · {name}")).to_be_visible(timeout=TIMEOUT_MS)
+    assert re.search(rf"/run\?run={run_id}$", page.url), page.url
+    # the curves appear without reloading the page (st.fragment polling the DB)
+    curves = page.get_by_test_id("stPlotlyChart").first
+    expect(curves.get_by_text("Accuracy")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(curves.get_by_text("Learning rate")).to_be_visible()
+    page.screenshot(path=str(shot_live), full_page=True)
+    expect(page.get_by_text(re.compile(r"completed · dataset digits"))).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text(re.compile(r"running — epoch"))).to_have_count(0, timeout=TIMEOUT_MS)  # redrawn
+    expect(page.get_by_role("tab", name="Test errors & gallery")).to_be_visible()
+    _no_exception(page)
+    page.screenshot(path=str(shot_done), full_page=True)
+
+
+def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
+    from playwright.sync_api import expect, sync_playwright
+
+    from db import queries
+
+    base, url = dashboard
+    ARTIFACTS.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+
+    def phase(what):  # progress for whoever reads the captured output of a failure; never asserted
+        print(f"[e2e {time.monotonic() - t0:6.1f} s] {what}", flush=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page_errors = []
+        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        try:
+            page.goto(base + "/")
+            expect(page.get_by_text("No runs yet")).to_be_visible(timeout=TIMEOUT_MS)
+            _no_exception(page)
+            phase("empty Runs page")
+
+            # 1. build a run with the form and launch it; its page shows the live curves
+            _build_and_launch(page, "e2e-first", seed=0)
+            page.screenshot(path=str(ARTIFACTS / "e2e_1_run_launching.png"), full_page=True)
+            _wait_for_run_page(page, 1, "e2e-first", ARTIFACTS / "e2e_2_run_live.png", ARTIFACTS / "e2e_3_run_done.png")
+            phase("run 1 completed on its page")
+            first = queries.get_run(url, 1)
+            assert first["status"] == "completed" and first["epochs_done"] == 2
+            assert first["config"]["train"]["max_steps_per_epoch"] == 3 and first["name"] == "e2e-first"
+
+            # 2. a second run: the builder kept the first one's settings, change name and seed
+            _build_and_launch(page, "e2e-second", seed=1)
+            _wait_for_run_page(page, 2, "e2e-second", ARTIFACTS / "e2e_4_second_live.png",
+                               ARTIFACTS / "e2e_5_second_done.png")
+            phase("run 2 completed on its page")
+            second = queries.get_run(url, 2)
+            assert second["config"]["train"]["seed"] == 1 and second["config"]["train"]["epochs"] == 2
+
+            # 3. tick both runs in the Runs table and compare them
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
+            grid = page.get_by_test_id("stDataFrame")
+            expect(grid).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_role("button", name=re.compile(r"Compare \(0\)"))).to_be_disabled()
+            box = grid.bounding_box()
+            for row in (0, 1):  # the selection checkboxes: first column, 35 px rows under a 35 px header
+                page.mouse.click(box["x"] + 18, box["y"] + 35 * (row + 1) + 17)
+            compare = page.get_by_role("button", name=re.compile(r"Compare \(2\)"))
+            expect(compare).to_be_enabled(timeout=30_000)
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "e2e_6_runs.png"), full_page=True)
+            phase("both runs selected")
+            compare.click()
+            page.wait_for_url(re.compile(r"/compare\?runs=2(,|%2C)1$"), timeout=TIMEOUT_MS)
+            expect(page.get_by_role("heading", name=re.compile("Compare"))).to_be_visible(timeout=TIMEOUT_MS)
+            if page.get_by_text("Not built yet").count() == 0:  # the Compare page has landed: both runs are on it
+                expect(page.get_by_text("#1 e2e-first").first).to_be_visible(timeout=TIMEOUT_MS)
+                expect(page.get_by_text("#2 e2e-second").first).to_be_visible(timeout=TIMEOUT_MS)
+                expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=TIMEOUT_MS)
+            time.sleep(1)  # let the charts finish drawing for the screenshot
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "e2e_7_compare.png"), full_page=True)
+            phase("compare page")
+            assert page_errors == []
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "e2e_last.png"), full_page=True)
+            browser.close()
