@@ -168,9 +168,24 @@ def make_transform(name: str, params: dict[str, Any], p: float):
             warnings.simplefilter("ignore")
             return cls(**kwargs, p=p)
     except Exception as exc:  # albumentations' pydantic schema or its own checks
-        msg = str(exc).split("\n")
-        detail = " ".join(line.strip() for line in msg[:6] if line.strip())
-        raise ValueError(f"{name}: {detail[:400]}") from None
+        raise ValueError(f"{name}: {_schema_message(exc)[:400]}") from None
+
+
+def _schema_message(exc: Exception) -> str:
+    """One readable line per offending parameter from albumentations' pydantic InitSchema errors."""
+    source = exc.__cause__ if exc.__cause__ is not None else exc  # albumentations re-raises as ValueError
+    errors = getattr(source, "errors", None)
+    if callable(errors):
+        try:
+            by_param: dict[str, str] = {}
+            for err in errors():
+                param = str(err["loc"][0]) if err.get("loc") else "params"
+                by_param.setdefault(param, err["msg"].removeprefix("Value error, "))
+            return "; ".join(f"{k}: {v}" for k, v in by_param.items())
+        except Exception:  # not a pydantic error after all
+            pass
+    lines = [line.strip() for line in str(exc).split("\n") if line.strip()]
+    return " ".join(lines[:6])
 
 
 def check_transform(name: str, params: dict[str, Any]) -> None:

@@ -75,7 +75,8 @@ def cmd_train(args) -> int:
         errors = preflight(cfg, url)
         if errors:
             return _print_errors(errors)
-        run_id = store.create_run(url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli")
+        run_id = store.create_run(url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli",
+                                  parent_run_id=cfg.train.init_from_run)  # fine-tune/continue: linked to its parent
         print(f"run {run_id}", flush=True)
         if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
             return _torchrun(url, run_id, cfg.train.devices, args.resume)

@@ -153,6 +153,19 @@ def _mixup(cfg, num_classes):
                  mode="batch", label_smoothing=0.0, num_classes=num_classes)
 
 
+def mixup_active(cfg, epoch_idx: int) -> bool:
+    """Mixup/CutMix is on for 0-based epochs before augment.mixup.stop_epoch (seed 004 stopped it late in training)."""
+    m = cfg.augment.mixup
+    return m.enabled and (m.stop_epoch is None or epoch_idx < m.stop_epoch)
+
+
+def accumulation_divisor(step: int, accumulate: int, steps_per_epoch: int) -> int:
+    """Micro-batches in the accumulation group of `step`: the last group of an epoch may be shorter, and
+    its gradient is still the mean over its own micro-batches."""
+    group_start = step - step % accumulate
+    return min(accumulate, steps_per_epoch - group_start)
+
+
 def train(cfg: ExperimentConfig, spec: DatasetSpec, run_dir: str | Path, sink: EventSink, *, resume: bool = False,
           init_state: dict | None = None, _fault: dict | None = None) -> RunResult:
     """Train one run. Reports through `sink`; ends with a status: completed | stopped | failed."""
@@ -262,7 +275,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
             sink.on_log(f"epoch {epoch}: switched optimizer to SGD, lr {base_lr}")
         lr = set_lr(optimizer, base_lr, schedule.factor(epoch_idx))
         loss_fn.smoothing = smoothing_at(cfg.loss, epoch_idx, t.epochs)
-        use_mixup = mixup is not None and (cfg.augment.mixup.stop_epoch is None or epoch_idx < cfg.augment.mixup.stop_epoch)
+        use_mixup = mixup is not None and mixup_active(cfg, epoch_idx)
 
         # --- train one epoch
         train_model.train()
@@ -288,7 +301,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
                 raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}: lower optim.lr or enable grad clipping")
-            scaler.scale(loss / cfg.optim.accumulate).backward()
+            scaler.scale(loss / accumulation_divisor(step, cfg.optim.accumulate, steps_per_epoch)).backward()
             if (step + 1) % cfg.optim.accumulate == 0 or step + 1 == steps_per_epoch:
                 if cfg.optim.grad_clip:
                     scaler.unscale_(optimizer)
@@ -441,8 +454,10 @@ def evaluate_checkpoint(path: str | Path, spec: DatasetSpec, split: str = "test"
     cfg = ExperimentConfig.model_validate_json(state["config"])
     device = pick_device(device_name)
     splits = make_splits(load_arrays(spec), cfg.data)
-    model = build_model(cfg.model, splits.channels, splits.num_classes)
-    model.load_state_dict(state["model"])
+    # the checkpoint holds the weights: build the bare architecture (no download of pretrained weights)
+    model = build_model(cfg.model.model_copy(update={"pretrained": False}), splits.channels, splits.num_classes)
+    ema_weights = state.get("ema") if cfg.regularize.ema.evaluate_ema else None  # epoch/last checkpoints keep both
+    model.load_state_dict(ema_weights if ema_weights is not None else state["model"])
     model.to(device)
     x, y = (splits.test_x, splits.test_y) if split == "test" else (splits.val_x, splits.val_y)
     result = summarize(predict_probs(model, x, state["mean"], state["std"], device), y, splits.num_classes)
