@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 MIN_RUNS, MAX_RUNS = 2, 10
 LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}  # as db.store: every other metric is higher-is-better
@@ -155,20 +154,23 @@ def curves_figure(history: pd.DataFrame, metric: str, labels: Mapping[int, str],
                   smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
     """One line per (run, split): colour = run, dash = split. Hover shows the raw value even when smoothed."""
     fig = go.Figure()
-    h = history[history["name"] == metric]
+    h = history[history["name"] == metric].sort_values("epoch")
+    groups = {key: g for key, g in h.groupby(["run_id", "split"], sort=False)}  # one pass, not a mask per trace
+    traces = []
     for i, (run_id, label) in enumerate(labels.items()):
         colour = PALETTE[i % len(PALETTE)]
         for split in splits:
-            d = h[(h["run_id"] == run_id) & (h["split"] == split)].sort_values("epoch")
-            if d.empty:
+            d = groups.get((run_id, split))
+            if d is None or d.empty:
                 continue
-            y = ema_smooth(d["value"], smoothing) if smoothing > 0 else d["value"].to_numpy()
-            fig.add_trace(go.Scatter(
-                x=d["epoch"], y=y, mode="lines+markers" if len(d) < 30 else "lines", name=f"{label} · {split}",
-                legendgroup=label, line={"color": colour, "dash": SPLIT_DASH.get(split, "dashdot")},
-                customdata=np.stack([d["value"].to_numpy()], axis=-1),
+            raw = d["value"].to_numpy()
+            y = ema_smooth(raw, smoothing) if smoothing > 0 else raw
+            traces.append(go.Scatter(
+                x=d["epoch"].to_numpy(), y=y, mode="lines+markers" if len(d) < 30 else "lines", name=f"{label} · {split}",
+                legendgroup=label, line={"color": colour, "dash": SPLIT_DASH.get(split, "dashdot")}, customdata=raw,
                 hovertemplate=(f"<b>{label}</b> {split}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}"
-                               + (" (raw %{customdata[0]:.4g})" if smoothing > 0 else "") + "<extra></extra>")))
+                               + (" (raw %{customdata:.4g})" if smoothing > 0 else "") + "<extra></extra>")))
+    fig.add_traces(traces)
     fig.update_layout(xaxis_title="epoch", yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
                       yaxis_type="log" if log_y else "linear", hovermode="closest", legend_title_text="run · split",
                       margin={"t": 30})
@@ -183,18 +185,17 @@ def best_final_table(latest: pd.DataFrame, labels: Mapping[int, str],
 
     `latest` is db.queries.latest_metrics: the small table kept current on every write.
     """
+    found = {(r.run_id, r.split, r.name): r for r in latest.itertuples(index=False)}
     rows = []
     for run_id, label in labels.items():
-        d = latest[latest["run_id"] == run_id]
         row: dict[str, object] = {"run": label}
         for split, name in metrics:
-            m = d[(d["split"] == split) & (d["name"] == name)]
-            best = m["best_value"].iloc[0] if len(m) else np.nan
-            row[f"best {split} {name}"] = best
-            row[f"best {split} {name} epoch"] = int(m["best_epoch"].iloc[0]) if len(m) else None
-            row[f"final {split} {name}"] = m["value"].iloc[0] if len(m) else np.nan
-        t = d[(d["split"] == "test") & (d["name"] == "acc")]
-        row["test acc"] = t["value"].iloc[0] if len(t) else np.nan
+            m = found.get((run_id, split, name))
+            row[f"best {split} {name}"] = m.best_value if m else np.nan
+            row[f"best {split} {name} epoch"] = int(m.best_epoch) if m else None
+            row[f"final {split} {name}"] = m.value if m else np.nan
+        t = found.get((run_id, "test", "acc"))
+        row["test acc"] = t.value if t else np.nan
         rows.append(row)
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
@@ -220,27 +221,44 @@ def class_names_for(n: int, *sources: list | None) -> list[str]:
     return [str(i) for i in range(n)]
 
 
+def _grid_axes(n: int, cols: int, hgap: float = 0.06, vgap: float = 0.1) -> list[tuple[str, dict, dict]]:
+    """Axis ids and domains of an n-panel grid, row by row (what make_subplots does, without its ~80 ms)."""
+    rows = math.ceil(n / cols)
+    w, h = (1 - hgap * (cols - 1)) / cols, (1 - vgap * (rows - 1)) / rows
+    out = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x0, y1 = c * (w + hgap), 1 - r * (h + vgap)
+        k = "" if i == 0 else str(i + 1)
+        clip = lambda v: min(1.0, max(0.0, round(v, 6)))  # noqa: E731  (float sums land just outside [0, 1])
+        out.append((k, {"domain": [clip(x0), clip(x0 + w)], "anchor": f"y{k}"},
+                    {"domain": [clip(y1 - h), clip(y1)], "anchor": f"x{k}"}))
+    return out
+
+
 def confusion_grid_figure(matrices: Mapping[str, list], class_names: list[str], normalize: bool = True,
                           cols: int = 3) -> go.Figure:
     """Confusion matrices side by side (rows = true class, columns = predicted), one shared colour scale."""
     labels = list(matrices)
     cols = max(1, min(cols, len(labels)))
-    nrows = math.ceil(len(labels) / cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=labels, horizontal_spacing=0.06,
-                        vertical_spacing=0.12 if nrows > 1 else 0.0)
-    for i, label in enumerate(labels):
+    nrows = math.ceil(len(labels) / cols) if labels else 1
+    traces, layout, titles = [], {}, []
+    for i, (label, (k, xaxis, yaxis)) in enumerate(zip(labels, _grid_axes(len(labels), cols))):
         counts = np.asarray(matrices[label], dtype=np.float64)
         z = row_normalize(counts) if normalize else counts
         names = class_names_for(len(counts), class_names)
-        fig.add_trace(go.Heatmap(
-            z=z, x=names, y=names, coloraxis="coloraxis", customdata=counts,
+        traces.append(go.Heatmap(
+            z=z, x=names, y=names, coloraxis="coloraxis", customdata=counts, xaxis=f"x{k}", yaxis=f"y{k}",
             hovertemplate=(f"<b>{label}</b><br>true %{{y}}<br>predicted %{{x}}<br>"
                            + ("rate %{z:.3f} (%{customdata:.0f} images)" if normalize else "%{z:.0f} images")
-                           + "<extra></extra>")), row=i // cols + 1, col=i % cols + 1)
-        fig.update_yaxes(autorange="reversed", title_text="true" if i % cols == 0 else None, row=i // cols + 1, col=i % cols + 1)
-        fig.update_xaxes(title_text="predicted", row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(coloraxis={"colorscale": "Blues", "colorbar": {"title": "rate" if normalize else "count"}},
-                      height=320 * nrows + 60, margin={"t": 40})
+                           + "<extra></extra>")))
+        layout[f"xaxis{k}"] = {**xaxis, "title": {"text": "predicted"}}
+        layout[f"yaxis{k}"] = {**yaxis, "autorange": "reversed", **({"title": {"text": "true"}} if i % cols == 0 else {})}
+        titles.append({"text": f"<b>{label}</b>", "x": sum(xaxis["domain"]) / 2, "y": yaxis["domain"][1], "xref": "paper",
+                       "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+    fig = go.Figure(data=traces)
+    fig.update_layout(**layout, annotations=titles, height=320 * nrows + 60, margin={"t": 40},
+                      coloraxis={"colorscale": "Blues", "colorbar": {"title": {"text": "rate" if normalize else "count"}}})
     return fig
 
 
@@ -291,16 +309,21 @@ def tta_figure(tta: pd.DataFrame, labels: Mapping[int, str]) -> go.Figure:
     if tta.empty:
         return fig
     variants = list(dict.fromkeys(tta["variant"]))
+    acc: dict[int, dict[str, float]] = {}
+    for r in tta.itertuples(index=False):  # later rows win, as drop_duplicates(keep="last")
+        acc.setdefault(r.run_id, {})[r.variant] = float(r.accuracy)
+    traces = []
     for i, (run_id, label) in enumerate(labels.items()):
-        d = tta[tta["run_id"] == run_id].drop_duplicates("variant", keep="last").set_index("variant")
-        if d.empty:
+        d = acc.get(run_id)
+        if not d:
             continue
-        base = float(d.loc["none", "accuracy"]) if "none" in d.index else float("nan")
-        ys = [float(d.loc[v, "accuracy"]) if v in d.index else None for v in variants]
-        deltas = [(y - base) if (y is not None and not math.isnan(base)) else float("nan") for y in ys]
-        fig.add_trace(go.Bar(x=variants, y=ys, name=label, marker_color=PALETTE[i % len(PALETTE)], customdata=deltas,
+        base = d.get("none", float("nan"))
+        ys = [d.get(v) for v in variants]
+        deltas = [(y - base) if y is not None else float("nan") for y in ys]
+        traces.append(go.Bar(x=variants, y=ys, name=label, marker_color=PALETTE[i % len(PALETTE)], customdata=deltas,
                              hovertemplate=f"<b>{label}</b><br>%{{x}}<br>accuracy %{{y:.4f}}"
                                            "<br>vs none %{customdata:+.4f}<extra></extra>"))
+    fig.add_traces(traces)
     lo = float(tta["accuracy"].min())
     fig.update_layout(barmode="group", xaxis_title="TTA variant", yaxis_title="test accuracy",
                       yaxis_range=[max(0.0, lo - 0.05), 1.0], legend_title_text="run", margin={"t": 30})

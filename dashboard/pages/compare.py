@@ -104,7 +104,8 @@ tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
     ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"])
 
 # ------------------------------------------------------------------------------------- curves
-with tab_curves:
+@st.fragment  # its widgets rerun only this part, not the whole page
+def _curves_tab(ids, labels, class_names):
     history = _history(url, ids)
     if history.empty:
         st.info("No epochs recorded yet for these runs.")
@@ -119,6 +120,10 @@ with tab_curves:
         weight = st.slider("Smoothing weight", 0.0, 0.95, 0.6, 0.05, key="compare_weight") if smooth else 0.0
         st.plotly_chart(pc.curves_figure(history, metric, labels, splits, weight, log_y), key="compare_curves")
         st.caption("Solid = train, dashed = val. Hover a point for its value" + (" (raw and smoothed)." if smooth else "."))
+
+
+with tab_curves:
+    _curves_tab(ids, labels, class_names)
 
 # ------------------------------------------------------------------------------------- best / final
 with tab_table:
@@ -140,7 +145,8 @@ with tab_diff:
         st.dataframe(diff, key="compare_diff")
 
 # ------------------------------------------------------------------------------------- confusion
-with tab_confusion:
+@st.fragment  # its widgets rerun only this part, not the whole page
+def _confusion_tab(ids, labels, class_names):
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     which = c1.radio("Matrices from", ["test: final evaluation", "val: last epoch"], horizontal=True, key="compare_cm_source")
     normalize = c2.toggle("Normalise rows", value=True, key="compare_cm_norm")
@@ -167,8 +173,13 @@ with tab_confusion:
             except ValueError as exc:
                 st.warning(str(exc))
 
+
+with tab_confusion:
+    _confusion_tab(ids, labels, class_names)
+
 # ------------------------------------------------------------------------------------- per class
-with tab_class:
+@st.fragment  # its widgets rerun only this part, not the whole page
+def _per_class_tab(ids, labels, class_names):
     evals = _evaluations(url, ids, "test")
     if not evals:
         st.info("No test evaluations yet: runs are evaluated on the test split when they finish.")
@@ -176,6 +187,10 @@ with tab_class:
         label = st.radio("Per-class metric", list(pc.PER_CLASS_METRICS), horizontal=True, key="compare_pc_metric")
         per_class = {labels[i]: evals[i]["per_class"] for i in labels if i in evals}
         st.plotly_chart(pc.per_class_figure(per_class, class_names, pc.PER_CLASS_METRICS[label]), key="compare_pc")
+
+
+with tab_class:
+    _per_class_tab(ids, labels, class_names)
 
 # ------------------------------------------------------------------------------------- TTA
 with tab_tta:
