@@ -35,7 +35,7 @@ class DataConfig(Section):
     kfold: int | None = Field(None, ge=2, le=20, description="K-fold cross-validation: K folds of train+val")
     fold: int = Field(0, ge=0, le=19, description="Which fold is the validation fold")
     train_on_val: bool = Field(False, description="Retrain on train+val (final model); val metrics are then optimistic")
-    max_train_samples: int | None = Field(None, ge=1, description="Cap the training split (quick experiments)")
+    max_train_samples: int | None = Field(None, ge=1, le=10**9, description="Cap the training split (quick experiments)")
 
     @model_validator(mode="after")
     def _fold_in_range(self):
@@ -62,14 +62,14 @@ class HeadConfig(Section):
 
 class FreezeConfig(Section):
     epochs: int = Field(0, ge=0, le=10000, description="Train only the head for this many epochs")
-    unfreeze_last: int | None = Field(None, ge=0, description="After that, unfreeze only the last N parameter tensors of the backbone (None = all)")
+    unfreeze_last: int | None = Field(None, ge=0, le=100_000, description="After that, unfreeze only the last N parameter tensors of the backbone (None = all)")
 
 
 class ModelConfig(Section):
     source: Literal["custom", "timm", "torchvision"] = "custom"
     name: str = Field("small_cnn", min_length=1, max_length=200)
     pretrained: bool = False
-    weights_path: str | None = Field(None, description="Local weights file for pretrained models")
+    weights_path: str | None = Field(None, max_length=4096, description="Local weights file for pretrained models")
     small_stem: bool = Field(False, description="3x3 stride-1 first conv, no maxpool (for small images)")
     stride1_stages: int = Field(0, ge=0, le=4, description="Also set stride 1 in the first N stride-2 stages")
     # custom resnet family
@@ -116,7 +116,7 @@ class MixupConfig(Section):
     cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
     prob: float = Field(1.0, ge=0.0, le=1.0, description="Probability of applying mixup or cutmix to a batch")
     switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of cutmix instead of mixup when both are on")
-    stop_epoch: int | None = Field(None, ge=0, description="Turn mixup/cutmix off from this epoch on")
+    stop_epoch: int | None = Field(None, ge=0, le=10000, description="Turn mixup/cutmix off from this epoch on")
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +138,7 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0, le=1.0)
-    switch_to_sgd_epoch: int | None = Field(None, ge=1, description="Adam-family -> SGD at this epoch (SWATS-style)")
+    switch_to_sgd_epoch: int | None = Field(None, ge=1, le=10000, description="Adam-family -> SGD at this epoch (SWATS-style)")
     sgd_lr: float | None = Field(None, gt=0.0, le=10.0, description="LR after the switch (default: lr)")
     grad_clip: float | None = Field(None, gt=0.0, le=1e6, description="Clip the global grad norm")
     accumulate: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
@@ -164,11 +164,11 @@ class ScheduleConfig(Section):
     name: Literal["none", "cosine", "multistep", "step", "plateau", "onecycle"] = "none"
     warmup_epochs: int = Field(0, ge=0, le=10000, description="Linear warmup from warmup_start_factor x lr")
     warmup_start_factor: float = Field(0.1, gt=0.0, le=1.0)
-    t_max: int | None = Field(None, ge=1, description="Cosine period in epochs (default: epochs - warmup)")
+    t_max: int | None = Field(None, ge=1, le=10000, description="Cosine period in epochs (default: epochs - warmup)")
     eta_min: float = Field(0.0, ge=0.0, le=10.0)
     milestones: list[int] = Field(default_factory=list, max_length=100)
     gamma: float = Field(0.1, gt=0.0, le=1.0)
-    step_size: int = Field(10, ge=1)
+    step_size: int = Field(10, ge=1, le=10000)
     plateau_metric: Literal["val_loss", "val_acc"] = "val_loss"
     plateau_patience: int = Field(5, ge=0, le=10000)
     plateau_cooldown: int = Field(0, ge=0, le=10000)
@@ -196,7 +196,7 @@ class LossConfig(Section):
     smoothing_end: float | None = Field(None, ge=0.0, lt=1.0, description="Label smoothing moves linearly to this by the last epoch")
     class_weights: Literal["none", "inverse_frequency"] = "none"
     focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
-    focal_alpha: list[float] | None = Field(None, description="Per-class alpha for focal loss")
+    focal_alpha: list[float] | None = Field(None, max_length=100_000, description="Per-class alpha for focal loss")
 
     @field_validator("focal_alpha")
     @classmethod
@@ -217,7 +217,7 @@ class EarlyStopConfig(Section):
     enabled: bool = False
     metric: Literal["val_loss", "val_acc"] = "val_acc"
     patience: int = Field(10, ge=1, le=10000)
-    min_delta: float = Field(0.0, ge=0.0)
+    min_delta: float = Field(0.0, ge=0.0, le=1e6)
 
 
 class RegularizeConfig(Section):
@@ -240,9 +240,9 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers for the CPU augmentation path")
     checkpoint_every: int = Field(1, ge=1, le=10000)
     keep_last: int = Field(3, ge=1, le=10000, description="Epoch checkpoints kept on disk (best is kept separately)")
-    init_from_run: int | None = Field(None, ge=1, description="Start from this run's checkpoint (fine-tune / continue)")
+    init_from_run: int | None = Field(None, ge=1, le=2**62, description="Start from this run's checkpoint (fine-tune / continue)")
     init_checkpoint: Literal["best", "last"] = "last"
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap steps per epoch (smoke tests)")
+    max_steps_per_epoch: int | None = Field(None, ge=1, le=10**9, description="Cap steps per epoch (smoke tests)")
 
 
 # ----------------------------------------------------------------------------------------- eval
@@ -251,7 +251,7 @@ TTA_VARIANTS = ("none", "hflip", "vflip", "rot90", "dihedral8", "random_mean", "
 
 class EvalConfig(Section):
     best_metric: Literal["val_acc", "val_loss"] = "val_acc"
-    tta: list[Literal[TTA_VARIANTS]] = Field(default_factory=lambda: ["none"])  # type: ignore[valid-type]
+    tta: list[Literal[TTA_VARIANTS]] = Field(default_factory=lambda: ["none"], max_length=2 * len(TTA_VARIANTS))  # type: ignore[valid-type]
     tta_passes: int = Field(5, ge=1, le=100, description="Augmented passes for random_mean / random_vote")
     test_checkpoint: Literal["best", "last"] = "best"
 

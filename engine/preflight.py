@@ -36,6 +36,8 @@ def preflight(cfg: ExperimentConfig, url: str | None) -> list[tuple[str, str]]:
         splits = make_splits(load_arrays(spec), cfg.data)
     except (DatasetError, OSError, ValueError) as exc:
         return [("data.dataset", str(exc))]
+    except Exception as exc:  # a file of the wrong kind, in its library's words (EOFError, KeyError, ...)
+        return [("data.dataset", f"cannot load '{cfg.data.dataset}': {type(exc).__name__}: {str(exc)[:300]}")]
     n_train = len(splits.train_y)
     if cfg.train.batch_size > n_train:
         errors.append(("train.batch_size", f"{cfg.train.batch_size} is larger than the training split ({n_train} images)"))
