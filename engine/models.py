@@ -179,7 +179,7 @@ def pretrained_cached(source: str, name: str) -> tuple[bool, str]:
             repo = cfg.hf_hub_id.split("@")[0]
             files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
             for f in files:
-                hit = try_to_load_from_cache(repo, f)
+                hit = try_to_load_from_cache(repo, f, cache_dir=_hf_cache_dir())
                 if isinstance(hit, str):
                     return True, hit
             return False, f"the Hugging Face cache (repo {repo})"
@@ -188,6 +188,14 @@ def pretrained_cached(source: str, name: str) -> tuple[bool, str]:
             return os.path.isfile(path), path
         return False, f"timm has no download location for '{name}'"
     return False, "custom models have no pretrained weights"
+
+
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
 
 
 def _pretrained_host(source: str, name: str) -> str:
@@ -231,7 +239,11 @@ def _create_timm(cfg, in_ch, num_classes):
         _load_weights_file(model, cfg.weights_path)
         return model
     if cfg.pretrained:
-        _check_pretrained_obtainable("timm", cfg.name)
+        cached, where = pretrained_cached("timm", cfg.name)
+        if cached:  # load the cached file directly: no hub round trips (a minute of retries when offline)
+            kwargs["pretrained_cfg_overlay"] = {"file": where, "source": None}
+        else:
+            _check_pretrained_obtainable("timm", cfg.name)
     try:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
     except Exception as exc:  # no network, no cache

@@ -259,3 +259,31 @@ def test_small_cnn_width_and_dropout():
     assert model.num_features == 32
     assert isinstance(model.head[0], nn.Dropout) and model.head[0].p == 0.25
     assert np.prod(model(torch.randn(2, 1, 8, 8)).shape) == 20
+
+
+def test_pretrained_weights_load_from_the_local_caches_without_network(tmp_path, monkeypatch):
+    """A fake (but real-format) Hugging Face cache for timm and torch hub cache for torchvision."""
+    import timm
+    import torchvision
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert not pretrained_cached("timm", "resnet18")[0] and not pretrained_cached("torchvision", "resnet18")[0]
+
+    timm_donor = timm.create_model("resnet18").state_dict()
+    repo = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in timm_donor.items()}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    tv_donor = torchvision.models.resnet18().state_dict()
+    url = torchvision.models.get_model_weights("resnet18").DEFAULT.url
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(tv_donor, tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+
+    for source, donor in (("timm", timm_donor), ("torchvision", tv_donor)):
+        assert pretrained_cached(source, "resnet18")[0]
+        model = build_model(ModelConfig(source=source, name="resnet18", pretrained=True), 3, 5)
+        own = model.state_dict()
+        assert all(torch.equal(own[k], donor[k]) for k in donor if not k.startswith("fc.")), source
