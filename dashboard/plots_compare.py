@@ -171,7 +171,9 @@ def curves_figure(history: pd.DataFrame, metric: str, labels: Mapping[int, str],
                 hovertemplate=(f"<b>{label}</b> {split}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}"
                                + (" (raw %{customdata:.4g})" if smoothing > 0 else "") + "<extra></extra>")))
     fig.add_traces(traces)
-    fig.update_layout(xaxis_title="epoch", yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
+    short = len(h) and h["epoch"].max() <= 20
+    fig.update_layout(xaxis_title="epoch", xaxis_dtick=1 if short else None,  # whole epochs, not 1.2
+                      yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
                       yaxis_type="log" if log_y else "linear", hovermode="closest", legend_title_text="run · split",
                       margin={"t": 30})
     return fig
@@ -252,8 +254,9 @@ def confusion_grid_figure(matrices: Mapping[str, list], class_names: list[str], 
             hovertemplate=(f"<b>{label}</b><br>true %{{y}}<br>predicted %{{x}}<br>"
                            + ("rate %{z:.3f} (%{customdata:.0f} images)" if normalize else "%{z:.0f} images")
                            + "<extra></extra>")))
-        layout[f"xaxis{k}"] = {**xaxis, "title": {"text": "predicted"}}
-        layout[f"yaxis{k}"] = {**yaxis, "autorange": "reversed", **({"title": {"text": "true"}} if i % cols == 0 else {})}
+        # category axes: class names '0'..'9' are labels, not numbers
+        layout[f"xaxis{k}"] = {**xaxis, "type": "category", "title": {"text": "predicted"}}
+        layout[f"yaxis{k}"] = {**yaxis, "type": "category", "autorange": "reversed", **({"title": {"text": "true"}} if i % cols == 0 else {})}
         titles.append({"text": f"<b>{label}</b>", "x": sum(xaxis["domain"]) / 2, "y": yaxis["domain"][1], "xref": "paper",
                        "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
     fig = go.Figure(data=traces)
@@ -275,8 +278,8 @@ def confusion_difference_figure(a: list, b: list, label_a: str, label_b: str, cl
         customdata=np.stack([za, zb], axis=-1), colorbar={"title": "B − A"},
         hovertemplate=(f"true %{{y}}<br>predicted %{{x}}<br>{label_a}: %{{customdata[0]:.3f}}<br>"
                        f"{label_b}: %{{customdata[1]:.3f}}<br>B − A: %{{z:+.3f}}<extra></extra>")))
-    fig.update_yaxes(autorange="reversed", title_text="true")
-    fig.update_xaxes(title_text="predicted")
+    fig.update_yaxes(autorange="reversed", title_text="true", type="category")
+    fig.update_xaxes(title_text="predicted", type="category")
     fig.update_layout(title=f"B = {label_b} minus A = {label_a} (row-normalised)", height=460, margin={"t": 50})
     return fig
 
@@ -298,7 +301,7 @@ def per_class_figure(per_class: Mapping[str, dict], class_names: list[str], metr
                              customdata=[s if s is not None else float("nan") for s in support],
                              hovertemplate=f"<b>{label}</b><br>class %{{x}}<br>{metric} %{{y:.3f}}"
                                            "<br>support %{customdata:.0f}<extra></extra>"))
-    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title=metric, yaxis_range=[0, 1.02],
+    fig.update_layout(barmode="group", xaxis_title="class", xaxis_type="category", yaxis_title=metric, yaxis_range=[0, 1.02],
                       legend_title_text="run", margin={"t": 30})
     return fig
 
@@ -350,7 +353,8 @@ def class_counts_figure(summary: dict) -> go.Figure:
         if counts:
             fig.add_trace(go.Bar(x=class_names_for(len(counts), names), y=counts, name=split, marker_color=colour,
                                  hovertemplate=f"{split}<br>class %{{x}}<br>%{{y}} images<extra></extra>"))
-    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="images", legend_title_text="split",
+    fig.update_layout(barmode="group", xaxis_title="class", xaxis_type="category", yaxis_title="images",
+                      legend_title_text="split",
                       margin={"t": 30}, height=360)
     return fig
 

@@ -104,7 +104,6 @@ tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
     ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"])
 
 # ------------------------------------------------------------------------------------- curves
-@st.fragment  # its widgets rerun only this part, not the whole page
 def _curves_tab(ids, labels, class_names):
     history = _history(url, ids)
     if history.empty:
@@ -123,7 +122,11 @@ def _curves_tab(ids, labels, class_names):
 
 
 with tab_curves:
-    _curves_tab(ids, labels, class_names)
+    live = any(r["status"] in ("queued", "running") for r in runs)
+    # A fragment: its widgets rerun only this part; while a run is live it also re-reads every 5 s.
+    st.fragment(run_every=5 if live else None)(_curves_tab)(ids, labels, class_names)
+    if live:
+        st.caption("Live: curves refresh every 5 s while a selected run is queued or running.")
 
 # ------------------------------------------------------------------------------------- best / final
 with tab_table:

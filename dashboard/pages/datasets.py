@@ -31,9 +31,10 @@ def _datasets(url):
     return queries.list_datasets(url)
 
 
-@st.cache_data(ttl=600, show_spinner="Loading samples…", max_entries=8)
-def _samples(url, name, per_class, seed):
-    return registry.sample_grid(registry.load_registered(url, name), per_class, seed)
+@st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
+def _dataset(url, name):
+    # A resource, not data: the arrays are shared read-only instead of pickled and copied on every rerun.
+    return registry.load_registered(url, name)
 
 
 st.title("Datasets")
@@ -89,7 +90,7 @@ with tab_list:
             class_names = [str(c) for c in summary["class_names"]]
             shown = c2.multiselect("Classes", class_names, default=class_names[:10], key=f"datasets_classes_{name}")
             try:
-                grid = _samples(url, name, per_class, 0)
+                grid = registry.sample_grid(_dataset(url, name), per_class, seed=0)
             except DatasetError as exc:
                 st.error(f"{name} cannot be loaded: {exc}")
                 grid = []
@@ -135,7 +136,7 @@ with tab_register:
             st.error(f"Not registered: {exc}")
         else:
             _datasets.clear()
-            _samples.clear()
+            _dataset.clear()  # a replaced dataset must be re-read
             st.session_state["_datasets_flash"] = (
                 f"Registered **{name.strip()}**: {summary['num_classes']} classes, {summary['train_count']:,} "
                 f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}.")
