@@ -50,11 +50,7 @@ def test_every_builder_transform_previews_as_the_engine_applies_it(data, name):
     images = ap.prepare_images(data, idx, {"image_size": 32, "channels": 3})
     assert images.shape[1:] == (32, 32, 3)
     assert np.array_equal(images, adapt_images(data.train_x[idx], 32, 3))
-    params = dict(BUILDER_DEFAULTS[name])
-    if name == "RandomResizedCrop":
-        # The config schema checks a step before build_pipeline fills in the training size, so it wants one here.
-        params["size"] = [32, 32]
-    steps = ap.parse_augment({"train": [{"name": name, "p": 1.0, "params": params}]}).train
+    steps = ap.parse_augment({"train": [{"name": name, "p": 1.0, "params": BUILDER_DEFAULTS[name]}]}).train
     grid = ap.augment_grid(images, steps, n=3, seed=7)
     assert grid.shape == (3, 4, 32, 32, 3)
     assert np.array_equal(grid, _engine_cpu_path(images, data.train_y[idx], steps, 3, 7))
