@@ -324,6 +324,8 @@ def main(argv=None) -> int:
           f"python {platform.python_version()} · sqlite {read(url, lambda s: s.scalar(text('select sqlite_version()')))} · "
           f"sqlalchemy {sqlalchemy.__version__} · pandas {pd.__version__} · plotly {plotly.__version__} · "
           f"streamlit {streamlit.__version__}")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(other work on the machine slows every row alike)")
     print(f"Runs page target < 1 s: {'met' if t_runs < 1.0 else 'MISSED'} ({t_runs:.3f} s)")
     return 0
 
