@@ -258,30 +258,35 @@ def _create_torchvision(cfg, in_ch, num_classes):
 
     if cfg.name not in tvm.list_models():
         raise ModelError(f"model.name: torchvision has no model '{cfg.name}'")
-    kwargs = {"stochastic_depth_prob": cfg.drop_path} if cfg.drop_path > 0 and _takes(tvm.get_model_builder(cfg.name), "stochastic_depth_prob") else {}
     if cfg.pretrained and not cfg.weights_path:
         _check_pretrained_obtainable("torchvision", cfg.name)
-        try:
-            model = tvm.get_model(cfg.name, weights="DEFAULT", **kwargs)
-        except Exception as exc:
+    weights = "DEFAULT" if cfg.pretrained and not cfg.weights_path else None
+    try:
+        # model.drop_path is authoritative: 0 turns off torchvision's default stochastic depth too
+        model = _torchvision_with_drop_path(tvm, cfg, weights)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if weights:
             raise ModelError(f"model.pretrained: weights for '{cfg.name}' are not in {_weights_cache_hint()} and cannot be "
                              f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}") from None
-    else:
-        model = tvm.get_model(cfg.name, weights=None, **kwargs)
-        if cfg.pretrained:
-            _load_weights_file(model, cfg.weights_path)
+        raise ModelError(f"model.name: {str(exc)[:300]}") from None
+    if cfg.pretrained and cfg.weights_path:
+        _load_weights_file(model, cfg.weights_path)
     _adapt_in_channels(model, in_ch)
     return model  # the head is replaced later, so num_classes is set there
 
 
-def _takes(fn, param: str) -> bool:
-    import inspect
-
+def _torchvision_with_drop_path(tvm, cfg, weights):
     try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return param in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+        return tvm.get_model(cfg.name, weights=weights, stochastic_depth_prob=cfg.drop_path)
+    except TypeError as exc:
+        if "stochastic_depth_prob" not in str(exc):
+            raise
+        if cfg.drop_path > 0:
+            raise ModelError(f"model.drop_path: torchvision's '{cfg.name}' has no stochastic depth "
+                             "(EfficientNet, ConvNeXt and Swin do; or use a timm or custom model)") from None
+        return tvm.get_model(cfg.name, weights=weights)
 
 
 def _read_state_dict(path: Path) -> dict:

@@ -287,3 +287,18 @@ def test_pretrained_weights_load_from_the_local_caches_without_network(tmp_path,
         model = build_model(ModelConfig(source=source, name="resnet18", pretrained=True), 3, 5)
         own = model.state_dict()
         assert all(torch.equal(own[k], donor[k]) for k in donor if not k.startswith("fc.")), source
+
+
+def test_drop_path_reaches_library_models_and_zero_means_off():
+    from timm.layers import DropPath
+    from torchvision.ops import StochasticDepth
+
+    tv = _model(source="torchvision", name="efficientnet_b0", drop_path=0.3)
+    rates = [m.p for m in tv.modules() if isinstance(m, StochasticDepth)]
+    assert rates and max(rates) == pytest.approx(0.3, abs=0.02) and rates == sorted(rates)  # linear in depth
+    off = _model(source="torchvision", name="efficientnet_b0")  # torchvision's own default would be 0.2
+    assert all(m.p == 0 for m in off.modules() if isinstance(m, StochasticDepth))
+    timm_model = _model(source="timm", name="resnet18", drop_path=0.1)
+    assert max(m.drop_prob for m in timm_model.modules() if isinstance(m, DropPath)) == pytest.approx(0.1)
+    with pytest.raises(ModelError, match="model.drop_path"):
+        _model(source="torchvision", name="resnet18", drop_path=0.1)
