@@ -220,6 +220,9 @@ def _unwrap_optional(tp):
     return tp, False
 
 
+JS_SAFE_INT = 2**53 - 1  # a browser number input cannot hold more; larger schema bounds mean "no bound"
+
+
 def _bounds(metadata) -> tuple[float | None, float | None]:
     lo = hi = None
     for m in metadata:
@@ -227,6 +230,8 @@ def _bounds(metadata) -> tuple[float | None, float | None]:
             lo = m.ge if isinstance(m, annotated_types.Ge) else m.gt
         elif isinstance(m, (annotated_types.Le, annotated_types.Lt)):
             hi = m.le if isinstance(m, annotated_types.Le) else m.lt
+    lo = None if lo is not None and lo < -JS_SAFE_INT else lo
+    hi = None if hi is not None and hi > JS_SAFE_INT else hi
     return lo, hi
 
 

@@ -165,13 +165,16 @@ def confusion_figure(matrix, class_names: list[str] | None = None, normalise: bo
 
 
 def cell_from_selection(selection, class_names: list[str]) -> tuple[int, int] | None:
-    """Streamlit plotly selection -> (true index, predicted index) of the clicked cell, if any."""
-    points = (selection or {}).get("points") or []
-    for p in points:
+    """Streamlit plotly selection -> (true index, predicted index) of the clicked cell, if any.
+
+    The browser sends customdata back as a mapping {"0": count, "1": share, "2": true, "3": pred}."""
+    names = [str(c) for c in class_names]
+    for p in (selection or {}).get("points") or []:
         cd = p.get("customdata")
-        if cd is not None and len(cd) >= 4:
+        if isinstance(cd, dict) and "2" in cd and "3" in cd:
+            return int(cd["2"]), int(cd["3"])
+        if isinstance(cd, (list, tuple)) and len(cd) >= 4:
             return int(cd[2]), int(cd[3])
-        names = [str(c) for c in class_names]
         if str(p.get("y")) in names and str(p.get("x")) in names:
             return names.index(str(p["y"])), names.index(str(p["x"]))
     return None

@@ -131,6 +131,32 @@ def _wait_for_run_page(page, run_id: int, name: str, shot_live: Path, shot_done:
     page.screenshot(path=str(shot_done), full_page=True)
 
 
+def _click_a_confusion_cell(page, url: str, run_id: int):
+    """Clicking a cell of the test confusion matrix (plotly selection, browser only) fills the gallery
+    with exactly the images of that (true, predicted) pair."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from db import queries
+
+    test = next(e for e in queries.evaluations(url, run_id) if e["split"] == "test")
+    m = np.array(test["confusion"])
+    true_c, pred_c = np.unravel_index(np.argmax(m), m.shape)
+    count = int(m[true_c, pred_c])
+    page.get_by_role("tab", name="Test errors & gallery").click()
+    panel = page.get_by_role("tabpanel", name="Test errors & gallery")
+    chart = panel.get_by_test_id("stPlotlyChart").filter(has_text="Test confusion")
+    expect(chart).to_be_visible(timeout=TIMEOUT_MS)
+    chart.locator("g.scatterlayer path.point").nth(int(true_c) * m.shape[0] + int(pred_c)).click(force=True)
+    expect(panel.get_by_text(f"{min(count, 48)} image(s) shown")).to_be_visible(timeout=TIMEOUT_MS)
+    gallery = panel.get_by_test_id("stImage")
+    expect(gallery.first).to_be_visible()
+    captions = panel.get_by_test_id("stImageCaption").all_inner_texts()[:min(count, 48)]
+    assert captions and all(f"true {true_c} → {pred_c}" in c for c in captions), captions[:3]
+    _no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "e2e_3b_gallery.png"), full_page=True)
+
+
 def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
     from playwright.sync_api import expect, sync_playwright
 
@@ -162,6 +188,8 @@ def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
             first = queries.get_run(url, 1)
             assert first["status"] == "completed" and first["epochs_done"] == 2
             assert first["config"]["train"]["max_steps_per_epoch"] == 3 and first["name"] == "e2e-first"
+            _click_a_confusion_cell(page, url, 1)
+            phase("gallery of a clicked confusion cell")
 
             # 2. a second run: the builder kept the first one's settings, change name and seed
             _build_and_launch(page, "e2e-second", seed=1)

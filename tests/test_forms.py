@@ -61,6 +61,8 @@ def test_every_config_field_has_exactly_one_widget():
         assert s.label and s.section in forms.SECTION_TITLES, s
         if s.kind in ("int", "float"):
             assert s.step and s.step > 0, s
+            # bounds a browser's number input can hold (Streamlit refuses the widget otherwise)
+            assert all(b is None or abs(b) <= 2**53 - 1 for b in (s.min, s.max)), s
     # ranges come from the schema: the widget cannot even offer an out-of-range value
     by_path = {s.path: s for s in specs}
     assert (by_path["train.epochs"].min, by_path["train.epochs"].max) == (1, 10000)

@@ -237,6 +237,39 @@ def test_runs_filters_and_delete(in_lab, tiny_module):
 
 
 # ------------------------------------------------------------------------------- Run detail
+def test_plot_builders_on_a_real_run(in_lab):
+    from dashboard import plots
+
+    url, run_id = in_lab["url"], in_lab["trained"]
+    history = queries.metric_history(url, [run_id])
+    fig = plots.learning_curves(history)
+    names = {(t.name, t.xaxis) for t in fig.data}
+    assert {("train", "x"), ("val", "x"), ("train", "x2"), ("val", "x2"), ("lr", "x3"), ("images/s", "x4")} <= names
+    wide = plots.history_wide(history)
+    assert wide["epoch"].tolist() == [1, 2] and {"train_loss", "val_acc", "train_lr"} <= set(wide.columns)
+    csv = plots.metrics_csv(history).splitlines()
+    assert csv[0].startswith("epoch,") and len(csv) == 3
+
+    table = plots.runs_table(queries.list_runs(url)).set_index("id")
+    row = table.loc[run_id]
+    assert row["epochs"] == "2 / 2" and "completed" in row["status"] and 0 < row["best_val_acc"] <= 1
+
+    tta = queries.tta_results(url, [run_id])
+    frame = plots.tta_frame(tta, {"hflip": "flip"})
+    assert set(frame["variant"]) == {"none", "hflip"}
+    none = frame.set_index("variant").loc["none"]
+    assert none["gain_pp"] == 0
+    flip = frame.set_index("variant").loc["hflip"]
+    assert flip["gain_pp"] == pytest.approx(100 * (flip["accuracy"] - none["accuracy"]))
+    per_class = plots.tta_per_class_frame(tta, [str(i) for i in range(10)], "accuracy")
+    assert list(per_class.columns) == ["none", "hflip"] and len(per_class) == 10
+    ev = next(e for e in queries.evaluations(url, run_id) if e["split"] == "test")
+    pc = plots.per_class_frame(ev["per_class"], [str(i) for i in range(10)])
+    assert pc["support"].sum() == sum(map(sum, ev["confusion"]))
+    ck = plots.checkpoints_frame(queries.checkpoints(url, run_id))
+    assert {"best", "last", "epoch_0002"} <= set(ck["checkpoint"]) and ck["on disk"].all()
+
+
 def test_run_detail_shows_a_completed_run(in_lab):
     url, run_id = in_lab["url"], in_lab["trained"]
     at = open_page("run_detail", run=run_id)

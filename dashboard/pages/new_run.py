@@ -58,6 +58,16 @@ def _apply_preset(url):
     _load(preset, f"Applied preset {name}.")
 
 
+def _on_tab():
+    title = (ss.get("builder_tabs") or "").split(" ⚠️")[0]
+    ss["builder_section"] = next((k for k, t in forms.SECTIONS if t == title), "data")
+
+
+def _show_first_error(errors):
+    sections = [forms.section_of(f) for f, _ in forms.normalise_errors(errors)]
+    ss["builder_section"] = next((s for s in sections if s != "general"), ss.get("builder_section", "data"))
+
+
 def _request(action: str):
     ss["builder_action"] = action  # done at the top of the next run, under a spinner
 
@@ -70,17 +80,20 @@ def _check(url, launch: bool):
     ss["builder_config"] = config
     if errors:  # text that does not parse: already shown next to its field
         ss["builder_errors"] = []
+        _show_first_error(errors)
         return
     if not launch:
         _, errors = validate_all(config, url)
         ss["builder_errors"] = errors
         ss["builder_valid_config"] = config if not errors else None
+        _show_first_error(errors)
         return
     try:
         run_id = launch_run(url, config, tags=forms.parse_tags(ss.get("builder_tags", "")),
                             notes=ss.get("builder_notes", ""), parent_run_id=ss.get("builder_parent"))
     except LaunchRefused as exc:
         ss["builder_errors"] = exc.errors
+        _show_first_error(exc.errors)
         return
     ss["builder_errors"] = []
     ss["builder_launched"] = run_id
@@ -274,8 +287,12 @@ general[1].text_input("Tags", key="builder_tags", placeholder="baseline, digits"
                       "filter and group runs by them on the Runs page", persist_state="session")
 general[2].text_input("Notes", key="builder_notes", placeholder="What is this run testing?", persist_state="session")
 
-tab_labels = [title + (f" ⚠️ {len(by_section[key])}" if by_section.get(key) else "") for key, title in forms.SECTIONS]
-for (section, _), tab in zip(forms.SECTIONS, st.tabs(tab_labels, key="builder_tabs")):
+# The tabs track which section is open (builder_section) so that a label gaining or losing its
+# error count keeps the same tab open; a refused check opens the section of its first error.
+tab_labels = {key: title + (f" ⚠️ {len(by_section[key])}" if by_section.get(key) else "") for key, title in forms.SECTIONS}
+ss["builder_tabs"] = tab_labels.get(ss.get("builder_section"), tab_labels["data"])
+tabs = st.tabs(list(tab_labels.values()), key="builder_tabs", on_change=_on_tab)
+for (section, _), tab in zip(forms.SECTIONS, tabs):
     with tab:
         _section(section)
 
