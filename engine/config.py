@@ -286,6 +286,8 @@ class ExperimentConfig(Section):
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by train.devices ({self.train.devices})")
         if self.train.amp != "off" and self.train.device == "cpu":
             raise ValueError("train.amp: mixed precision needs CUDA (device auto or cuda)")
+        if {"random_mean", "random_vote"} & set(self.eval.tta) and not self.augment.train:
+            raise ValueError("eval.tta: random_mean/random_vote repeat the training augmentation, and augment.train is empty")
         return self
 
     # ---- serialisation: JSON is what the DB stores, YAML what users download and edit

@@ -266,7 +266,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         torch.manual_seed(es)
 
         # --- phase switches: freezing, Adam -> SGD
-        if cfg.model.freeze.epochs:
+        if cfg.model.freeze.epochs or cfg.model.freeze.unfreeze_last is not None:  # no frozen epochs: last N from the start
             set_frozen(model, epoch_idx < cfg.model.freeze.epochs, cfg.model.freeze.unfreeze_last)
         if cfg.optim.switch_to_sgd_epoch is not None and epoch_idx == cfg.optim.switch_to_sgd_epoch and optim_name != "sgd":
             optim_name, base_lr = "sgd", cfg.optim.sgd_lr or cfg.optim.lr

@@ -465,3 +465,13 @@ def test_mixed_precision_needs_cuda():
     with pytest.raises(ConfigError, match="train.amp"):
         parse_config(tiny_config(**{"train.amp": "bf16", "train.device": "cpu"}))
     assert json.loads(parse_config(tiny_config(**{"train.amp": "bf16"})).to_json())["train"]["amp"] == "bf16"
+
+
+def test_unfreeze_last_without_frozen_epochs_trains_the_head_and_last_n_from_the_start(tmp_path):
+    raw = small(**{"model.freeze": {"epochs": 0, "unfreeze_last": 1}, "train.epochs": 1})
+    init = _initial_state(raw)
+    _, run_dir = run(tmp_path, "lastn", raw, init_state=init)
+    cfg = parse_config(raw).model
+    before, after = _params(init["model"], cfg), _params(ckpt.load(run_dir / "last.pt")["model"], cfg)
+    backbone = [k for k in before if not k.startswith("head.")]
+    assert {k for k in before if not torch.equal(before[k], after[k])} == {k for k in before if k.startswith("head.")} | {backbone[-1]}

@@ -132,3 +132,12 @@ def test_per_class_precision_recall_f1_and_confusion_match_sklearn():
     assert np.allclose(pc["precision"], p) and np.allclose(pc["recall"], r) and np.allclose(pc["f1"], f)
     assert pc["support"] == support.tolist()
     assert s["accuracy"] == pytest.approx((pred == y).mean())
+
+
+def test_random_pass_tta_needs_a_training_augmentation():
+    from engine.config import ConfigError, parse_config
+    from tests.conftest import tiny_config
+
+    with pytest.raises(ConfigError, match="augment.train is empty"):
+        parse_config(tiny_config(**{"eval.tta": ["none", "random_vote"]}))
+    parse_config(tiny_config(**{"eval.tta": ["none", "random_vote"], "augment.train": [{"name": "HorizontalFlip"}]}))
