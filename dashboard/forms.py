@@ -128,6 +128,7 @@ LABELS: dict[str, str] = {
     "train.init_from_run": "Initialise from run #",
     "train.init_checkpoint": "…from its checkpoint",
     "train.max_steps_per_epoch": "Cap steps per epoch",
+    "train.sync_bn": "Sync batch norm (multi-GPU)",
     "eval.best_metric": "Best checkpoint by",
     "eval.tta": "Test-time augmentation variants",
     "eval.tta_passes": "Random TTA passes",
@@ -165,7 +166,7 @@ ADVANCED = {
     "augment.fast_path", "optim.eps", "optim.switch_to_sgd_epoch", "optim.sgd_lr", "optim.grad_clip",
     "optim.accumulate", "schedule.warmup_start_factor", "schedule.plateau_cooldown", "loss.smoothing_end",
     "loss.class_weights", "train.deterministic", "train.devices", "train.amp", "train.channels_last",
-    "train.compile", "train.num_workers", "train.checkpoint_every", "train.keep_last", "train.init_from_run",
+    "train.compile", "train.sync_bn", "train.num_workers", "train.checkpoint_every", "train.keep_last", "train.init_from_run",
     "train.init_checkpoint", "train.max_steps_per_epoch", "eval.test_checkpoint",
 }
 
@@ -689,10 +690,22 @@ def available_presets() -> dict[str, str]:
     return dict(PRESETS)
 
 
-def preset(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None) -> dict:
-    from engine.presets import preset_config
+def preset(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None
+           ) -> tuple[dict, list[str]]:
+    """The preset's config for this dataset, and what it adapted (notes; empty when not provided)."""
+    from engine import presets
 
-    return preset_config(name, dataset, image_size=image_size, num_classes=num_classes)
+    config = presets.preset_config(name, dataset, image_size=image_size, num_classes=num_classes)
+    notes_fn = getattr(presets, "preset_notes", None)
+    notes = list(notes_fn(name, dataset, image_size=image_size, num_classes=num_classes)) if notes_fn else []
+    return config, notes
+
+
+def dataset_shape(summary: dict | None) -> tuple[int | None, int | None]:
+    """(image side, number of classes) from a registered dataset's summary, where known."""
+    summary = summary or {}
+    shape = summary.get("image_shape") or [None]
+    return (int(shape[0]) if shape[0] else None), summary.get("num_classes")
 
 
 # ------------------------------------------------------------------------------- runs table filters

@@ -340,6 +340,7 @@ def lr_preview(lrs: list[float]) -> go.Figure:
     x = list(range(1, len(lrs) + 1))
     fig = go.Figure(go.Scatter(x=x, y=lrs, mode="lines+markers" if len(lrs) <= 60 else "lines",
                                line=dict(color="#9467bd"), hovertemplate="epoch %{x}<br>lr %{y:.3g}<extra></extra>"))
+    top = 1.15 * max(lrs) if lrs and max(lrs) > 0 else 1.0
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Learning rate per epoch (preview)",
-                      xaxis_title="epoch", yaxis=dict(exponentformat="e"))
+                      xaxis_title="epoch", yaxis=dict(exponentformat="e", range=[0, top]))
     return fig

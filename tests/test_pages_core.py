@@ -153,6 +153,7 @@ def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
     assert any(e.startswith("5000 is larger than the training split") for e in errors)  # next to the field
     assert any("Fix these before launching" in e and "Training › Batch size" in e for e in errors)  # summary
     assert any(t.label.startswith("Training ⚠️") for t in at.tabs)
+    assert at.session_state["builder_tabs"].startswith("Training")  # the tab with the error is open
     assert queries.list_runs(db_url).empty
 
     at.number_input(key=K + "train.batch_size").set_value(64)
@@ -186,6 +187,21 @@ def test_clone_prefills_the_builder_from_a_past_run(db_url, tiny):
 
     assert at.session_state["builder_config"] == parse_config(source).model_dump(mode="json")
     assert any(f"run #{run_id}" in s for s in texts(at.success) + texts(at.caption))
+
+
+def test_a_preset_fills_the_form_for_the_chosen_dataset(db_url):
+    presets = pytest.importorskip("engine.presets")
+    from engine.config import parse_config
+
+    at = open_page("new_run")
+    at.selectbox(key="builder_preset").set_value("fast-tiny")
+    button(at, "Apply preset").click().run()
+    expected = parse_config(presets.preset_config("fast-tiny", "digits", 8, 10)).model_dump(mode="json")
+    assert at.session_state["builder_config"] == expected
+    assert at.number_input(key=K + "train.epochs").value == expected["train"]["epochs"]
+    assert any("Applied preset fast-tiny for digits" in s for s in texts(at.success))
+    button(at, "✔ Validate").click().run()  # a preset is a config that passes every check
+    assert texts(at.error) == [] and any("valid" in s for s in texts(at.success))
 
 
 # ------------------------------------------------------------------------------- Runs

@@ -50,12 +50,16 @@ def _apply_preset(url):
     if not name:
         return
     config, _ = _current()
+    dataset = forms.get_path(config, "data.dataset")
+    row = queries.get_dataset(url, dataset)
+    size, classes = forms.dataset_shape(row["summary"] if row else None)
+    size = forms.get_path(config, "data.image_size") or size  # the form's resize wins
     try:
-        preset = forms.preset(name, forms.get_path(config, "data.dataset"), forms.get_path(config, "data.image_size"))
+        preset, notes = forms.preset(name, dataset, size, classes)
     except Exception as exc:  # a preset that cannot serve this dataset says why
         ss["builder_notice"] = f"⚠️ Preset {name}: {exc}"
         return
-    _load(preset, f"Applied preset {name}.")
+    _load(preset, f"Applied preset {name} for {dataset}." + "".join(f"\n- {n}" for n in notes))
 
 
 def _on_tab():
@@ -181,7 +185,7 @@ def _steps_editor(field_errors):
         st.caption("No augmentation: the model sees the training images as they are.")
     for i, row in enumerate(rows):
         uid = row["uid"]
-        c = st.columns([0.35, 2.2, 1.1, 4.5, 0.45, 0.45, 0.45], vertical_alignment="bottom")
+        c = st.columns([0.3, 2.0, 1.0, 4.2, 0.6, 0.6, 0.6], vertical_alignment="bottom")
         c[0].markdown(f"**{i + 1}.**")
         c[1].markdown(f"`{row['name']}`")
         c[2].number_input("p", min_value=0.0, max_value=1.0, step=0.05, format="%g", key=f"aug:{uid}:p",
@@ -191,10 +195,11 @@ def _steps_editor(field_errors):
                         label_visibility="visible" if i == 0 else "collapsed",
                         help="Keyword arguments of the albumentations transform, e.g. {\"limit\": 15}")
         c[4].button("↑", key=f"aug:{uid}:up", on_click=forms.move_step, args=(ss, i, -1), disabled=i == 0,
-                    help="Move up")
+                    help="Move up", width="stretch")
         c[5].button("↓", key=f"aug:{uid}:down", on_click=forms.move_step, args=(ss, i, 1),
-                    disabled=i == len(rows) - 1, help="Move down")
-        c[6].button("✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove")
+                    disabled=i == len(rows) - 1, help="Move down", width="stretch")
+        c[6].button("✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove",
+                    width="stretch")
         for msg in field_errors.get(f"augment.train.{i}", []):
             st.error(msg, icon="⚠️")
     for msg in field_errors.get("augment.train", []):
@@ -263,18 +268,18 @@ if notice := ss.pop("builder_notice", None):
 
 presets = forms.available_presets()
 with st.container(border=True):
-    top = st.columns([3, 3, 2] if presets else [5, 2], vertical_alignment="bottom")
     if presets:
-        with top[0]:
-            p = st.columns([3, 1.3], vertical_alignment="bottom")
-            p[0].selectbox("Start from a preset", list(presets), key="builder_preset",
-                           format_func=lambda n: f"{n} — {presets[n]}")
-            p[1].button("Apply", on_click=_apply_preset, args=(url,), help="Replace the form with this preset "
-                        "for the dataset chosen below", width="stretch")
-    with top[-2]:
+        p = st.columns([5, 1], vertical_alignment="bottom")
+        p[0].selectbox("Start from a preset", list(presets), key="builder_preset",
+                       format_func=lambda n: f"{n} — {presets[n]}",
+                       help="Our users' recipes and fast known-good starts; adapted to the dataset chosen in the Data tab")
+        p[1].button("Apply preset", on_click=_apply_preset, args=(url,), width="stretch",
+                    help="Replace the form with this preset for the chosen dataset")
+    top = st.columns([5, 1], vertical_alignment="bottom")
+    with top[0]:
         st.file_uploader("Load a config (YAML or JSON)", type=["yaml", "yml", "json"], key="builder_upload",
                          on_change=_on_upload)
-    with top[-1]:
+    with top[1]:
         st.button("↺ Reset to defaults", on_click=_reset, width="stretch")
         if ss.get("builder_parent"):
             st.caption(f"Cloned from run #{ss['builder_parent']}")
