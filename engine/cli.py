@@ -21,7 +21,7 @@ EXIT_INVALID = 2
 
 def _print_errors(errors) -> int:
     for field, msg in errors:
-        print(f"{field}: {msg}", file=sys.stderr)
+        print(f"{field}: {' '.join(str(msg).split())}", file=sys.stderr)  # one line per field
     return EXIT_INVALID
 
 

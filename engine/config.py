@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -328,11 +329,17 @@ class ConfigError(ValueError):
         return out
 
 
+def _loc_part(part) -> str:
+    """A field name as written, or quoted when it is not a plain name (an empty or odd extra key)."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w\-]+", text) else json.dumps(text, ensure_ascii=False)
+
+
 def errors_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
     errors = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(_loc_part(p) for p in err["loc"]) or "(root)"
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split())  # one line per field, always
         errors.append((loc, msg))
     return errors
 
