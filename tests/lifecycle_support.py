@@ -17,6 +17,30 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMING_METRICS = {"epoch_seconds", "images_per_sec", "data_wait"}
 
 
+def fast_digits(url: str) -> str:
+    """Register the sklearn digits, the very same images and labels, as an .npz dataset in this DB and
+    return its name: engines then load them with numpy alone instead of importing scikit-learn,
+    which saves seconds of start-up per engine (and these tests start about twenty)."""
+    import numpy as np
+
+    from db import store
+    from engine.data import BUILTIN_SPECS, load_arrays
+
+    path = Path(url.removeprefix("sqlite:///")).parent / "digits.npz"
+    if not path.exists():
+        d = load_arrays(BUILTIN_SPECS["digits"])
+        np.savez(path, images=d.train_x, labels=d.train_y)
+    store.upsert_dataset(url, "digits_npz", "npz", str(path))
+    return "digits_npz"
+
+
+def quick_config(url: str, **overrides) -> dict:
+    """tiny_config on the fast-loading digits."""
+    from tests.conftest import tiny_config
+
+    return tiny_config(**{"data.dataset": fast_digits(url), **overrides})
+
+
 def wait_for(predicate, timeout: float = 180.0, what: str = "condition", every: float = 0.2):
     """Poll until predicate() is truthy (generous deadline; the deadline is a hang guard, not an assertion on speed)."""
     deadline = time.monotonic() + timeout

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from db import queries, store
-from db.models import COMPLETED, FAILED, LOST, QUEUED
+from db.models import COMPLETED, FAILED, LOST
 from engine import checkpoint as ckpt
 from engine.launcher import LaunchRefused, launch_run, pid_alive, refresh_lost, resume_run, start_queued
 from tests.conftest import tiny_config
-from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, run, wait_final, wait_for)
+from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, quick_config, run, wait_final,
+                                     wait_for)
 
 METRICS_PER_EPOCH = 8  # train loss, acc, lr, epoch_seconds, images_per_sec, data_wait; val loss, acc
 
@@ -31,7 +32,7 @@ def _no_leftover_engines(db_url):
 def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_completes(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "8")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))
-    run_id = launch_run(db_url, tiny_config(**{"train.epochs": 4, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
+    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
     wait_for(lambda: run(db_url, run_id)["epochs_done"] >= 2, what="two finished epochs")
     pid = run(db_url, run_id)["pid"]
     before = metric_rows(db_url, run_id, with_timing=True)
@@ -62,7 +63,7 @@ def test_four_engines_and_a_busy_dashboard_on_one_sqlite_file_lose_no_row(db_url
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "4")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.05}))
     epochs = 6
-    cfg = tiny_config(**{"train.epochs": epochs, "train.max_steps_per_epoch": 3, "train.keep_last": 2,
+    cfg = quick_config(db_url, **{"train.epochs": epochs, "train.max_steps_per_epoch": 3, "train.keep_last": 2,
                          "eval.tta": ["none", "hflip"]})
     # The dashboard: reads every view in a loop and writes too (refresh_lost, tags), until told to stop.
     stop_file = tmp_path / "stop-reading"
@@ -116,7 +117,7 @@ print(json.dumps({{"reads": reads, "writes": writes, "errors": errors}}), flush=
 
 def _fail_after_epoch_3(db_url, monkeypatch) -> int:
     monkeypatch.setenv("LAB_FAULT", json.dumps({"crash_after_epoch": 3}))
-    run_id = launch_run(db_url, tiny_config(**{"train.epochs": 4, "train.max_steps_per_epoch": 4, "eval.tta": ["none"],
+    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 4, "eval.tta": ["none"],
                                                "train.keep_last": 5}))
     row = wait_final(db_url, run_id)
     monkeypatch.delenv("LAB_FAULT")
@@ -152,7 +153,7 @@ def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back
 def test_nan_loss_fails_at_once_with_that_reason(db_url, monkeypatch):
     steps = 4
     monkeypatch.setenv("LAB_FAULT", json.dumps({"nan_at_step": 2 * steps + 1}))  # epoch 3, its 2nd step (0-based 9th)
-    run_id = launch_run(db_url, tiny_config(**{"train.epochs": 5, "train.max_steps_per_epoch": steps, "eval.tta": ["none"]}))
+    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 5, "train.max_steps_per_epoch": steps, "eval.tta": ["none"]}))
     row = wait_final(db_url, run_id)
     assert row["status"] == FAILED
     assert row["error"].startswith("loss became nan at epoch 3, step 2")

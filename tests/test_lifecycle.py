@@ -13,10 +13,9 @@ import pytest
 
 from db import queries, store
 from db.models import COMPLETED, LOST, QUEUED, RUNNING, STOPPED
-from engine.launcher import launch_run, pid_alive, refresh_lost, resume_run, start_queued, stop_run
-from tests.conftest import tiny_config
-from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, run, wait_final, wait_for,
-                                     wait_status)
+from engine.launcher import launch_run, pid_alive, refresh_lost, resume_run, stop_run
+from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, quick_config, run, wait_final,
+                                     wait_for)
 
 # Small and quick: a few steps per epoch, final evaluation without TTA passes.
 QUICK = {"train.epochs": 1, "train.max_steps_per_epoch": 2, "eval.tta": ["none"]}
@@ -55,8 +54,7 @@ def test_queue_starts_in_order_within_the_limit_and_drains_after_the_dashboard_i
     code = f"""
 import json, time
 from engine.launcher import launch_run
-from tests.conftest import tiny_config
-ids = [launch_run({db_url!r}, tiny_config(**{QUICK!r}, name=f"q{{i}}")) for i in range(3)]
+ids = [launch_run({db_url!r}, {{**{quick_config(db_url, **QUICK)!r}, "name": f"q{{i}}"}}) for i in range(3)]
 print(json.dumps(ids), flush=True)
 time.sleep(600)
 """
@@ -94,7 +92,7 @@ print(",".join(queries.list_runs({db_url!r}).sort_values("id")["status"]))
 
 def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
-    ids = [launch_run(db_url, tiny_config(**QUICK, name=f"r{i}"), start=False) for i in range(3)]
+    ids = [launch_run(db_url, quick_config(db_url, **QUICK, name=f"r{i}"), start=False) for i in range(3)]
     assert [run(db_url, i)["status"] for i in ids] == [QUEUED] * 3
     # Four launchers (dashboards, CLIs, finishing engines) call start_queued at the same instant.
     go = time.time() + 4.0
@@ -116,18 +114,15 @@ time.sleep(600)  # stay alive: only the engines should matter from here on
     assert None not in started, [p.stderr.read() for p in racers]
     claimed = sorted(i for s in started for i in s)
     assert claimed == ids[:2]  # exactly the two free slots, the two oldest runs, each claimed once
-    with RunningSampler(db_url) as sampler:
-        rows = [wait_final(db_url, i) for i in ids]
-    assert [r["status"] for r in rows] == [COMPLETED] * 3, [(r["status"], r["error"]) for r in rows]
-    assert sampler.max_running <= 2
-    # the third started only when one of the first two had ended (a finishing engine started it)
-    assert min(r["ended_at"] for r in rows[:2]) <= rows[2]["started_at"]
+    assert [run(db_url, i)["status"] for i in ids] == [RUNNING, RUNNING, QUEUED]
+    # (the queue test above shows finishing engines draining the rest; here, stop: queued first)
+    assert [stop_run(db_url, i, timeout_s=60) for i in reversed(ids)] == [STOPPED] * 3
 
 
-def repro_config():
+def repro_config(url):
     """Every piece of state a resume must restore: AdamW moments, cosine schedule, EMA, dropout,
     random augmentation and label smoothing."""
-    return tiny_config(**{"train.epochs": 4, "train.max_steps_per_epoch": 6, "train.deterministic": True,
+    return quick_config(url, **{"train.epochs": 4, "train.max_steps_per_epoch": 6, "train.deterministic": True,
                           "model.dropout": 0.2, "regularize.ema.enabled": True, "regularize.ema.decay": 0.5,
                           "loss.label_smoothing": 0.1, "eval.tta": ["none"],
                           "augment.train": [{"name": "PadRandomCrop", "p": 0.5, "params": {"padding": 1}}]})
@@ -135,9 +130,9 @@ def repro_config():
 
 def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(db_url, monkeypatch):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")  # both side by side: the same numbers, whatever runs next to it
-    straight = launch_run(db_url, repro_config(), name="uninterrupted")
+    straight = launch_run(db_url, repro_config(db_url), name="uninterrupted")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))  # slow enough to stop mid-run
-    stopped = launch_run(db_url, repro_config(), name="stopped and resumed")
+    stopped = launch_run(db_url, repro_config(db_url), name="stopped and resumed")
     assert wait_final(db_url, straight)["status"] == COMPLETED
     expected = metric_rows(db_url, straight)
     wait_for(lambda: run(db_url, stopped)["epochs_done"] >= 2, what="two finished epochs")
@@ -166,7 +161,7 @@ def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(
 def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "6")  # engines inherit it: they beat every 1.5 s
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.2}))
-    run_id = launch_run(db_url, tiny_config(**{"train.epochs": 3, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
+    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 3, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
     # Starting up (torch imports, data loading) can take longer than 6 s: it must never look lost meanwhile.
     def first_epoch_while_looking():
         assert run_id not in refresh_lost(db_url), run(db_url, run_id)["error"]
@@ -193,15 +188,23 @@ def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch
     assert f"resuming after epoch {done}" in log_text(db_url, run_id)
 
 
-def test_stop_a_queued_run_and_resume_rules(db_url):
-    run_id = launch_run(db_url, tiny_config(**QUICK), start=False)
+def test_stop_while_queued_or_starting_and_what_can_be_resumed(db_url):
+    run_id = launch_run(db_url, quick_config(db_url, **QUICK), start=False)
     assert stop_run(db_url, run_id) == STOPPED
     row = run(db_url, run_id)
     assert row["status"] == STOPPED and row["error"] == "stopped before it started" and row["pid"] is None
-    resume_run(db_url, run_id)  # a stopped run can be resumed: it runs from the start (no checkpoint yet)
-    row = wait_final(db_url, run_id)
-    assert row["status"] == COMPLETED and row["epochs_done"] == 1
-    assert "no readable checkpoint: starting from epoch 1" in log_text(db_url, run_id)
-    with pytest.raises(ValueError, match="only stopped, failed or lost"):
-        resume_run(db_url, run_id)
-    assert start_queued(db_url) == []
+    resume_run(db_url, run_id)  # a stopped run can be resumed (here: from the start, it has no checkpoint)
+    row = run(db_url, run_id)
+    assert row["status"] == RUNNING and row["error"] is None
+    pid = wait_for(lambda: run(db_url, run_id)["pid"], what="the engine's pid")
+    assert stop_run(db_url, run_id, timeout_s=60) == STOPPED  # stopped while still importing torch
+    assert not pid_alive(pid)
+    assert run(db_url, run_id)["epochs_done"] == 0
+    with pytest.raises(ValueError, match="no run 999"):
+        stop_run(db_url, 999)
+    completed = launch_run(db_url, quick_config(db_url, **QUICK), start=False)
+    store.update_run(db_url, completed, status=COMPLETED)
+    for status in (COMPLETED, QUEUED, RUNNING):
+        store.update_run(db_url, completed, status=status)
+        with pytest.raises(ValueError, match="only stopped, failed or lost"):
+            resume_run(db_url, completed)
