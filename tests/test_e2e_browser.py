@@ -37,8 +37,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        subprocess.run(["bash", str(ROOT / ".ci" / "install_browser.sh")], check=False)
+    # installs Chromium (and an emoji font for readable screenshots) when missing; instant otherwise
+    subprocess.run(["bash", str(ROOT / ".ci" / "install_browser.sh")], check=False)
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("Chromium is not installed and cannot be installed here (.ci/install_browser.sh needs root)")
     return CHROMIUM
@@ -49,7 +49,8 @@ def dashboard(tmp_path):
     """`streamlit run dashboard/app.py` on a free port with its own DB; yields (base URL, DB URL)."""
     url = f"sqlite:///{tmp_path / 'lab.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("LAB_FAULT", "LAB_BACKEND")}
-    env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp_path / "runs"), LAB_MAX_CONCURRENT="1", PYTHONUNBUFFERED="1")
+    # two runs at once: the second one's process starts while the first trains
+    env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp_path / "runs"), LAB_MAX_CONCURRENT="2", PYTHONUNBUFFERED="1")
     port = _free_port()
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
@@ -114,7 +115,7 @@ def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
     page.get_by_role("button", name="Launch").click()
 
 
-def _wait_for_run_page(page, run_id: int, name: str, shot_live: Path, shot_done: Path):
+def _wait_for_curves(page, run_id: int, name: str, shot: Path):
     from playwright.sync_api import expect
 
     expect(page.get_by_role("heading", name=f"Run #{run_id} · {name}")).to_be_visible(timeout=TIMEOUT_MS)
@@ -123,12 +124,18 @@ def _wait_for_run_page(page, run_id: int, name: str, shot_live: Path, shot_done:
     curves = page.get_by_test_id("stPlotlyChart").first
     expect(curves.get_by_text("Accuracy")).to_be_visible(timeout=TIMEOUT_MS)
     expect(curves.get_by_text("Learning rate")).to_be_visible()
-    page.screenshot(path=str(shot_live), full_page=True)
+    _no_exception(page)
+    page.screenshot(path=str(shot), full_page=True)
+
+
+def _wait_for_completion(page, shot: Path):
+    from playwright.sync_api import expect
+
     expect(page.get_by_text(re.compile(r"completed · dataset digits"))).to_be_visible(timeout=TIMEOUT_MS)
-    expect(page.get_by_text(re.compile(r"running — epoch"))).to_have_count(0, timeout=TIMEOUT_MS)  # redrawn
+    expect(page.get_by_text(re.compile(r"running — \d+ of \d+ epochs done"))).to_have_count(0, timeout=TIMEOUT_MS)
     expect(page.get_by_role("tab", name="Test errors & gallery")).to_be_visible()
     _no_exception(page)
-    page.screenshot(path=str(shot_done), full_page=True)
+    page.screenshot(path=str(shot), full_page=True)
 
 
 def _click_a_confusion_cell(page, url: str, run_id: int):
@@ -154,7 +161,7 @@ def _click_a_confusion_cell(page, url: str, run_id: int):
     captions = panel.get_by_test_id("stImageCaption").all_inner_texts()[:min(count, 48)]
     assert captions and all(f"true {true_c} → {pred_c}" in c for c in captions), captions[:3]
     _no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "e2e_3b_gallery.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "e2e_6_gallery.png"), full_page=True)
 
 
 def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
@@ -180,29 +187,38 @@ def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
             _no_exception(page)
             phase("empty Runs page")
 
-            # 1. build a run with the form and launch it; its page shows the live curves
+            # 1. build a run with the form and launch it; its page shows the curves as epochs finish
             _build_and_launch(page, "e2e-first", seed=0)
             page.screenshot(path=str(ARTIFACTS / "e2e_1_run_launching.png"), full_page=True)
-            _wait_for_run_page(page, 1, "e2e-first", ARTIFACTS / "e2e_2_run_live.png", ARTIFACTS / "e2e_3_run_done.png")
-            phase("run 1 completed on its page")
+            _wait_for_curves(page, 1, "e2e-first", ARTIFACTS / "e2e_2_run_live.png")
+            phase("run 1 shows curves")
+
+            # 2. a second run while the first trains: the builder kept its settings; change name and seed
+            _build_and_launch(page, "e2e-second", seed=1)
+            _wait_for_curves(page, 2, "e2e-second", ARTIFACTS / "e2e_3_second_live.png")
+            _wait_for_completion(page, ARTIFACTS / "e2e_4_second_done.png")
+            phase("run 2 completed on its page")
+            second = queries.get_run(url, 2)
+            assert second["status"] == "completed" and second["epochs_done"] == 2
+            assert second["config"]["train"]["seed"] == 1 and second["config"]["train"]["epochs"] == 2
+
+            # 3. back to the first run: finished, and a click on a confusion cell opens its images
+            page.get_by_role("combobox", name="Run").click()
+            page.get_by_role("option", name=re.compile(r"^#1 · e2e-first")).click()
+            expect(page.get_by_role("heading", name="Run #1 · e2e-first")).to_be_visible(timeout=TIMEOUT_MS)
+            _wait_for_completion(page, ARTIFACTS / "e2e_5_run_done.png")
             first = queries.get_run(url, 1)
             assert first["status"] == "completed" and first["epochs_done"] == 2
             assert first["config"]["train"]["max_steps_per_epoch"] == 3 and first["name"] == "e2e-first"
             _click_a_confusion_cell(page, url, 1)
             phase("gallery of a clicked confusion cell")
 
-            # 2. a second run: the builder kept the first one's settings, change name and seed
-            _build_and_launch(page, "e2e-second", seed=1)
-            _wait_for_run_page(page, 2, "e2e-second", ARTIFACTS / "e2e_4_second_live.png",
-                               ARTIFACTS / "e2e_5_second_done.png")
-            phase("run 2 completed on its page")
-            second = queries.get_run(url, 2)
-            assert second["config"]["train"]["seed"] == 1 and second["config"]["train"]["epochs"] == 2
-
             # 3. tick both runs in the Runs table and compare them
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
-            grid = page.get_by_test_id("stDataFrame")
+            expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+            grid = page.locator(".st-key-runs_table")  # the keyed table (not a stale one of the previous page)
             expect(grid).to_be_visible(timeout=TIMEOUT_MS)
+            expect(grid.get_by_test_id("stDataFrame")).to_have_count(1)
             expect(page.get_by_role("button", name=re.compile(r"Compare \(0\)"))).to_be_disabled()
             box = grid.bounding_box()
             for row in (0, 1):  # the selection checkboxes: first column, 35 px rows under a 35 px header
@@ -210,18 +226,17 @@ def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
             compare = page.get_by_role("button", name=re.compile(r"Compare \(2\)"))
             expect(compare).to_be_enabled(timeout=30_000)
             _no_exception(page)
-            page.screenshot(path=str(ARTIFACTS / "e2e_6_runs.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "e2e_7_runs.png"), full_page=True)
             phase("both runs selected")
             compare.click()
             page.wait_for_url(re.compile(r"/compare\?runs=2(,|%2C)1$"), timeout=TIMEOUT_MS)
             expect(page.get_by_role("heading", name=re.compile("Compare"))).to_be_visible(timeout=TIMEOUT_MS)
-            if page.get_by_text("Not built yet").count() == 0:  # the Compare page has landed: both runs are on it
-                expect(page.get_by_text("#1 e2e-first").first).to_be_visible(timeout=TIMEOUT_MS)
-                expect(page.get_by_text("#2 e2e-second").first).to_be_visible(timeout=TIMEOUT_MS)
-                expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_text("#1 e2e-first").first).to_be_visible(timeout=TIMEOUT_MS)  # both runs are on it
+            expect(page.get_by_text("#2 e2e-second").first).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=TIMEOUT_MS)
             time.sleep(1)  # let the charts finish drawing for the screenshot
             _no_exception(page)
-            page.screenshot(path=str(ARTIFACTS / "e2e_7_compare.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "e2e_8_compare.png"), full_page=True)
             phase("compare page")
             assert page_errors == []
         finally:

@@ -204,6 +204,23 @@ def test_a_preset_fills_the_form_for_the_chosen_dataset(db_url):
     assert texts(at.error) == [] and any("valid" in s for s in texts(at.success))
 
 
+def test_uploaded_yaml_prefills_the_form_and_a_bad_file_is_refused(db_url, tiny):
+    from engine.config import parse_config
+
+    cfg = parse_config(tiny(**{"train.epochs": 5, "loss.label_smoothing": 0.1, "name": "from yaml"}))
+    at = open_page("new_run")
+    at.file_uploader(key="builder_upload").upload("exp.yaml", cfg.to_yaml().encode(), "application/x-yaml").run()
+    assert not at.exception
+    assert at.session_state["builder_config"] == cfg.model_dump(mode="json")
+    assert at.number_input(key=K + "train.epochs").value == 5 and at.text_input(key=K + "name").value == "from yaml"
+    assert any("Loaded exp.yaml" in s for s in texts(at.success))
+
+    at.file_uploader(key="builder_upload").set_value(("bad.yaml", b"optim:\n  lerning_rate: 0.1\n", "text/yaml")).run()
+    assert any("not a valid config" in w for w in texts(at.warning))
+    assert any("lerning_rate" in e for e in texts(at.error))
+    assert at.session_state["builder_config"] == cfg.model_dump(mode="json")  # nothing was loaded
+
+
 # ------------------------------------------------------------------------------- Runs
 def test_runs_page_empty_state(db_url):
     at = open_page("runs")

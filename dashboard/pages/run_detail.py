@@ -109,56 +109,57 @@ with st.expander("Where and how it runs"):
 
 
 # ------------------------------------------------------------------------------- live section
+# While the run is active a fragment polls its progress every 2 s (one small query) and shows the
+# log; when an epoch ends or the status changes it reruns the page, so every panel shows the new epoch.
 @st.fragment(run_every=2 if active else None)
-def live():
+def live_progress():
     progress = queries.run_progress(url, run_id)
-    if progress is None or progress["status"] != status:
-        st.rerun()  # status changed (finished, failed, stopped): redraw the whole page
-    done, planned = progress["epochs_done"] or 0, max(1, progress["epochs_planned"] or 1)
-    if active:
-        st.progress(min(1.0, done / planned), text=f"{plots.status_label(status)} — epoch {done} of {planned}"
-                    + (" (waiting for a free slot)" if status == QUEUED else ""))
-    hist = reads.history(url, run_id, done, progress["status"])
-    wide = plots.history_wide(hist)
-    if not wide.empty and len(wide.columns) > 1:
-        last = wide.iloc[-1]
-        prev = wide.iloc[-2] if len(wide) > 1 else None
-        m = st.columns(5)
-
-        def delta(col, pct=True):
-            if prev is None or col not in wide or np.isnan(prev[col]):
-                return None
-            d = last[col] - prev[col]
-            return f"{100 * d:+.2f} pp" if pct else f"{d:+.4f}"
-
-        m[0].metric("Val accuracy", plots.format_pct(last.get("val_acc")), delta("val_acc"))
-        m[1].metric("Best val accuracy", plots.format_pct(wide["val_acc"].max() if "val_acc" in wide else None))
-        m[2].metric("Val loss", f"{last['val_loss']:.4f}" if "val_loss" in wide else "–",
-                    delta("val_loss", pct=False), delta_color="inverse")
-        m[3].metric("Train loss", f"{last['train_loss']:.4f}" if "train_loss" in wide else "–",
-                    delta("train_loss", pct=False), delta_color="inverse")
-        m[4].metric("Throughput", f"{last['train_images_per_sec']:,.0f} img/s" if "train_images_per_sec" in wide else "–")
-    fig = plots.learning_curves(hist)
-    if fig is None:
-        st.info("Waiting for the first epoch to finish…" if active else "This run recorded no epochs.")
-        return
+    if progress is None or (progress["status"], progress["epochs_done"]) != (status, row["epochs_done"]):
+        st.rerun()
     if not active:
-        st.plotly_chart(fig, key="detail_curves")
         return
-    left, right = st.columns([3, 2])
-    left.plotly_chart(fig, key="detail_curves")
-    latest = queries.latest_confusion(url, run_id, "val")
-    if latest is not None:
-        epoch, matrix = latest
-        names = reads.class_names(url, data_json, len(matrix))
-        right.plotly_chart(plots.confusion_figure(matrix, names, clickable=False,
-                                                  title=f"Validation confusion, epoch {epoch}"), key="detail_live_cm")
-    with st.expander("Log (last 30 lines)"):
+    done, planned = progress["epochs_done"] or 0, max(1, progress["epochs_planned"] or 1)
+    st.progress(min(1.0, done / planned), text=f"{plots.status_label(status)} — {done} of {planned} epochs done"
+                + (" (waiting for a free slot)" if status == QUEUED else ""))
+    with st.expander("Log (last 30 lines, live)"):
         st.code(actions.log_tail(row["log_path"], 30) or "(no log yet)", language="text")
 
 
 st.subheader("Learning curves")
-live()
+live_progress()
+wide = plots.history_wide(history)
+if not wide.empty and len(wide.columns) > 1:
+    last = wide.iloc[-1]
+    prev = wide.iloc[-2] if len(wide) > 1 else None
+
+    def _delta(col, pct=True):
+        if prev is None or col not in wide or np.isnan(prev[col]):
+            return None
+        d = last[col] - prev[col]
+        return f"{100 * d:+.2f} pp" if pct else f"{d:+.4f}"
+
+    m = st.columns(5)
+    m[0].metric("Val accuracy", plots.format_pct(last.get("val_acc")), _delta("val_acc"))
+    m[1].metric("Best val accuracy", plots.format_pct(wide["val_acc"].max() if "val_acc" in wide else None))
+    m[2].metric("Val loss", f"{last['val_loss']:.4f}" if "val_loss" in wide else "–",
+                _delta("val_loss", pct=False), delta_color="inverse")
+    m[3].metric("Train loss", f"{last['train_loss']:.4f}" if "train_loss" in wide else "–",
+                _delta("train_loss", pct=False), delta_color="inverse")
+    m[4].metric("Throughput", f"{last['train_images_per_sec']:,.0f} img/s" if "train_images_per_sec" in wide else "–")
+curves = plots.learning_curves(history)
+if curves is None:
+    st.info("Waiting for the first epoch to finish…" if active else "This run recorded no epochs.")
+elif not active:
+    st.plotly_chart(curves, key="detail_curves")
+else:  # while it runs: the latest validation confusion matrix beside the curves
+    left, right = st.columns([3, 2])
+    left.plotly_chart(curves, key="detail_curves")
+    latest = queries.latest_confusion(url, run_id, "val")
+    if latest is not None:
+        epoch, matrix = latest
+        right.plotly_chart(plots.confusion_figure(matrix, reads.class_names(url, data_json, len(matrix)),
+                                                  clickable=False, title=f"Validation confusion, epoch {epoch}"),
+                           key="detail_live_cm")
 
 # ------------------------------------------------------------------------------- analysis tabs
 t_cm, t_err, t_cls, t_tta, t_ckpt, t_log, t_cfg = st.tabs(
