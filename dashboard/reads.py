@@ -60,8 +60,8 @@ def splits(url: str, data_config_json: str):
     from engine.data import load_arrays, make_splits
     from engine.preflight import resolve_dataset
 
-    cfg = DataConfig.model_validate_json(data_config_json)
-    try:
+    try:  # a run from an older schema, or a dataset since removed, must not break the page
+        cfg = DataConfig.model_validate_json(data_config_json)
         return make_splits(load_arrays(resolve_dataset(url, cfg.dataset)), cfg), None
     except (ValueError, OSError) as exc:
         return None, str(exc)
