@@ -189,6 +189,14 @@ def _schema_message(exc: Exception) -> str:
 
 
 def check_transform(name: str, params: dict[str, Any]) -> None:
+    if isinstance(params, dict):
+        # build_pipeline fills a crop's output size with the training size; validate with a stand-in
+        # size when it is left out, so {"scale": [0.8, 1.0]} (BUILDER_DEFAULTS) is a valid step.
+        params = dict(params)
+        if name == "RandomResizedCrop" and "size" not in params:
+            params["size"] = [32, 32]
+        if name in ("RandomCrop", "CenterCrop", "Resize") and "height" not in params and "width" not in params:
+            params.update(height=32, width=32)
     make_transform(name, params, p=1.0)
 
 

@@ -442,13 +442,27 @@ def make_splits(data: ImageArrays, cfg) -> Splits:
 
 
 # ------------------------------------------------------------------------------ to tensors
+_STATS_ON_DEVICE: dict[tuple, object] = {}
+
+
+def _stats_tensor(values, device):
+    """Per-channel stats as a (1, C, 1, 1) float tensor, made once per device: torch.as_tensor(list,
+    device=cuda) is a synchronous host-to-device copy that would stall every training step."""
+    import torch
+
+    key = (tuple(float(v) for v in values), str(device))
+    if key not in _STATS_ON_DEVICE:
+        _STATS_ON_DEVICE[key] = torch.as_tensor(key[0], device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    return _STATS_ON_DEVICE[key]
+
+
 def normalize_batch(x_uint8, mean, std, channels_last: bool = False):
     """uint8 NHWC (CPU or GPU tensor) -> float NCHW normalised. The one place pixels become floats."""
     import torch
 
     x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m = _stats_tensor(mean, x.device)
+    s = _stats_tensor(std, x.device)
     x = (x - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 

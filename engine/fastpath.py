@@ -1,16 +1,25 @@
 """Fast data path: the whole training split as a uint8 tensor on the device, shuffled by a per-epoch
-permutation, augmented in batches with per-sample random parameters (airbench-style). No DataLoader.
+permutation, augmented in batches with per-sample random parameters (airbench-style). No DataLoader,
+no worker processes, no per-image Python: one gather and a few tensor ops per batch, all queued on
+the device's stream, so the GPU never waits for the host.
 
-Used when every augmentation step has a batched version in engine.batch_augment (and mixup runs on
-the device anyway); otherwise the run falls back to the albumentations CPU path and says why.
+Used when every augmentation step has a batched version in engine.batch_augment (Mixup/CutMix run on
+the device in engine.train either way); otherwise the run falls back to the albumentations CPU path.
+`plan(...).describe()` is what the run's log and its DB row (`runs.data_path`) say about which path
+ran and why.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from engine import batch_augment
+
+# Put the training split on the GPU only when it takes at most this share of the card's memory: the
+# model, its activations and the optimizer state need the rest.
+MAX_GPU_SHARE = 0.5
+DATA_PATH_MAX_CHARS = 200  # runs.data_path is a String(200)
 
 
 @dataclass
@@ -20,53 +29,82 @@ class FastPath:
     cfg: object = None
     splits: object = None
     device: torch.device | None = None
-    _x: torch.Tensor | None = None
-    _y: torch.Tensor | None = None
+    pipeline: batch_augment.BatchPipeline | None = None
+    _x: torch.Tensor | None = field(default=None, repr=False)
+    _y: torch.Tensor | None = field(default=None, repr=False)
 
     def describe(self) -> str:
-        if self.usable:
-            where = "GPU" if self.device is not None and self.device.type == "cuda" else "CPU"
-            return f"fast: {where}-resident uint8 tensors, batched augmentation"
-        return f"cpu: {self.reason}"
+        """One line for the log and the DB: which data path runs, and why."""
+        if not self.usable:
+            return f"cpu: {self.reason}"[:DATA_PATH_MAX_CHARS]
+        where = "GPU" if self.device is not None and self.device.type == "cuda" else "CPU"
+        x = self.splits.train_x
+        steps = ", ".join(self.pipeline.names) if self.pipeline and self.pipeline.names else "no augmentation"
+        text = f"fast: {where}-resident uint8 tensors ({len(x)} images, {x.nbytes / 1e6:.0f} MB), batched: {steps}"
+        if len(text) > DATA_PATH_MAX_CHARS:
+            text = text[:DATA_PATH_MAX_CHARS - 3] + "..."
+        return text
 
-    def batches(self, epoch: int, seed: int):
+    def load(self) -> None:
+        """Copy the training split to the device once per run."""
         if self._x is None:
             self._x = torch.from_numpy(self.splits.train_x).to(self.device)
             self._y = torch.from_numpy(self.splits.train_y).to(self.device)
+
+    def batches(self, epoch: int, seed: int):
+        """(uint8 NHWC, int64 labels) batches on the device for one epoch.
+
+        Every batch has batch_size samples (the remainder is dropped, as the CPU path's drop_last does),
+        so shapes are static: cudnn.benchmark picks its kernels once and torch.compile never recompiles.
+        The permutation and every augmentation draw come from one generator seeded by (seed, epoch):
+        a resumed run repeats the epoch exactly."""
+        self.load()
         x, y = self._x, self._y
         bs = self.cfg.train.batch_size
         n = len(y)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         order = torch.randperm(n, device=self.device, generator=gen)
         stop = n - n % bs if n > bs else n
-        steps = [batch_augment.make_step(s, self.splits.image_size) for s in self.cfg.augment.train]
         for i in range(0, stop, bs):
             idx = order[i:i + bs]
-            xb = x[idx]
-            for step in steps:
-                xb = step(xb, gen)
-            yield xb, y[idx]
+            yield self.pipeline(x[idx], gen), y[idx]
 
 
 _CACHE: dict[tuple, FastPath] = {}
 
 
 def plan(cfg, splits, device) -> FastPath:
-    """Decide (once per run) whether the fast path applies."""
+    """Decide (once per run) whether the fast path applies, and why not when it does not."""
     key = (id(cfg), id(splits), str(device))
-    if key in _CACHE:
-        return _CACHE[key]
-    if cfg.augment.fast_path == "off":
-        fp = FastPath(False, "fast path turned off in the config")
-    else:
-        missing = [s.name for s in cfg.augment.train if not batch_augment.supports(s.name, s.params)]
-        bytes_needed = splits.train_x.nbytes
-        if missing:
-            fp = FastPath(False, f"no batched version of {', '.join(missing)}")
-        elif device.type == "cuda" and bytes_needed > 0.5 * torch.cuda.get_device_properties(device).total_memory:
-            fp = FastPath(False, f"training split ({bytes_needed / 1e9:.1f} GB) does not fit comfortably in GPU memory")
-        else:
-            fp = FastPath(True, "", cfg, splits, device)
-    _CACHE.clear()  # one run per process: keep only the current plan
+    cached = _CACHE.get(key)
+    if cached is not None and cached.cfg is cfg and cached.splits is splits:
+        return cached
+    fp = _decide(cfg, splits, torch.device(device))
+    _CACHE.clear()  # one run per process at a time: keep only the current plan (and its device tensors)
     _CACHE[key] = fp
     return fp
+
+
+def _decide(cfg, splits, device: torch.device) -> FastPath:
+    def fallback(reason: str) -> FastPath:
+        return FastPath(False, reason, cfg, splits, device)
+
+    if cfg.augment.fast_path == "off":
+        return fallback("fast path turned off in the config (augment.fast_path: off)")
+    shape = tuple(splits.train_x.shape[1:])
+    reasons = [r for r in (batch_augment.why_not(s.name, s.params, shape) for s in cfg.augment.train) if r]
+    if reasons:
+        return fallback("; ".join(reasons))
+    if device.type == "cuda":
+        needed = splits.train_x.nbytes
+        total = torch.cuda.get_device_properties(device).total_memory
+        if needed > MAX_GPU_SHARE * total:
+            return fallback(f"training split ({needed / 1e9:.1f} GB) is more than {MAX_GPU_SHARE:.0%} of GPU memory "
+                            f"({total / 1e9:.0f} GB)")
+    pipeline = batch_augment.build_batch_pipeline(cfg.augment.train, shape)
+    return FastPath(True, "every augmentation step has a batched version", cfg, splits, device, pipeline)
+
+
+def release() -> None:
+    """Drop the cached plan and its device tensors (long-lived processes running several trainings)."""
+    _CACHE.clear()

@@ -284,6 +284,8 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen, step, data_wait = 0, 0, 0.0
+        bad_step = torch.zeros((), dtype=torch.long, device=device)  # first step with a non-finite loss (0: none)
+        bad_loss = torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
         tw = time.perf_counter()
         for xb, yb in batches:
@@ -299,8 +301,13 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
                 loss = loss_fn(logits, targets)
             if fault.get("nan_at_step") is not None and step + epoch_idx * steps_per_epoch >= fault["nan_at_step"]:
                 loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}: lower optim.lr or enable grad clipping")
+            # A non-finite loss is noted on the device and read back where a sync costs nothing: every step
+            # on CPU, at the heartbeat and the epoch's end on CUDA (a per-step .item() would stall the GPU).
+            first_bad = ~torch.isfinite(loss.detach()) & (bad_step == 0)
+            bad_step = torch.where(first_bad, step + 1, bad_step)
+            bad_loss = torch.where(first_bad, loss.detach().float(), bad_loss)
+            if device.type == "cpu":
+                _raise_if_nonfinite(bad_step, bad_loss, epoch)
             scaler.scale(loss / accumulation_divisor(step, cfg.optim.accumulate, steps_per_epoch)).backward()
             if (step + 1) % cfg.optim.accumulate == 0 or step + 1 == steps_per_epoch:
                 if cfg.optim.grad_clip:
@@ -322,6 +329,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
                 raise StopRequested
             if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
+                _raise_if_nonfinite(bad_step, bad_loss, epoch)
                 if sink.heartbeat():
                     raise StopRequested
             if fault.get("sleep_per_step"):
@@ -332,6 +340,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - t0
+        _raise_if_nonfinite(bad_step, bad_loss, epoch)
         if dist.enabled:
             loss_sum, correct, seen_t = dist.sum(loss_sum, correct, torch.tensor(float(seen), device=device))
             seen = int(seen_t.item())
@@ -396,6 +405,12 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
     dist.close()
     sink.on_status("completed")
     return RunResult("completed", epoch if t.epochs else 0, best_epoch, best_value, test_acc)
+
+
+def _raise_if_nonfinite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
+    step = int(bad_step)
+    if step:
+        raise TrainingFailed(f"loss became {float(bad_loss)} at epoch {epoch}, step {step}: lower optim.lr or enable grad clipping")
 
 
 def early_stop_update(best, bad_epochs, value, es_cfg):
