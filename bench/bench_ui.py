@@ -238,7 +238,7 @@ def apptest_page(url: str, page: str, query: dict | None = None) -> float:
 
     os.environ["LAB_DB_URL"] = url
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300).run()
-    at.switch_page(f"pages/{page}")
+    at.switch_page(f"views/{page}")
     for k, v in (query or {}).items():
         at.query_params[k] = v
     st.cache_data.clear()

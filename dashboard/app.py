@@ -1,4 +1,6 @@
-"""Entry script: `streamlit run dashboard/app.py`. One file per page under dashboard/pages/.
+"""Entry script: `streamlit run dashboard/app.py`. One file per page under dashboard/views/
+(not "pages/": that name switches Streamlit to its old folder-based navigation, which breaks deep links
+on a freshly started server).
 
 pandas and plotly are imported here, at the top of the entry script, before any page: on a cold
 server a page importing plotly.express first can hit a partially initialised pandas (DESIGN.md).
@@ -19,7 +21,7 @@ from dashboard.state import db_url_for_session  # noqa: E402
 st.set_page_config(page_title="Image Classifier Lab", page_icon="🧪", layout="wide")
 db_url_for_session()
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "views"
 nav = st.navigation([
     st.Page(PAGES / "new_run.py", title="New run", icon="🧪", url_path="new_run"),
     st.Page(PAGES / "runs.py", title="Runs", icon="📋", url_path="runs", default=True),

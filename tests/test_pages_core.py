@@ -25,7 +25,7 @@ def open_page(page: str, timeout: float = 120, **query) -> AppTest:
     st.cache_data.clear()  # each test sees its own DB as it is now
     at = AppTest.from_file(str(APP), default_timeout=timeout)
     at.run()  # the default page first: AppTest learns st.navigation's pages from it
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     for k, v in query.items():
         at.query_params[k] = str(v)
     at.run()

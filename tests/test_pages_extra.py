@@ -60,7 +60,7 @@ def _page(page: str, *, query: dict | None = None, state: dict | None = None) ->
     assert not at.exception, at.exception
     for k, v in (state or {}).items():
         at.session_state[k] = v
-    at.switch_page(f"pages/{page}")
+    at.switch_page(f"views/{page}")
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()

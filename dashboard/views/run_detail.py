@@ -29,7 +29,7 @@ runs = reads.runs(url)
 if runs.empty:
     st.title("Run detail")
     st.info("No runs yet — start one on **New run**.")
-    st.page_link("pages/new_run.py", label="Start a run", icon="🧪")
+    st.page_link("views/new_run.py", label="Start a run", icon="🧪")
     st.stop()
 
 # ------------------------------------------------------------------------------- which run
@@ -83,7 +83,7 @@ if b[1].button("▶ Resume", disabled=status not in RESUMABLE, width="stretch",
     reads.clear_run_caches()
     st.rerun()
 if b[2].button("🧬 Clone and edit", width="stretch", help="Open the builder prefilled with this config"):
-    st.switch_page("pages/new_run.py", query_params={"clone": str(run_id)})
+    st.switch_page("views/new_run.py", query_params={"clone": str(run_id)})
 yaml_text = forms.config_yaml(cfg)
 b[3].download_button("⬇ Config YAML", data=yaml_text or json.dumps(cfg, indent=2), width="stretch",
                      file_name=f"run_{run_id}.yaml" if yaml_text else f"run_{run_id}.json",

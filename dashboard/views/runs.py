@@ -26,7 +26,7 @@ st.title("Runs")
 runs = reads.runs(url)
 if runs.empty:
     st.info("No runs yet — start one on **New run**.")
-    st.page_link("pages/new_run.py", label="Start a run", icon="🧪")
+    st.page_link("views/new_run.py", label="Start a run", icon="🧪")
     st.stop()
 
 if notice := ss.pop("runs_notice", None):
@@ -67,7 +67,7 @@ def _go(page: str, **params):
 
 def _compare(ids):
     ss["compare_ids"] = list(ids)
-    _go("pages/compare.py", runs=",".join(str(i) for i in ids))
+    _go("views/compare.py", runs=",".join(str(i) for i in ids))
 
 
 def _stop(ids):
@@ -114,9 +114,9 @@ def _action_bar(selected, fresh):
                    help="Select 2 to 10 runs"):
         _compare(ids)
     if b[1].button("🔎 Open", disabled=not one, width="stretch", help="Curves, confusion matrix, errors, TTA"):
-        _go("pages/run_detail.py", run=ids[0])
+        _go("views/run_detail.py", run=ids[0])
     if b[2].button("🧬 Clone and edit", disabled=not one, width="stretch", help="Open the builder prefilled"):
-        _go("pages/new_run.py", clone=ids[0])
+        _go("views/new_run.py", clone=ids[0])
     if b[3].button("⏹ Stop", disabled=not active, width="stretch", help="Stop the selected queued/running runs"):
         _stop(active)
     if b[4].button("▶ Resume", disabled=not resumable, width="stretch",

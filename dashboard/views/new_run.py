@@ -130,7 +130,7 @@ if action := ss.pop("builder_action", None):
     with st.spinner("Checking the config: loading the dataset, building the model, augmenting a real image…"):
         _check(url, launch=action == "launch")
     if (launched := ss.pop("builder_launched", None)) is not None:
-        st.switch_page("pages/run_detail.py", query_params={"run": str(launched)})
+        st.switch_page("views/run_detail.py", query_params={"run": str(launched)})
 
 config, parse_errors = _current()
 ss["builder_config"] = config
