@@ -38,9 +38,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def chromium() -> str:
     # installs Chromium (and an emoji font for readable screenshots) when missing; instant otherwise
-    subprocess.run(["bash", str(ROOT / ".ci" / "install_browser.sh")], check=False)
+    subprocess.run(["bash", str(ROOT / "scripts" / "install_system_deps.sh")], check=False)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("Chromium is not installed and cannot be installed here (.ci/install_browser.sh needs root)")
+        pytest.skip("Chromium is not installed and cannot be installed here (scripts/install_system_deps.sh needs root)")
     return CHROMIUM
 
 
