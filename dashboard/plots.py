@@ -37,7 +37,12 @@ def format_pct(x) -> str:
 
 # ------------------------------------------------------------------------------- runs table
 RUNS_TABLE_COLUMNS = ["id", "name", "status", "dataset", "model", "best_val_acc", "test_acc", "epochs",
-                      "duration_min", "tags", "notes", "created_at"]
+                      "duration_min", "where", "tags", "notes", "created_at"]
+
+
+def where_label(backend, host, device) -> str:
+    """Where a run executes: launcher backend, host, device."""
+    return " · ".join(str(v) for v in (backend or "local", host, device) if v and str(v) != "nan")
 
 
 def runs_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -54,6 +59,7 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
         "test_acc": df["test_acc"].astype(float),
         "epochs": [f"{int(d or 0)} / {int(p or 0)}" for d, p in zip(df["epochs_done"], df["epochs_planned"])],
         "duration_min": df["duration_s"].astype(float) / 60.0,
+        "where": [where_label(b, h, d) for b, h, d in zip(df["backend"], df["host"], df["device"])],
         "tags": df["tags"].apply(lambda t: list(t or [])),
         "notes": df["notes"].fillna(""),
         "created_at": pd.to_datetime(df["created_at"]),

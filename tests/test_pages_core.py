@@ -286,6 +286,8 @@ def test_plot_builders_on_a_real_run(in_lab):
     table = plots.runs_table(queries.list_runs(url)).set_index("id")
     row = table.loc[run_id]
     assert row["epochs"] == "2 / 2" and "completed" in row["status"] and 0 < row["best_val_acc"] <= 1
+    import socket
+    assert row["where"] == f"local · {socket.gethostname()} · cpu"  # where the run executed
 
     tta = queries.tta_results(url, [run_id])
     frame = plots.tta_frame(tta, {"hflip": "flip"})

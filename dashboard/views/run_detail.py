@@ -101,6 +101,7 @@ if notice := ss.pop("detail_notice", None):
 
 with st.expander("Where and how it runs"):
     info = {"host": row["host"], "device": row["device"], "data path": row["data_path"], "backend": row["backend"],
+            "devices (processes)": (row["config"] or {}).get("train", {}).get("devices", 1),
             "pid": row["pid"], "external id": row["external_id"], "run dir": row["run_dir"], "log": row["log_path"],
             "created (UTC)": row["created_at"], "started (UTC)": row["started_at"], "ended (UTC)": row["ended_at"],
             "last heartbeat (UTC)": row["heartbeat_at"],

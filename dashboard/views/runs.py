@@ -54,6 +54,7 @@ COLUMNS = {
     "test_acc": st.column_config.NumberColumn("Test acc", format="percent", help="Final test accuracy"),
     "epochs": st.column_config.TextColumn("Epochs", help="done / planned"),
     "duration_min": st.column_config.NumberColumn("Duration", format="%.1f min"),
+    "where": st.column_config.TextColumn("Where", help="launcher backend · host · device"),
     "tags": st.column_config.ListColumn("Tags"),
     "notes": st.column_config.TextColumn("Notes", width="medium"),
     "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
