@@ -745,3 +745,13 @@ def config_summary(config: dict) -> str:
     if g("loss.label_smoothing"):
         parts.append(f"smoothing {g('loss.label_smoothing'):g}")
     return " · ".join(parts)
+
+
+def available_backends() -> list[str]:
+    """Launcher backends usable from here: the default first (LAB_BACKEND), Slurm only on a submit host."""
+    import os
+    import shutil
+
+    backends = ["local"] + (["slurm"] if shutil.which("sbatch") else [])
+    default = os.environ.get("LAB_BACKEND", "local")
+    return sorted(backends, key=lambda b: b != default)

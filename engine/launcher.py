@@ -85,7 +85,14 @@ def launch_run(url: str, config: dict, *, name: str = "", tags=None, notes: str 
                               parent_run_id=parent, backend=backend)
     store.update_run(url, run_id, run_dir=str(run_dir_for(url, run_id)))
     if backend == "slurm":
-        _submit_slurm(url, run_id, resume=False)
+        from engine.slurm import SlurmError
+
+        try:
+            _submit_slurm(url, run_id, resume=False)
+        except SlurmError as exc:  # nothing was submitted: leave no run behind
+            store.mark_ended(url, run_id, FAILED, error=str(exc))
+            store.delete_run(url, run_id)
+            raise LaunchRefused([("backend", str(exc))]) from None
     elif start:
         start_queued(url)
     return run_id
@@ -272,7 +279,7 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
     status = queries.get_run(url, run_id)["status"]
     if status == RUNNING:  # it could not say so itself
         why = (f"killed after {timeout_s:g} s without stopping" if killed
-               else "stopped before training started (no epoch finished)")
+               else "stopped while the engine was starting")
         store.mark_ended(url, run_id, STOPPED, error=why)
         status = STOPPED
     start_queued(url)

@@ -94,7 +94,8 @@ def _check(url, launch: bool):
         return
     try:
         run_id = launch_run(url, config, tags=forms.parse_tags(ss.get("builder_tags", "")),
-                            notes=ss.get("builder_notes", ""), parent_run_id=ss.get("builder_parent"))
+                            notes=ss.get("builder_notes", ""), parent_run_id=ss.get("builder_parent"),
+                            backend=ss.get("builder_backend"))
     except LaunchRefused as exc:
         ss["builder_errors"] = exc.errors
         _show_first_error(exc.errors)
@@ -311,6 +312,11 @@ elif ss.get("builder_valid_config") == config:
 
 yaml_text = forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])
+backends = forms.available_backends()
+if len(backends) > 1:  # a Slurm submit host: choose where this run executes
+    actions[3].selectbox("Run on", backends, key="builder_backend",
+                         help="local: a process on this machine (queued behind LAB_MAX_CONCURRENT runs); "
+                              "slurm: submitted with sbatch, Slurm queues it")
 actions[0].button("✔ Validate", on_click=_request, args=("validate",), width="stretch",
                   help="Check every field, then load the dataset, build the model and push one batch through it")
 actions[1].button("🚀 Launch", type="primary", on_click=_request, args=("launch",), width="stretch",
