@@ -82,8 +82,9 @@ def _initial_state(raw: dict) -> dict:
 
 # ------------------------------------------------------------------------------ reproducibility
 def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(tmp_path):
-    raw = small(**{"augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 15}},  # CPU albumentations path
+    raw = small(**{"augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 15}},
                                      {"name": "HorizontalFlip", "p": 0.5}],
+                   "augment.fast_path": "off",  # the albumentations DataLoader path (the fast path has its own tests)
                    "augment.mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, "model.dropout": 0.2,
                    "regularize.ema": {"enabled": True, "decay": 0.9}, "train.deterministic": True})
     try:
@@ -91,6 +92,7 @@ def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(tmp_path):
         b, _ = run(tmp_path, "b", raw)
     finally:
         torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
+    assert a.status[0][1]["data_path"].startswith("cpu")
     assert a.epochs == b.epochs
     assert a.evaluations["test"]["predictions"] == b.evaluations["test"]["predictions"]
     c, _ = run(tmp_path, "c", {**raw, "train": {**raw["train"], "seed": 1}})
