@@ -22,7 +22,8 @@ from engine.launcher import LaunchRefused, bootstrap, launch_run
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
-TALLY = {"tried": 0, "refused_cleanly": 0, "accepted": 0}
+TALLY = {"tried": 0, "refused_cleanly": 0, "accepted": 0, "parse_tried": 0, "parse_refused": 0,
+         "cli_tried": 0, "cli_refused": 0, "cli_valid": 0}
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 
@@ -129,9 +130,11 @@ def test_malformed_configs_are_refused_cleanly_and_launch_nothing(url, cfg):
 @FUZZ
 @given(raw=GARBAGE | malformed_configs())
 def test_parse_config_answers_with_config_error_or_a_config(raw):
+    TALLY["parse_tried"] += 1
     try:
         cfg = parse_config(raw)
     except ConfigError as exc:
+        TALLY["parse_refused"] += 1
         _check_errors(exc.errors)
         assert set(exc.by_field()) <= {f for f, _ in exc.errors}
     else:
@@ -155,20 +158,25 @@ def test_cli_validate_and_train_exit_2_with_messages_on_any_file(url, tmp_path_f
     with redirect_stdout(out), redirect_stderr(err):
         code = main(["validate", str(path), "--db", url])
     assert code in (0, 2), err.getvalue()
+    TALLY["cli_tried"] += 1
     if code == 0:
+        TALLY["cli_valid"] += 1
         return  # a valid config: training it is test_cli's business
     lines = err.getvalue().strip().splitlines()
     assert lines and all(re.match(r"^\S.*?: \S", line) for line in lines), err.getvalue()  # "field: message"
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         assert main(["train", str(path), "--db", url]) == 2
     assert len(queries.list_runs(url)) == before
+    TALLY["cli_refused"] += 1
 
 
 def test_fuzz_tally(url):
     """The figures for the issue's closing note (run after the fuzz tests in this module)."""
     if TALLY["tried"]:
-        print(f"\nconfig fuzz: {TALLY['tried']} tried, {TALLY['refused_cleanly']} refused cleanly, "
-              f"{TALLY['accepted']} valid and queued, 0 tracebacks")
+        print(f"\nconfig fuzz: launch_run {TALLY['tried']} tried, {TALLY['refused_cleanly']} refused cleanly, "
+              f"{TALLY['accepted']} valid and queued; parse_config {TALLY['parse_tried']} tried, "
+              f"{TALLY['parse_refused']} refused; CLI files {TALLY['cli_tried']} tried, {TALLY['cli_refused']} refused "
+              f"(exit 2, no run row), {TALLY['cli_valid']} valid; 0 tracebacks")
         assert TALLY["refused_cleanly"] + TALLY["accepted"] == TALLY["tried"]
         assert TALLY["refused_cleanly"] > TALLY["tried"] // 2
 
