@@ -90,22 +90,26 @@ print(",".join(queries.list_runs({db_url!r}).sort_values("id")["status"]))
     assert out.strip() == "completed,completed,completed", err
 
 
-def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch):
+def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch, tmp_path):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
     ids = [launch_run(db_url, quick_config(db_url, **QUICK, name=f"r{i}"), start=False) for i in range(3)]
     assert [run(db_url, i)["status"] for i in ids] == [QUEUED] * 3
-    # Four launchers (dashboards, CLIs, finishing engines) call start_queued at the same instant.
-    go = time.time() + 4.0
+    # Four launchers (dashboards, CLIs, finishing engines) call start_queued at the same instant:
+    # each imports everything, says it is ready, then spins until the go file appears.
+    go = tmp_path / "go"
     code = f"""
-import json, time
+import json, os, time
 from engine.launcher import start_queued
-while time.time() < {go}:
+print("ready", flush=True)
+while not os.path.exists({str(go)!r}):
     time.sleep(0.0005)
 print(json.dumps(start_queued({db_url!r})), flush=True)
 time.sleep(600)  # stay alive: only the engines should matter from here on
 """
     racers = [python_proc(code) for _ in range(4)]
     try:
+        assert [p.stdout.readline().strip() for p in racers] == ["ready"] * 4, [p.stderr.read() for p in racers]
+        go.touch()
         started = [json.loads(p.stdout.readline() or "null") for p in racers]
     finally:
         for p in racers:
