@@ -92,9 +92,8 @@ def _fill_values(fill, channels: int | None, name: str) -> list[float]:
     raise Unsupported(f"{name}: fill={fill!r} has no batched version (numbers only)")
 
 
-def _resample(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, interpolation: int, border: int,
-              fill: list[float]) -> torch.Tensor:
-    """out[n, i, j] = x[n] sampled at pixel coordinates (src_x[n, i, j], src_y[n, i, j]), like cv2.remap.
+def _grid_sample_u8(x, grid, interpolation, border, fill, align) -> torch.Tensor:
+    """uint8 NHWC sampled at a normalised grid (N, H, W, 2) -> uint8 NHWC, like cv2.remap / warpAffine.
 
     Pixel centres sit at integer coordinates. grid_sample's padding modes give OpenCV's borders:
     zeros (+ fill) = BORDER_CONSTANT, border = REPLICATE, reflection with align_corners=True =
@@ -107,11 +106,6 @@ def _resample(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, interpo
     if border == BORDER_CONSTANT and any(fill):
         fill_t = _const(fill[:c] if len(fill) >= c else fill * c, x.device).view(1, c, 1, 1)
         xf = xf - fill_t  # sample (x - fill) with zero padding, add fill back: linear, so exact
-    if border == BORDER_REFLECT:
-        gx, gy, align = (2 * src_x + 1) / w - 1, (2 * src_y + 1) / h - 1, False
-    else:
-        gx, gy, align = 2 * src_x / max(w - 1, 1) - 1, 2 * src_y / max(h - 1, 1) - 1, True
-    grid = torch.stack([gx, gy], dim=-1).float()
     padding = {BORDER_CONSTANT: "zeros", BORDER_REPLICATE: "border"}.get(border, "reflection")
     out = F.grid_sample(xf, grid, mode="nearest" if interpolation == INTER_NEAREST else "bilinear",
                         padding_mode=padding, align_corners=align)
@@ -257,10 +251,10 @@ class RandomResizedCrop(BatchOp):
             sy = torch.minimum(sy, ch - 1)
             sx = ((j + 0.5) * cw / w - 0.5).clamp(min=0)
             sx = torch.minimum(sx, cw - 1)
-        sy = sy + params["y0"].view(n, 1)
-        sx = sx + params["x0"].view(n, 1)
-        return _resample(x, sx.view(n, 1, w).expand(n, h, w), sy.view(n, h, 1).expand(n, h, w),
-                         self.interpolation, BORDER_REPLICATE, [0.0])
+        # pixel -> normalised (align_corners) per row and per column, then broadcast to the grid
+        gx = (2 * (sx + params["x0"].view(n, 1)) / max(w - 1, 1) - 1).float().view(n, 1, w).expand(n, h, w)
+        gy = (2 * (sy + params["y0"].view(n, 1)) / max(h - 1, 1) - 1).float().view(n, h, 1).expand(n, h, w)
+        return _grid_sample_u8(x, torch.stack([gx, gy], dim=-1), self.interpolation, BORDER_REPLICATE, [0.0], True)
 
 
 class AffineWarp(BatchOp):
@@ -309,8 +303,7 @@ class AffineWarp(BatchOp):
                 "angle": angle}
 
     def _transform(self, x, params):
-        n, h, w, _ = x.shape
-        dev = x.device
+        n, h, w, c = x.shape
         a = torch.deg2rad(params["angle"].double())
         cos, sin = torch.cos(a), torch.sin(a)
         kx, ky = torch.tan(torch.deg2rad(params["shear_x"].double())), torch.tan(torch.deg2rad(params["shear_y"].double()))
@@ -321,13 +314,18 @@ class AffineWarp(BatchOp):
         a10, a11 = ky * r00 + r10, ky * r01 + r11
         det = a00 * a11 - a01 * a10
         i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
-        cx, cy = w / 2 - 0.5, h / 2 - 0.5
-        # src = A^-1 (dst - centre - t) + centre
-        u = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w) - cx - params["tx"].double().view(n, 1, 1)
-        v = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1) - cy - params["ty"].double().view(n, 1, 1)
-        src_x = i00.view(n, 1, 1) * u + i01.view(n, 1, 1) * v + cx
-        src_y = i10.view(n, 1, 1) * u + i11.view(n, 1, 1) * v + cy
-        return _resample(x, src_x, src_y, self.interpolation, self.border_mode, self.fill)
+        # In pixels: src = A^-1 (dst - centre - t) + centre, centre = ((w-1)/2, (h-1)/2). grid_sample works in
+        # normalised coordinates x_n = (x - centre_x) / d_x with d = (w-1)/2 (align_corners) or w/2 (REFLECT),
+        # so src_n = D^-1 A^-1 D dst_n - D^-1 A^-1 t: one affine_grid per batch.
+        align = self.border_mode != BORDER_REFLECT
+        dx, dy = ((w - 1) / 2, (h - 1) / 2) if align else (w / 2, h / 2)
+        dx, dy = max(dx, 0.5), max(dy, 0.5)
+        tx, ty = params["tx"].double(), params["ty"].double()
+        theta = torch.stack([
+            torch.stack([i00, i01 * dy / dx, -(i00 * tx + i01 * ty) / dx], dim=1),
+            torch.stack([i10 * dx / dy, i11, -(i10 * tx + i11 * ty) / dy], dim=1)], dim=1).float()
+        grid = F.affine_grid(theta, [n, c, h, w], align_corners=align)
+        return _grid_sample_u8(x, grid, self.interpolation, self.border_mode, self.fill, align)
 
 
 class RandomBrightnessContrast(BatchOp):
