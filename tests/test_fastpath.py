@@ -149,11 +149,11 @@ def _accuracy(cfg_dict, spec, tmp_path, fast_path):
 
 @pytest.fixture(scope="module")
 def fashion_subset(tmp_path_factory) -> DatasetSpec:
-    """Real Fashion-MNIST, 4,000 training and 1,000 test images, as an .npz (small enough for a CPU test)."""
+    """Real Fashion-MNIST, 3,000 training and 1,000 test images, as an .npz (small enough for a CPU test)."""
     if not FASHION_MNIST_DIR.is_dir():
         pytest.skip(f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist; CI has it)")
     fm = load_arrays(BUILTIN_SPECS["fashion_mnist"])
-    pick = np.random.default_rng(0).choice(len(fm.train_y), 4000, replace=False)
+    pick = np.random.default_rng(0).choice(len(fm.train_y), 3000, replace=False)
     path = tmp_path_factory.mktemp("fashion") / "subset.npz"
     np.savez(path, x_train=fm.train_x[pick], y_train=fm.train_y[pick], x_test=fm.test_x[:1000], y_test=fm.test_y[:1000])
     return DatasetSpec("npz", str(path))
@@ -162,12 +162,13 @@ def fashion_subset(tmp_path_factory) -> DatasetSpec:
 def test_fast_and_cpu_paths_reach_the_same_accuracy_on_fashion_mnist(fashion_subset, tmp_path):
     cfg = {"data": {"dataset": "fashion_subset"}, "model": {"name": "small_cnn", "widths": [16]},
            "optim": {"name": "adamw", "lr": 0.003}, "schedule": {"name": "cosine"}, "augment": {"train": FLIP_AND_AFFINE},
-           "train": {"epochs": 3, "batch_size": 128, "seed": 1}, "eval": {"tta": ["none"]}}
+           "train": {"epochs": 3, "batch_size": 64, "seed": 1}, "eval": {"tta": ["none"]}}
     fast = _accuracy(cfg, fashion_subset, tmp_path, "auto")
     cpu = _accuracy(cfg, fashion_subset, tmp_path, "off")
-    # seed-to-seed spread of this recipe is about 0.03 (measured); a broken path lands far lower
+    # measured over seeds 1-3: 0.72-0.75 on both paths, |fast - cpu| <= 0.014; mislabelled or mis-normalised
+    # batches land far lower, a wrong augmentation lower by more than the spread
     assert fast > 0.68 and cpu > 0.68, (fast, cpu)
-    assert abs(fast - cpu) < 0.05, (fast, cpu)
+    assert abs(fast - cpu) < 0.04, (fast, cpu)
 
 
 def test_fast_and_cpu_paths_reach_the_same_accuracy_on_digits_with_mixup_and_cutmix(tmp_path):
