@@ -117,6 +117,7 @@ def test_on_cuda_an_epoch_of_batches_is_queued_without_a_host_sync():
     cfg = parse_config({**cfg.model_dump(mode="json"), "augment": {"train": steps}})
     plan = fastpath.plan(cfg, splits, torch.device("cuda"))
     plan.load()
+    next(plan.batches(0, seed=0))  # first batch: small constants are copied to the device once (a sync)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
