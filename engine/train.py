@@ -30,6 +30,7 @@ from engine.optim import EpochSchedule, build_optimizer, set_lr
 from engine.sinks import EventSink
 
 HEARTBEAT_EVERY_S = 2.0
+STOP_CHECK_EVERY = 20  # steps, under DDP
 
 
 class TrainingFailed(RuntimeError):
@@ -325,7 +326,9 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
             step += 1
-            if dist.any(stopper.requested, device):
+            # Under DDP every rank must agree to stop at the same step; agreeing costs a sync, so
+            # ranks compare notes every STOP_CHECK_EVERY steps (a stop waits at most that long).
+            if (stopper.requested if not dist.enabled else step % STOP_CHECK_EVERY == 0 and dist.any(stopper.requested, device)):
                 raise StopRequested
             if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()

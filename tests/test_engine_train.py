@@ -57,3 +57,20 @@ def test_cli_refuses_an_invalid_config_with_exit_code_2(db_url, tmp_path):
     assert proc.returncode == 2
     assert "train.epochs" in proc.stderr and "optim.lr" in proc.stderr
     assert queries.list_runs(db_url).empty
+
+
+def test_digits_cache_gives_exactly_the_scikit_learn_images(tmp_path, monkeypatch):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from engine.data import BUILTIN_SPECS, load_arrays
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    first = load_arrays(BUILTIN_SPECS["digits"])  # builds the cache
+    assert (tmp_path / "digits_uint8.npz").is_file()
+    second = load_arrays(BUILTIN_SPECS["digits"])  # reads it
+    ref = load_digits()
+    for data in (first, second):
+        assert data.train_x.shape == (1797, 8, 8, 1) and data.train_x.dtype == np.uint8
+        assert np.array_equal(data.train_y, ref.target)
+        assert np.array_equal(data.train_x[..., 0], np.round(ref.images * 255 / 16).astype(np.uint8))
