@@ -58,10 +58,9 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     if args.run_id is not None:  # spawned by the launcher: beat first, import torch after
         return run_training(args.db, args.run_id, resume=args.resume)
-    from db import queries, store
+    from db import store
     from db.models import RUNNING
     from db.session import init_db
-    from engine.launcher import run_dir_for
 
     url = init_db(args.db)
     if args.run_id is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ if str(ROOT) not in sys.path:
 
 # Small, real and quick: the engine runs on CPU with few threads so parallel work doesn't thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def wait_for(predicate, timeout=180.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

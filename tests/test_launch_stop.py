@@ -1,22 +1,11 @@
 """The Launch and Stop buttons' code path: a real detached subprocess writing to a real SQLite file."""
-import time
 
 import pytest
 
 from db import queries
 from db.models import RUNNING, STOPPED
 from engine.launcher import LaunchRefused, launch_run, pid_alive, stop_run
-from tests.conftest import tiny_config
-
-
-def wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import tiny_config, wait_for
 
 
 def test_launch_starts_a_subprocess_whose_metrics_appear_and_stop_ends_it(db_url, monkeypatch):

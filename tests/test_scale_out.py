@@ -1,7 +1,6 @@
 """Scale-out on existing engines: the same configs and code against a real PostgreSQL server and a
 real single-node Slurm cluster, both started on localhost by the fixtures."""
 import subprocess
-import time
 
 from sqlalchemy import inspect
 
@@ -10,17 +9,7 @@ from db.models import COMPLETED, RUNNING, STOPPED
 from db.session import get_engine
 from engine.launcher import launch_run, refresh_slurm, stop_run
 from tests import test_db
-from tests.conftest import tiny_config
-
-
-def wait_for(predicate, timeout=180.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import tiny_config, wait_for
 
 
 # ------------------------------------------------------------------------------- PostgreSQL
