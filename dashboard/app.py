@@ -24,7 +24,7 @@ db_url_for_session()
 PAGES = Path(__file__).resolve().parent / "views"
 nav = st.navigation([
     st.Page(PAGES / "new_run.py", title="New run", icon="🧪", url_path="new_run"),
-    st.Page(PAGES / "runs.py", title="Runs", icon="📋", url_path="runs", default=True),
+    st.Page(PAGES / "runs.py", title="Runs", icon="📋", default=True),  # the default page is served at "/"
     st.Page(PAGES / "run_detail.py", title="Run detail", icon="🔎", url_path="run"),
     st.Page(PAGES / "compare.py", title="Compare", icon="📊", url_path="compare"),
     st.Page(PAGES / "augmentations.py", title="Augmentations", icon="🎨", url_path="augmentations"),
