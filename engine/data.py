@@ -406,11 +406,48 @@ def kfold_split(y: np.ndarray, k: int, fold: int, seed: int, stratified: bool = 
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (what normalisation divides by)."""
-    sample = x if len(x) <= 20000 else x[np.random.default_rng(0).choice(len(x), 20000, replace=False)]
-    flat = sample.reshape(-1, sample.shape[-1]).astype(np.float64) / 255.0
-    std = flat.std(axis=0)
-    return flat.mean(axis=0).tolist(), np.where(std < 1e-6, 1.0, std).tolist()
+    """Per-channel mean and std of uint8 images, in [0, 1] units (what normalisation divides by).
+
+    Accumulated in chunks (sum and sum of squares in float64), so a 3.5 GB dataset never becomes a
+    28 GB float copy. Cached on disk by the images' fingerprint: a dataset is measured once."""
+    cached = _stats_cache_path(x)
+    if cached is not None and cached.is_file():
+        try:
+            stats = json.loads(cached.read_text())
+            return stats["mean"], stats["std"]
+        except (OSError, ValueError, KeyError):
+            pass
+    c = x.shape[-1]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(x), 1024):
+        chunk = x[i:i + 1024].reshape(-1, c).astype(np.float64)
+        total += chunk.sum(axis=0)
+        total_sq += np.square(chunk).sum(axis=0)
+        count += len(chunk)
+    mean = total / max(count, 1) / 255.0
+    var = np.maximum(total_sq / max(count, 1) / 255.0**2 - mean**2, 0.0)
+    std = np.sqrt(var)
+    mean_l, std_l = mean.tolist(), np.where(std < 1e-6, 1.0, std).tolist()
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"mean": mean_l, "std": std_l, "images": int(len(x))}))
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return mean_l, std_l
+
+
+def _stats_cache_path(x: np.ndarray) -> Path | None:
+    """A content fingerprint of an image array: shape plus a strided sample of whole images."""
+    if len(x) < 256:  # tiny arrays: measuring is cheaper than hashing and a file
+        return None
+    h = hashlib.sha1(repr(x.shape).encode())
+    step = max(1, len(x) // 64)
+    h.update(np.ascontiguousarray(x[::step]).tobytes())
+    h.update(np.ascontiguousarray(x[-1]).tobytes())
+    return cache_dir() / "stats" / f"{h.hexdigest()[:20]}.json"
 
 
 def adapt_images(x: np.ndarray, size: int | None, channels) -> np.ndarray:

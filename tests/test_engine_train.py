@@ -74,3 +74,22 @@ def test_digits_cache_gives_exactly_the_scikit_learn_images(tmp_path, monkeypatc
         assert data.train_x.shape == (1797, 8, 8, 1) and data.train_x.dtype == np.uint8
         assert np.array_equal(data.train_y, ref.target)
         assert np.array_equal(data.train_x[..., 0], np.round(ref.images * 255 / 16).astype(np.uint8))
+
+
+def test_channel_stats_are_exact_and_cached_per_training_split(tmp_path, monkeypatch):
+    import numpy as np
+
+    from engine.data import _stats_cache_path, channel_stats
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    from engine.data import BUILTIN_SPECS, load_arrays
+
+    x = load_arrays(BUILTIN_SPECS["digits"]).train_x  # real images, 1,797 x 8x8x1
+    ref = x.astype(np.float64) / 255.0
+    mean, std = channel_stats(x)
+    assert np.allclose(mean, ref.mean(axis=(0, 1, 2))) and np.allclose(std, ref.std(axis=(0, 1, 2)))
+    path = _stats_cache_path(x)
+    assert path.is_file()  # measured once ...
+    path.write_text('{"mean": [0.25], "std": [0.5]}')
+    assert channel_stats(x) == ([0.25], [0.5])  # ... and read back from the cache afterwards
+    assert _stats_cache_path(x[:-1]) != path  # another split is another entry
