@@ -84,13 +84,20 @@ def cmd_train(args) -> int:
     return run_training(url, run_id, resume=args.resume)
 
 
+def engine_command(run_id: int, url: str, devices: int = 1, resume: bool = False) -> list[str]:
+    """The command that trains run `run_id`: under torchrun (one DDP process per device) when devices > 1.
+    The local launcher, the Slurm batch script and the CLI all start runs with it."""
+    train = ["-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
+    if devices > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}"] + train
+    return [sys.executable] + train
+
+
 def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
     """Re-run this command as `devices` DistributedDataParallel processes for the same run."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
-           "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
-    return subprocess.call(cmd)
+    return subprocess.call(engine_command(run_id, url, devices, resume))
 
 
 def run_training(url: str | None, run_id: int, resume: bool = False) -> int:

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -155,12 +154,11 @@ def _spawn(url: str, run_id: int) -> int:
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "run.log"
-    cmd = [sys.executable, "-m", "engine", "train", "--run-id", str(run_id), "--db", url]
+    from engine.cli import engine_command
+
     devices = int(row["config"].get("train", {}).get("devices", 1))
-    if devices > 1:  # DistributedDataParallel: one process per device, started by torchrun
-        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}", "-m"]
-    if store.resume_requested(url, run_id):  # (not among get_run's columns)
-        cmd.append("--resume")
+    # resume_requested is not among get_run's columns
+    cmd = engine_command(run_id, url, devices, resume=store.resume_requested(url, run_id))
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")

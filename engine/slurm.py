@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 # Slurm job states -> our run statuses, for jobs that ended without the engine saying so.
@@ -52,10 +51,9 @@ def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, 
         lines.append(f"#SBATCH --time={os.environ['LAB_SLURM_TIME']}")
     for flag in shlex.split(os.environ.get("LAB_SLURM_EXTRA", "")):
         lines.append(f"#SBATCH {flag}")
-    engine = [sys.executable, "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
-    if devices > 1:
-        engine = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
-                  "-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
+    from engine.cli import engine_command
+
+    engine = engine_command(run_id, url, devices, resume)
     lines += ["set -e", f"cd {shlex.quote(str(project_root))}",
               f"export PYTHONPATH={shlex.quote(str(project_root))}${{PYTHONPATH:+:$PYTHONPATH}}",
               "export PYTHONUNBUFFERED=1", "exec " + " ".join(shlex.quote(c) for c in engine), ""]

@@ -99,7 +99,8 @@ def batches_in_memory(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bo
 
 
 def make_train_batches(cfg: ExperimentConfig, splits: Splits, pipeline, epoch: int, device):
-    """Yields (uint8 NHWC, int64 labels) batches for one epoch, and a description of the data path.
+    """(uint8 NHWC, int64 labels) batches for one epoch. Which path runs, and why, is
+    `fastpath.plan(...).describe()`, recorded once per run.
 
     The GPU-resident fast path (engine.fastpath) is used when it applies; otherwise the CPU path:
     per-image albumentations in a DataLoader (workers, pinned memory), or plain array slicing
@@ -111,9 +112,9 @@ def make_train_batches(cfg: ExperimentConfig, splits: Splits, pipeline, epoch: i
     drop_last = len(splits.train_y) > cfg.train.batch_size
     fast = fastpath.plan(cfg, splits, device)
     if fast.usable:
-        return fast.batches(epoch, seed), fast.describe()
+        return fast.batches(epoch, seed)
     if pipeline is None:
-        return batches_in_memory(splits.train_x, splits.train_y, cfg.train.batch_size, True, seed, drop_last), f"cpu: in-memory arrays ({fast.reason})"
+        return batches_in_memory(splits.train_x, splits.train_y, cfg.train.batch_size, True, seed, drop_last)
     from torch.utils.data import DataLoader
 
     from engine.data import AugmentedArrays
@@ -124,7 +125,7 @@ def make_train_batches(cfg: ExperimentConfig, splits: Splits, pipeline, epoch: i
                         shuffle=True, drop_last=drop_last, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, generator=torch.Generator().manual_seed(seed),
                         worker_init_fn=_seed_worker if workers else None)
-    return iter(loader), f"cpu: albumentations DataLoader, {workers} workers ({fast.reason})"
+    return iter(loader)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -280,7 +281,7 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
 
         # --- train one epoch
         train_model.train()
-        batches, _ = make_train_batches(cfg, splits, pipeline, epoch, device)
+        batches = make_train_batches(cfg, splits, pipeline, epoch, device)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
