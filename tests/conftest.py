@@ -29,11 +29,16 @@ def wait_for(predicate, timeout=180.0, what="condition"):
 @pytest.fixture
 def db_url(tmp_path, monkeypatch) -> str:
     """A fresh, migrated SQLite file with the built-in datasets registered; runs go under tmp_path."""
+    return open_lab(tmp_path, monkeypatch)
+
+
+def open_lab(root: Path, mp: pytest.MonkeyPatch) -> str:
+    """Migrate root/lab.db, register the built-in datasets, point LAB_DB_URL and LAB_RUNS_DIR at it (via mp)."""
     from engine.launcher import bootstrap
 
-    url = f"sqlite:///{tmp_path / 'lab.db'}"
-    monkeypatch.setenv("LAB_DB_URL", url)
-    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
+    url = f"sqlite:///{root / 'lab.db'}"
+    mp.setenv("LAB_DB_URL", url)
+    mp.setenv("LAB_RUNS_DIR", str(root / "runs"))
     bootstrap(url)
     return url
 
@@ -49,6 +54,11 @@ def tiny_config(**overrides) -> dict:
         "train": {"epochs": 3, "batch_size": 64, "seed": 0},
         "eval": {"tta": ["none"]},
     }
+    return set_dotted(cfg, overrides)
+
+
+def set_dotted(cfg: dict, overrides: dict) -> dict:
+    """Apply {"train.epochs": 2, ...} to a nested config dict, in place; returns it."""
     for dotted, value in overrides.items():
         node = cfg
         *parents, leaf = dotted.split(".")

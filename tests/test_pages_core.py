@@ -60,16 +60,14 @@ def lab(tmp_path_factory, tiny_module):
     and run 2, a run that failed before its first epoch."""
     from db.sink import DBSink
     from engine.config import parse_config
-    from engine.launcher import bootstrap, run_dir_for
+    from engine.launcher import run_dir_for
     from engine.preflight import resolve_dataset
     from engine.train import train
+    from tests.conftest import open_lab
 
     root = tmp_path_factory.mktemp("lab")
-    url = f"sqlite:///{root / 'lab.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LAB_DB_URL", url)
-        mp.setenv("LAB_RUNS_DIR", str(root / "runs"))
-        bootstrap(url)
+        url = open_lab(root, mp)
         cfg = parse_config(tiny_module(**{"train.epochs": 2, "train.max_steps_per_epoch": 8,
                                           "eval.tta": ["none", "hflip"], "name": "trained",
                                           "augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 10}}]}))

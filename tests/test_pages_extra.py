@@ -40,14 +40,10 @@ def _train(url: str, raw: dict, name: str) -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """One real SQLite file with three finished runs, shared by the read-only page tests of this module."""
-    from engine.launcher import bootstrap
+    from tests.conftest import open_lab
 
-    tmp = tmp_path_factory.mktemp("lab")
-    url = f"sqlite:///{tmp / 'lab.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LAB_DB_URL", url)
-        mp.setenv("LAB_RUNS_DIR", str(tmp / "runs"))
-        bootstrap(url)
+        url = open_lab(tmp_path_factory.mktemp("lab"), mp)
         base = {"train.epochs": 2, "eval.tta": ["none", "hflip"]}
         a = _train(url, tiny_config(**base), "run-a")
         b = _train(url, tiny_config(**{**base, **B_CHANGES}), "run-b")

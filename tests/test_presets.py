@@ -4,7 +4,7 @@ import pytest
 from engine.config import parse_config
 from engine.models import pretrained_cached
 from engine.presets import PRESETS, PresetError, build_preset, fast_preset_for, preset_config, preset_notes
-from tests.conftest import tiny_config
+from tests.conftest import set_dotted, tiny_config
 
 # (dataset, image side, classes) as the dashboard would pass them; None = let the preset find out
 DATASETS = [("digits", None, None), ("fashion_mnist", 28, 10), ("galaxy10", 256, 10), ("tiny200", 40, 200),
@@ -85,14 +85,8 @@ def test_every_preset_passes_preflight_on_the_digits(db_url):
 def _shrink(raw: dict, **dotted) -> dict:
     """A preset made tiny for a test: the same techniques, fewer steps and narrower layers."""
     out = tiny_config()
-    out.update({k: v for k, v in raw.items()})
-    for key, value in dotted.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+    out.update(raw)
+    return set_dotted(out, dotted)
 
 
 @pytest.mark.parametrize("name,shrink,min_accuracy", [

@@ -71,28 +71,29 @@ def _compare(ids):
     _go("views/compare.py", runs=",".join(str(i) for i in ids))
 
 
+def _done(notice: str):
+    """After an action on runs: fresh reads, a notice on the next run of the page."""
+    reads.clear_run_caches()
+    ss["runs_notice"] = notice
+    st.rerun()
+
+
 def _stop(ids):
     with st.spinner("Stopping…"):
         done = {i: launcher.stop_run(url, i) for i in ids}
-    reads.clear_run_caches()
-    ss["runs_notice"] = "; ".join(f"#{i}: {s}" for i, s in done.items())
-    st.rerun()
+    _done("; ".join(f"#{i}: {s}" for i, s in done.items()))
 
 
 def _resume(ids):
     for i in ids:
         launcher.resume_run(url, i)
-    reads.clear_run_caches()
-    ss["runs_notice"] = f"Resuming {', '.join(f'#{i}' for i in ids)}"
-    st.rerun()
+    _done(f"Resuming {', '.join(f'#{i}' for i in ids)}")
 
 
 def _delete(ids):
     for i in ids:
         store.delete_run(url, i)
-    reads.clear_run_caches()
-    ss["runs_notice"] = f"Deleted {', '.join(f'#{i}' for i in ids)}"
-    st.rerun()
+    _done(f"Deleted {', '.join(f'#{i}' for i in ids)}")
 
 
 def _save_tags(run_id):
