@@ -1,29 +1,32 @@
 """Things the Run detail page does besides reading rows: evaluating a stored checkpoint (in a child
 process, exactly as `python -m engine evaluate` does on the command line) and reading the run's log."""
+
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from control.command import PROJECT_ROOT, engine_env, evaluate_command
 
 
-def evaluate_checkpoint(url: str, run_id: int, checkpoint: str, tta: list[str] | None = None,
-                        split: str = "test", timeout_s: float = 1800) -> tuple[bool, str]:
+def evaluate_checkpoint(
+    url: str, run_id: int, checkpoint: str, tta: list[str] | None = None, split: str = "test", timeout_s: float = 1800
+) -> tuple[bool, str]:
     """Run `python -m engine evaluate` for one checkpoint; the engine writes the evaluation (and TTA)
     rows. Returns (succeeded, the command's output). A separate process keeps torch and a possible
     crash out of the dashboard."""
-    cmd = [sys.executable, "-m", "engine", "evaluate", "--run-id", str(int(run_id)), "--checkpoint", checkpoint,
-           "--split", split, "--db", url]
-    if tta:
-        cmd += ["--tta", *tta]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = evaluate_command(run_id, url, checkpoint, split, tta)
     try:
-        proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=engine_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return False, f"the evaluation did not finish within {timeout_s:.0f} s"
     output = (proc.stdout + proc.stderr).strip()

@@ -5,6 +5,7 @@ on a freshly started server).
 pandas and plotly are imported here, at the top of the entry script, before any page: on a cold
 server a page importing plotly.express first can hit a partially initialised pandas (DESIGN.md).
 """
+
 import sys
 from pathlib import Path
 
@@ -22,12 +23,14 @@ st.set_page_config(page_title="Image Classifier Lab", page_icon="🧪", layout="
 db_url_for_session()
 
 PAGES = Path(__file__).resolve().parent / "views"
-nav = st.navigation([
-    st.Page(PAGES / "new_run.py", title="New run", icon="🧪", url_path="new_run"),
-    st.Page(PAGES / "runs.py", title="Runs", icon="📋", default=True),  # the default page is served at "/"
-    st.Page(PAGES / "run_detail.py", title="Run detail", icon="🔎", url_path="run"),
-    st.Page(PAGES / "compare.py", title="Compare", icon="📊", url_path="compare"),
-    st.Page(PAGES / "augmentations.py", title="Augmentations", icon="🎨", url_path="augmentations"),
-    st.Page(PAGES / "datasets.py", title="Datasets", icon="🗂️", url_path="datasets"),
-])
+nav = st.navigation(
+    [
+        st.Page(PAGES / "new_run.py", title="New run", icon="🧪", url_path="new_run"),
+        st.Page(PAGES / "runs.py", title="Runs", icon="📋", default=True),  # the default page is served at "/"
+        st.Page(PAGES / "run_detail.py", title="Run detail", icon="🔎", url_path="run"),
+        st.Page(PAGES / "compare.py", title="Compare", icon="📊", url_path="compare"),
+        st.Page(PAGES / "augmentations.py", title="Augmentations", icon="🎨", url_path="augmentations"),
+        st.Page(PAGES / "datasets.py", title="Datasets", icon="🗂️", url_path="datasets"),
+    ]
+)
 nav.run()

@@ -3,11 +3,12 @@
 Nothing here re-implements an augmentation. The per-image pipeline is `engine.augment.build_pipeline`
 seeded with `seed_pipeline` and applied with `apply_pipeline`, image by image, exactly as the CPU
 training path's `engine.data.AugmentedArrays` does; Mixup/CutMix is the engine's own `timm.data.Mixup`
-(built by `engine.train._mixup`); the fast-path view is `engine.batch_augment.preview` when that exists.
+(built by `engine.training.loop._mixup`); the fast-path view is `engine.augment.batched.preview` when that exists.
 Images are prepared like the engine's splits (`engine.data.adapt_images`: resize, grey/colour).
 
 No Streamlit here: the page lays out what these functions return.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -18,8 +19,10 @@ from engine.augment import apply_pipeline, build_pipeline, seed_pipeline
 from engine.data import ImageArrays, adapt_images
 
 DEFAULT_AUGMENT = {
-    "train": [{"name": "HorizontalFlip", "p": 0.5, "params": {}},
-              {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}}],
+    "train": [
+        {"name": "HorizontalFlip", "p": 0.5, "params": {}},
+        {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}},
+    ],
     "mixup": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0},
 }
 
@@ -102,11 +105,11 @@ def augment_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
 def fast_path_support(steps) -> tuple[bool, str]:
     """Whether the batched (GPU) path can run these steps, and why not."""
     try:
-        from engine import batch_augment
+        from engine.augment import batched as batch_augment
     except Exception as exc:  # torch missing or the module broken: say so, never crash the page
-        return False, f"engine.batch_augment is not importable ({type(exc).__name__})"
+        return False, f"engine.augment.batched is not importable ({type(exc).__name__})"
     if not hasattr(batch_augment, "preview"):
-        return False, "engine.batch_augment.preview is not available in this version of the engine"
+        return False, "engine.augment.batched.preview is not available in this version of the engine"
     unsupported = [s.name for s in steps if not batch_augment.supports(s.name, dict(s.params))]
     if unsupported:
         return False, f"no batched version of {', '.join(unsupported)}: the engine uses the CPU path for this pipeline"
@@ -114,8 +117,8 @@ def fast_path_support(steps) -> tuple[bool, str]:
 
 
 def fast_path_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
-    """(n, k, H, W, C) uint8 from the fast path's own batched code (engine.batch_augment.preview)."""
-    from engine import batch_augment
+    """(n, k, H, W, C) uint8 from the fast path's own batched code (engine.augment.batched.preview)."""
+    from engine.augment import batched as batch_augment
 
     k = len(images)
     tiled = np.ascontiguousarray(np.concatenate([images] * n))  # n passes over the same k images, one batch
@@ -133,7 +136,7 @@ def mixup_preview(images: np.ndarray, labels: np.ndarray, num_classes: int, mixu
     import torch
 
     from engine.config import MixupConfig
-    from engine.train import _mixup
+    from engine.training.loop import _mixup
 
     cfg = MixupConfig(**mixup)
     if not cfg.enabled:
@@ -158,7 +161,9 @@ def mixup_preview(images: np.ndarray, labels: np.ndarray, num_classes: int, mixu
 def soft_label_caption(target_row: np.ndarray, class_names: list[str], top: int = 3) -> str:
     """'0.63 Coat + 0.37 Bag': the soft label a mixed image is trained towards."""
     order = np.argsort(-target_row)[:top]
-    parts = [f"{target_row[c]:.2f} {class_names[c] if c < len(class_names) else c}" for c in order if target_row[c] > 0.005]
+    parts = [
+        f"{target_row[c]:.2f} {class_names[c] if c < len(class_names) else c}" for c in order if target_row[c] > 0.005
+    ]
     return " + ".join(parts)
 
 

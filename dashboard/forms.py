@@ -8,6 +8,7 @@ keyed by a stable uid ("aug:<uid>:p", "aug:<uid>:params") so reordering never mi
 
 Everything here takes and returns plain data, so it is unit-tested without a browser.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,8 +17,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import annotated_types
 import yaml
@@ -30,8 +32,14 @@ STEPS_KEY = "aug_steps"  # session key: list of {"uid", "name"} in pipeline orde
 
 # (config section, tab title) in the order the builder shows them.
 SECTIONS: list[tuple[str, str]] = [
-    ("data", "Data"), ("model", "Model"), ("augment", "Augmentation"), ("optim", "Optimizer"),
-    ("schedule", "LR schedule"), ("loss", "Loss"), ("regularize", "Regularization"), ("train", "Training"),
+    ("data", "Data"),
+    ("model", "Model"),
+    ("augment", "Augmentation"),
+    ("optim", "Optimizer"),
+    ("schedule", "LR schedule"),
+    ("loss", "Loss"),
+    ("regularize", "Regularization"),
+    ("train", "Training"),
     ("eval", "Evaluation"),
 ]
 SECTION_TITLES = dict(SECTIONS) | {"general": "General"}
@@ -159,45 +167,113 @@ HELP: dict[str, str] = {
 
 # Shown in an "Advanced" expander of their section instead of at the top.
 ADVANCED = {
-    "data.stratified", "data.split_seed", "data.test_fraction", "data.kfold", "data.fold", "data.train_on_val",
-    "data.max_train_samples", "data.channels", "data.normalize",
-    "model.weights_path", "model.stride1_stages", "model.shakedrop", "model.head.kind", "model.head.hidden",
-    "model.head.dropout", "model.freeze.epochs", "model.freeze.unfreeze_last", "model.backbone_lr_mult",
-    "augment.fast_path", "optim.eps", "optim.switch_to_sgd_epoch", "optim.sgd_lr", "optim.grad_clip",
-    "optim.accumulate", "schedule.warmup_start_factor", "schedule.plateau_cooldown", "loss.smoothing_end",
-    "loss.class_weights", "train.deterministic", "train.devices", "train.amp", "train.channels_last",
-    "train.compile", "train.sync_bn", "train.num_workers", "train.checkpoint_every", "train.keep_last", "train.init_from_run",
-    "train.init_checkpoint", "train.max_steps_per_epoch", "eval.test_checkpoint",
+    "data.stratified",
+    "data.split_seed",
+    "data.test_fraction",
+    "data.kfold",
+    "data.fold",
+    "data.train_on_val",
+    "data.max_train_samples",
+    "data.channels",
+    "data.normalize",
+    "model.weights_path",
+    "model.stride1_stages",
+    "model.shakedrop",
+    "model.head.kind",
+    "model.head.hidden",
+    "model.head.dropout",
+    "model.freeze.epochs",
+    "model.freeze.unfreeze_last",
+    "model.backbone_lr_mult",
+    "augment.fast_path",
+    "optim.eps",
+    "optim.switch_to_sgd_epoch",
+    "optim.sgd_lr",
+    "optim.grad_clip",
+    "optim.accumulate",
+    "schedule.warmup_start_factor",
+    "schedule.plateau_cooldown",
+    "loss.smoothing_end",
+    "loss.class_weights",
+    "train.deterministic",
+    "train.devices",
+    "train.amp",
+    "train.channels_last",
+    "train.compile",
+    "train.sync_bn",
+    "train.num_workers",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.init_from_run",
+    "train.init_checkpoint",
+    "train.max_steps_per_epoch",
+    "eval.test_checkpoint",
 }
 
 # Number-input step sizes where the automatic one is awkward.
 STEPS: dict[str, float] = {
-    "optim.lr": 1e-4, "optim.weight_decay": 1e-4, "optim.sgd_lr": 1e-4, "schedule.eta_min": 1e-5,
-    "optim.eps": 1e-9, "regularize.ema.decay": 1e-4, "regularize.early_stopping.min_delta": 1e-3,
-    "data.val_fraction": 0.05, "data.test_fraction": 0.05, "optim.momentum": 0.01,
+    "optim.lr": 1e-4,
+    "optim.weight_decay": 1e-4,
+    "optim.sgd_lr": 1e-4,
+    "schedule.eta_min": 1e-5,
+    "optim.eps": 1e-9,
+    "regularize.ema.decay": 1e-4,
+    "regularize.early_stopping.min_delta": 1e-3,
+    "data.val_fraction": 0.05,
+    "data.test_fraction": 0.05,
+    "optim.momentum": 0.01,
 }
 
 DEFAULT_MODEL_NAME = {"custom": "small_cnn", "timm": "resnet18", "torchvision": "resnet18"}
 CUSTOM_MODELS = ["small_cnn", "resnet"]
-TIMM_SUGGESTIONS = ["resnet18", "resnet26d", "resnet34", "resnet50", "resnet50d", "seresnext26d_32x4d", "wide_resnet50_2",
-                    "efficientnet_b0", "efficientnet_b2", "mobilenetv3_large_100", "mobilenetv4_conv_small",
-                    "convnext_nano", "convnext_tiny", "regnety_008", "densenet121", "vit_tiny_patch16_224",
-                    "deit_tiny_patch16_224"]
-TORCHVISION_SUGGESTIONS = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d",
-                           "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small", "mobilenet_v3_large",
-                           "convnext_tiny", "regnet_y_800mf", "densenet121", "shufflenet_v2_x1_0", "vit_b_16"]
+TIMM_SUGGESTIONS = [
+    "resnet18",
+    "resnet26d",
+    "resnet34",
+    "resnet50",
+    "resnet50d",
+    "seresnext26d_32x4d",
+    "wide_resnet50_2",
+    "efficientnet_b0",
+    "efficientnet_b2",
+    "mobilenetv3_large_100",
+    "mobilenetv4_conv_small",
+    "convnext_nano",
+    "convnext_tiny",
+    "regnety_008",
+    "densenet121",
+    "vit_tiny_patch16_224",
+    "deit_tiny_patch16_224",
+]
+TORCHVISION_SUGGESTIONS = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "wide_resnet50_2",
+    "resnext50_32x4d",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "convnext_tiny",
+    "regnet_y_800mf",
+    "densenet121",
+    "shufflenet_v2_x1_0",
+    "vit_b_16",
+]
 
 
 # ------------------------------------------------------------------------------- field specs
 @dataclass(frozen=True)
 class FieldSpec:
     """One leaf field of the config and how the builder edits it."""
-    path: str           # dotted, e.g. "optim.lr"
+
+    path: str  # dotted, e.g. "optim.lr"
     kind: str  # bool | int | float | text | choice | multichoice | int_list | float_list | steps | model_name | dataset
     label: str
     help: str
     default: Any
-    optional: bool = False    # None is a valid value (empty widget)
+    optional: bool = False  # None is a valid value (empty widget)
     options: tuple = ()
     min: float | None = None  # inclusive widget bounds from the schema's ge/gt/le/lt
     max: float | None = None
@@ -289,10 +365,19 @@ def _walk(model: type[BaseModel], prefix: str = ""):
             kind = "dataset"
         default = info.get_default(call_default_factory=True)
         lo, hi = _bounds(info.metadata)
-        yield FieldSpec(path=path, kind=kind, label=LABELS.get(path, _humanise(path)),
-                        help=HELP.get(path) or info.description or "", default=default, optional=optional,
-                        options=options, min=lo, max=hi, step=STEPS.get(path, _default_step(kind, default, lo, hi)),
-                        advanced=path in ADVANCED)
+        yield FieldSpec(
+            path=path,
+            kind=kind,
+            label=LABELS.get(path, _humanise(path)),
+            help=HELP.get(path) or info.description or "",
+            default=default,
+            optional=optional,
+            options=options,
+            min=lo,
+            max=hi,
+            step=STEPS.get(path, _default_step(kind, default, lo, hi)),
+            advanced=path in ADVANCED,
+        )
 
 
 _SPECS: list[FieldSpec] | None = None
@@ -348,7 +433,11 @@ def _list_text(values) -> str:
 
 
 def _num_text(v) -> str:
-    return str(int(v)) if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1) else repr(float(v))
+    return (
+        str(int(v))
+        if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1)
+        else repr(float(v))
+    )
 
 
 def _parse_list(text: str, kind: str, optional: bool):
@@ -419,7 +508,7 @@ def parse_params(text: str) -> dict:
     except yaml.YAMLError as exc:
         raise ValueError(f"params are not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ValueError("params must be a mapping like {\"limit\": 15}")
+        raise ValueError('params must be a mapping like {"limit": 15}')
     return data
 
 
@@ -530,15 +619,18 @@ _RELEVANT: dict[str, Callable[[dict], bool]] = {
     "model.head.hidden": lambda c: get_path(c, "model.head.kind") == "mlp",
     "model.freeze.unfreeze_last": lambda c: (get_path(c, "model.freeze.epochs") or 0) > 0,
     "augment.mixup.prob": lambda c: _mixing(c),
-    "augment.mixup.switch_prob": lambda c: (get_path(c, "augment.mixup.mixup_alpha") or 0) > 0
-    and (get_path(c, "augment.mixup.cutmix_alpha") or 0) > 0,
+    "augment.mixup.switch_prob": lambda c: (
+        (get_path(c, "augment.mixup.mixup_alpha") or 0) > 0 and (get_path(c, "augment.mixup.cutmix_alpha") or 0) > 0
+    ),
     "augment.mixup.stop_epoch": lambda c: _mixing(c),
     "optim.momentum": lambda c: get_path(c, "optim.name") in ("sgd", "rmsprop"),
     "optim.nesterov": lambda c: get_path(c, "optim.name") == "sgd",
     "optim.betas": lambda c: get_path(c, "optim.name") in ("adam", "adamw"),
     "optim.eps": lambda c: get_path(c, "optim.name") != "sgd",
     "optim.switch_to_sgd_epoch": lambda c: get_path(c, "optim.name") != "sgd",
-    "optim.sgd_lr": lambda c: get_path(c, "optim.name") != "sgd" and get_path(c, "optim.switch_to_sgd_epoch") is not None,
+    "optim.sgd_lr": lambda c: (
+        get_path(c, "optim.name") != "sgd" and get_path(c, "optim.switch_to_sgd_epoch") is not None
+    ),
     "schedule.t_max": lambda c: get_path(c, "schedule.name") == "cosine",
     "schedule.eta_min": lambda c: get_path(c, "schedule.name") == "cosine",
     "schedule.milestones": lambda c: get_path(c, "schedule.name") == "multistep",
@@ -593,7 +685,7 @@ def model_name_options(source: str, current: str | None, catalogue: list[str] | 
 
 
 # ------------------------------------------------------------------------------- errors
-_FIELD_IN_MESSAGE = re.compile(r"^((?:%s)(?:\.[A-Za-z_0-9]+)+)\s*:?\s*" % "|".join(k for k, _ in SECTIONS))
+_FIELD_IN_MESSAGE = re.compile(r"^((?:{})(?:\.[A-Za-z_0-9]+)+)\s*:?\s*".format("|".join(k for k, _ in SECTIONS)))
 
 
 def error_field(loc: str, message: str) -> tuple[str, str]:
@@ -603,9 +695,9 @@ def error_field(loc: str, message: str) -> tuple[str, str]:
     message ("schedule.milestones: 12 is beyond..."); that field is where the error belongs."""
     m = _FIELD_IN_MESSAGE.match(message or "")
     if loc in ("(root)", "", None) and m:
-        return m.group(1), message[m.end():] if message[m.end():] else message
+        return m.group(1), message[m.end() :] if message[m.end() :] else message
     if m and m.group(1) == loc:
-        return loc, message[m.end():] or message
+        return loc, message[m.end() :] or message
     return (loc or "(root)"), message
 
 
@@ -635,8 +727,9 @@ def split_errors(errors: list[tuple[str, str]], shown_paths: set[str]):
     by_field: dict[str, list[str]] = {}
     rest: list[tuple[str, str]] = []
     for field, msg in normalise_errors(errors):
-        owner = next((p for p in sorted(shown_paths, key=len, reverse=True)
-                      if field == p or field.startswith(p + ".")), None)
+        owner = next(
+            (p for p in sorted(shown_paths, key=len, reverse=True) if field == p or field.startswith(p + ".")), None
+        )
         if owner is None:
             rest.append((field, msg))
         else:
@@ -682,18 +775,19 @@ def config_from_upload(data: bytes) -> tuple[dict | None, list[tuple[str, str]]]
 
 # ------------------------------------------------------------------------------- presets
 def available_presets() -> dict[str, str]:
-    """name -> description, from engine.presets when it exists (optional module)."""
+    """name -> description, from control.presets when it exists (optional module)."""
     try:
-        from engine.presets import PRESETS
+        from control.presets import PRESETS
     except Exception:  # not there yet, or broken: the builder works without presets
         return {}
     return dict(PRESETS)
 
 
-def preset(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None
-           ) -> tuple[dict, list[str]]:
+def preset(
+    name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None
+) -> tuple[dict, list[str]]:
     """The preset's config for this dataset, and what it adapted (notes; empty when not provided)."""
-    from engine import presets
+    from control import presets
 
     config = presets.preset_config(name, dataset, image_size=image_size, num_classes=num_classes)
     notes_fn = getattr(presets, "preset_notes", None)
@@ -723,9 +817,19 @@ def filter_runs(df, statuses=None, datasets=None, text: str = "", tags=None):
         mask &= df["tags"].apply(lambda t: bool(wanted & set(t or [])))
     text = (text or "").strip().lower()
     if text:
-        hay = (df["id"].astype(str) + " " + df["name"].fillna("") + " " + df["model"].fillna("") + " "
-               + df["dataset"].fillna("") + " " + df["notes"].fillna("") + " "
-               + df["tags"].apply(lambda t: " ".join(t or []))).str.lower()
+        hay = (
+            df["id"].astype(str)
+            + " "
+            + df["name"].fillna("")
+            + " "
+            + df["model"].fillna("")
+            + " "
+            + df["dataset"].fillna("")
+            + " "
+            + df["notes"].fillna("")
+            + " "
+            + df["tags"].apply(lambda t: " ".join(t or []))
+        ).str.lower()
         mask &= hay.str.contains(text, regex=False)
     return df[mask]
 
@@ -734,12 +838,15 @@ def config_summary(config: dict) -> str:
     """One line a person can scan: what data, which model, how it is trained."""
     g = lambda p, d=None: get_path(config, p, d)  # noqa: E731
     steps = [s.get("name", "?") for s in (g("augment.train") or [])]
-    parts = [f"{g('data.dataset')}" + (f" @ {g('data.image_size')} px" if g("data.image_size") else ""),
-             f"{g('model.source')}:{g('model.name')}" + (" (pretrained)" if g("model.pretrained") else ""),
-             f"{g('optim.name')} lr {g('optim.lr'):g}" + (f", wd {g('optim.weight_decay'):g}" if g("optim.weight_decay") else ""),
-             f"{g('schedule.name')} schedule" if g("schedule.name") != "none" else "constant LR",
-             f"{g('train.epochs')} epochs × batch {g('train.batch_size')}",
-             ("aug: " + " → ".join(steps)) if steps else "no augmentation"]
+    parts = [
+        f"{g('data.dataset')}" + (f" @ {g('data.image_size')} px" if g("data.image_size") else ""),
+        f"{g('model.source')}:{g('model.name')}" + (" (pretrained)" if g("model.pretrained") else ""),
+        f"{g('optim.name')} lr {g('optim.lr'):g}"
+        + (f", wd {g('optim.weight_decay'):g}" if g("optim.weight_decay") else ""),
+        f"{g('schedule.name')} schedule" if g("schedule.name") != "none" else "constant LR",
+        f"{g('train.epochs')} epochs × batch {g('train.batch_size')}",
+        ("aug: " + " → ".join(steps)) if steps else "no augmentation",
+    ]
     if g("augment.mixup.mixup_alpha") or g("augment.mixup.cutmix_alpha"):
         parts.append("mixup/cutmix")
     if g("loss.label_smoothing"):

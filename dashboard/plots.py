@@ -3,6 +3,7 @@
 Inputs are what db.queries returns (long metric tables, matrices as nested lists, prediction
 arrays); outputs are plotly figures, pandas frames ready for st.dataframe, or numpy images.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,21 @@ def format_pct(x) -> str:
 
 
 # ------------------------------------------------------------------------------- runs table
-RUNS_TABLE_COLUMNS = ["id", "name", "status", "dataset", "model", "best_val_acc", "test_acc", "epochs",
-                      "duration_min", "where", "tags", "notes", "created_at"]
+RUNS_TABLE_COLUMNS = [
+    "id",
+    "name",
+    "status",
+    "dataset",
+    "model",
+    "best_val_acc",
+    "test_acc",
+    "epochs",
+    "duration_min",
+    "where",
+    "tags",
+    "notes",
+    "created_at",
+]
 
 
 def where_label(backend, host, device) -> str:
@@ -49,21 +63,23 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
     """list_runs rows -> the Runs page table (one row per run, numeric columns stay numeric for sorting)."""
     if df is None or df.empty:
         return pd.DataFrame(columns=RUNS_TABLE_COLUMNS)
-    out = pd.DataFrame({
-        "id": df["id"].astype(int),
-        "name": df["name"].fillna(""),
-        "status": df["status"].map(status_label),
-        "dataset": df["dataset"].fillna(""),
-        "model": df["model"].fillna(""),
-        "best_val_acc": df["best_val_acc"].astype(float),
-        "test_acc": df["test_acc"].astype(float),
-        "epochs": [f"{int(d or 0)} / {int(p or 0)}" for d, p in zip(df["epochs_done"], df["epochs_planned"])],
-        "duration_min": df["duration_s"].astype(float) / 60.0,
-        "where": [where_label(b, h, d) for b, h, d in zip(df["backend"], df["host"], df["device"])],
-        "tags": df["tags"].apply(lambda t: list(t or [])),
-        "notes": df["notes"].fillna(""),
-        "created_at": pd.to_datetime(df["created_at"]),
-    })
+    out = pd.DataFrame(
+        {
+            "id": df["id"].astype(int),
+            "name": df["name"].fillna(""),
+            "status": df["status"].map(status_label),
+            "dataset": df["dataset"].fillna(""),
+            "model": df["model"].fillna(""),
+            "best_val_acc": df["best_val_acc"].astype(float),
+            "test_acc": df["test_acc"].astype(float),
+            "epochs": [f"{int(d or 0)} / {int(p or 0)}" for d, p in zip(df["epochs_done"], df["epochs_planned"])],
+            "duration_min": df["duration_s"].astype(float) / 60.0,
+            "where": [where_label(b, h, d) for b, h, d in zip(df["backend"], df["host"], df["device"])],
+            "tags": df["tags"].apply(lambda t: list(t or [])),
+            "notes": df["notes"].fillna(""),
+            "created_at": pd.to_datetime(df["created_at"]),
+        }
+    )
     return out.reset_index(drop=True)
 
 
@@ -92,33 +108,73 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> go.Figure | None:
     wide = history_wide(history)
     if wide.empty or len(wide.columns) <= 1:
         return None
-    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.09, vertical_spacing=0.2,
-                        subplot_titles=("Loss", "Accuracy", "Learning rate", "Throughput [images/s]"))
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        horizontal_spacing=0.09,
+        vertical_spacing=0.2,
+        subplot_titles=("Loss", "Accuracy", "Learning rate", "Throughput [images/s]"),
+    )
     x = wide["epoch"]
     panels = [(1, 1, "loss", ".4f"), (1, 2, "acc", ".2%")]
     for row, col, name, fmt in panels:
         for split in ("train", "val"):
             c = f"{split}_{name}"
             if c in wide:
-                fig.add_trace(go.Scatter(x=x, y=wide[c], mode="lines+markers", name=split, legendgroup=split,
-                                         showlegend=name == "loss", line=dict(color=SPLIT_COLORS[split]),
-                                         hovertemplate=f"epoch %{{x}}<br>{split} {name}: %{{y:{fmt}}}<extra></extra>"),
-                              row=row, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=wide[c],
+                        mode="lines+markers",
+                        name=split,
+                        legendgroup=split,
+                        showlegend=name == "loss",
+                        line=dict(color=SPLIT_COLORS[split]),
+                        hovertemplate=f"epoch %{{x}}<br>{split} {name}: %{{y:{fmt}}}<extra></extra>",
+                    ),
+                    row=row,
+                    col=col,
+                )
     if "train_lr" in wide:
-        fig.add_trace(go.Scatter(x=x, y=wide["train_lr"], mode="lines+markers", name="lr", showlegend=False,
-                                 line=dict(color="#9467bd"), hovertemplate="epoch %{x}<br>lr: %{y:.3g}<extra></extra>"),
-                      row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=wide["train_lr"],
+                mode="lines+markers",
+                name="lr",
+                showlegend=False,
+                line=dict(color="#9467bd"),
+                hovertemplate="epoch %{x}<br>lr: %{y:.3g}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
     if "train_images_per_sec" in wide:
-        fig.add_trace(go.Scatter(x=x, y=wide["train_images_per_sec"], mode="lines+markers", name="images/s",
-                                 showlegend=False, line=dict(color="#8c564b"),
-                                 hovertemplate="epoch %{x}<br>%{y:,.0f} images/s<extra></extra>"), row=2, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=wide["train_images_per_sec"],
+                mode="lines+markers",
+                name="images/s",
+                showlegend=False,
+                line=dict(color="#8c564b"),
+                hovertemplate="epoch %{x}<br>%{y:,.0f} images/s<extra></extra>",
+            ),
+            row=2,
+            col=2,
+        )
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     if "train_lr" in wide:  # from zero, so a constant LR reads as a level line, not as noise around 0
         fig.update_yaxes(range=[0, 1.15 * float(wide["train_lr"].max() or 1)], exponentformat="e", row=2, col=1)
     fig.update_xaxes(dtick=_epoch_tick(len(wide)))
     fig.update_xaxes(title_text="epoch", row=2)
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=60 if title else 40, b=10), hovermode="x unified",
-                      title=title or None, legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0, xanchor="left"))
+    fig.update_layout(
+        height=520,
+        margin=dict(l=10, r=10, t=60 if title else 40, b=10),
+        hovermode="x unified",
+        title=title or None,
+        legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0, xanchor="left"),
+    )
     return fig
 
 
@@ -133,8 +189,9 @@ def normalise_rows(matrix) -> np.ndarray:
     return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
 
 
-def confusion_figure(matrix, class_names: list[str] | None = None, normalise: bool = False, title: str = "",
-                     clickable: bool = True) -> go.Figure:
+def confusion_figure(
+    matrix, class_names: list[str] | None = None, normalise: bool = False, title: str = "", clickable: bool = True
+) -> go.Figure:
     """Heatmap (rows = true class, columns = predicted). normalise: each row sums to 1 (recall per class).
 
     With `clickable`, an invisible marker sits on every cell so a click selects (true, predicted)
@@ -146,27 +203,51 @@ def confusion_figure(matrix, class_names: list[str] | None = None, normalise: bo
         names += [str(i) for i in range(len(names), n)]
     share = normalise_rows(counts)
     z = share if normalise else counts
-    text = [[(f"{share[i, j]:.0%}" if normalise else f"{int(counts[i, j])}") if counts[i, j] else ""
-             for j in range(n)] for i in range(n)]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, colorscale="Blues", text=text, texttemplate="%{text}" if n <= 20 else None,
-        hoverinfo="skip" if clickable else None, zmin=0, zmax=1 if normalise else None,
-        colorbar=dict(title="share of row" if normalise else "images", thickness=12),
-        hovertemplate=None if clickable else "true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
+    text = [
+        [(f"{share[i, j]:.0%}" if normalise else f"{int(counts[i, j])}") if counts[i, j] else "" for j in range(n)]
+        for i in range(n)
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            colorscale="Blues",
+            text=text,
+            texttemplate="%{text}" if n <= 20 else None,
+            hoverinfo="skip" if clickable else None,
+            zmin=0,
+            zmax=1 if normalise else None,
+            colorbar=dict(title="share of row" if normalise else "images", thickness=12),
+            hovertemplate=None if clickable else "true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+        )
+    )
     if clickable:
         ii, jj = np.meshgrid(range(n), range(n), indexing="ij")
         custom = np.stack([counts[ii, jj].ravel(), share[ii, jj].ravel(), ii.ravel(), jj.ravel()], axis=1)
-        fig.add_trace(go.Scatter(
-            x=[names[j] for j in jj.ravel()], y=[names[i] for i in ii.ravel()], mode="markers",
-            marker=dict(symbol="square", size=max(6, min(40, 360 // max(n, 1))), opacity=0.0, color="#000"),
-            customdata=custom, showlegend=False, name="",
-            hovertemplate="true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]:.0f} images "
-                          "(%{customdata[1]:.1%} of true %{y})<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[names[j] for j in jj.ravel()],
+                y=[names[i] for i in ii.ravel()],
+                mode="markers",
+                marker=dict(symbol="square", size=max(6, min(40, 360 // max(n, 1))), opacity=0.0, color="#000"),
+                customdata=custom,
+                showlegend=False,
+                name="",
+                hovertemplate="true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]:.0f} images "
+                "(%{customdata[1]:.1%} of true %{y})<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="predicted class", type="category", side="bottom", showgrid=False)
     fig.update_yaxes(title_text="true class", type="category", autorange="reversed", showgrid=False)
     size = max(360, min(720, 40 * n + 140))
-    fig.update_layout(height=size, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title or None,
-                      dragmode=False, clickmode="event+select")
+    fig.update_layout(
+        height=size,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=title or None,
+        dragmode=False,
+        clickmode="event+select",
+    )
     return fig
 
 
@@ -212,12 +293,22 @@ def per_class_bars(per_class: dict, class_names: list[str]) -> go.Figure:
     fig = go.Figure()
     for metric in ("precision", "recall", "f1"):
         if metric in df:
-            fig.add_bar(x=df["class"], y=df[metric], name=metric, marker_color=PRF_COLORS[metric],
-                        customdata=df.get("support"),
-                        hovertemplate=f"class %{{x}}<br>{metric}: %{{y:.3f}}<br>support: %{{customdata}}<extra></extra>")
-    fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(range=[0, 1.02], tickformat=".0%"), xaxis=dict(type="category", title="class"),
-                      legend=dict(orientation="h", y=1.08, x=0, xanchor="left"))
+            fig.add_bar(
+                x=df["class"],
+                y=df[metric],
+                name=metric,
+                marker_color=PRF_COLORS[metric],
+                customdata=df.get("support"),
+                hovertemplate=f"class %{{x}}<br>{metric}: %{{y:.3f}}<br>support: %{{customdata}}<extra></extra>",
+            )
+    fig.update_layout(
+        barmode="group",
+        height=360,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis=dict(range=[0, 1.02], tickformat=".0%"),
+        xaxis=dict(type="category", title="class"),
+        legend=dict(orientation="h", y=1.08, x=0, xanchor="left"),
+    )
     return fig
 
 
@@ -231,9 +322,16 @@ def tta_frame(tta: pd.DataFrame, descriptions: dict[str, str] | None = None) -> 
         base = group.loc[group["variant"] == "none", "accuracy"]
         base = float(base.iloc[0]) if len(base) else None
         for _, r in group.iterrows():
-            rows.append({"split": split, "checkpoint": ckpt, "variant": r["variant"], "accuracy": float(r["accuracy"]),
-                         "gain_pp": None if base is None else 100 * (float(r["accuracy"]) - base),
-                         "description": (descriptions or {}).get(r["variant"], "")})
+            rows.append(
+                {
+                    "split": split,
+                    "checkpoint": ckpt,
+                    "variant": r["variant"],
+                    "accuracy": float(r["accuracy"]),
+                    "gain_pp": None if base is None else 100 * (float(r["accuracy"]) - base),
+                    "description": (descriptions or {}).get(r["variant"], ""),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -241,19 +339,29 @@ def tta_bars(tta: pd.DataFrame, descriptions: dict[str, str] | None = None) -> g
     df = tta_frame(tta, descriptions)
     fig = go.Figure()
     for ckpt, group in df.groupby("checkpoint", sort=False):
-        fig.add_bar(x=group["variant"], y=group["accuracy"], name=str(ckpt),
-                    customdata=np.stack([group["gain_pp"].fillna(0), group["description"]], axis=1),
-                    text=[f"{a:.2%}" for a in group["accuracy"]], textposition="outside",
-                    hovertemplate="%{x}: %{y:.3%}<br>%{customdata[0]:+.2f} pp vs none<br>%{customdata[1]}<extra></extra>")
+        fig.add_bar(
+            x=group["variant"],
+            y=group["accuracy"],
+            name=str(ckpt),
+            customdata=np.stack([group["gain_pp"].fillna(0), group["description"]], axis=1),
+            text=[f"{a:.2%}" for a in group["accuracy"]],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.3%}<br>%{customdata[0]:+.2f} pp vs none<br>%{customdata[1]}<extra></extra>",
+        )
     lo = max(0.0, float(df["accuracy"].min()) - 0.05) if len(df) else 0.0
-    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(range=[lo, 1.0], tickformat=".0%", title="test accuracy"),
-                      legend=dict(title="checkpoint", orientation="h", y=1.08, x=0, xanchor="left"))
+    fig.update_layout(
+        barmode="group",
+        height=340,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis=dict(range=[lo, 1.0], tickformat=".0%", title="test accuracy"),
+        legend=dict(title="checkpoint", orientation="h", y=1.08, x=0, xanchor="left"),
+    )
     return fig
 
 
-def tta_per_class_frame(tta: pd.DataFrame, class_names: list[str], metric: str = "accuracy",
-                        checkpoint: str | None = None) -> pd.DataFrame:
+def tta_per_class_frame(
+    tta: pd.DataFrame, class_names: list[str], metric: str = "accuracy", checkpoint: str | None = None
+) -> pd.DataFrame:
     """Rows = classes, columns = TTA variants, values = per-class accuracy (or f1)."""
     if tta is None or tta.empty:
         return pd.DataFrame()
@@ -271,8 +379,9 @@ def tta_per_class_frame(tta: pd.DataFrame, class_names: list[str], metric: str =
 
 
 # ------------------------------------------------------------------------------- galleries
-def matching_predictions(predictions: dict, true_class: int | None, pred_class: int | None,
-                         limit: int = 48) -> list[int]:
+def matching_predictions(
+    predictions: dict, true_class: int | None, pred_class: int | None, limit: int = 48
+) -> list[int]:
     """Indices (into the split) with this true and predicted class; wrong ones by confidence, right
     ones by lowest confidence first (the doubtful ones are the interesting ones)."""
     t = np.asarray(predictions.get("target", []))
@@ -327,9 +436,19 @@ def checkpoints_frame(ckpts: list[dict]) -> pd.DataFrame:
     rows = []
     for c in ckpts:
         exists = bool(c["path"]) and os.path.isfile(c["path"])
-        rows.append({"checkpoint": checkpoint_label(c), "kind": c["kind"], "epoch": c["epoch"],
-                     "metric": f"{c['metric_name']} = {c['metric_value']:.4f}" if c.get("metric_name") and c.get("metric_value") is not None else "",
-                     "size_mb": os.path.getsize(c["path"]) / 1e6 if exists else None, "on disk": exists, "path": c["path"]})
+        rows.append(
+            {
+                "checkpoint": checkpoint_label(c),
+                "kind": c["kind"],
+                "epoch": c["epoch"],
+                "metric": f"{c['metric_name']} = {c['metric_value']:.4f}"
+                if c.get("metric_name") and c.get("metric_value") is not None
+                else "",
+                "size_mb": os.path.getsize(c["path"]) / 1e6 if exists else None,
+                "on disk": exists,
+                "path": c["path"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -342,11 +461,23 @@ def checkpoint_label(c: dict) -> str:
 
 # ------------------------------------------------------------------------------- builder previews
 def lr_preview(lrs: list[float]) -> go.Figure:
-    """The learning rate each epoch would use (from engine.train.lr_trajectory)."""
+    """The learning rate each epoch would use (from engine.training.loop.lr_trajectory)."""
     x = list(range(1, len(lrs) + 1))
-    fig = go.Figure(go.Scatter(x=x, y=lrs, mode="lines+markers" if len(lrs) <= 60 else "lines",
-                               line=dict(color="#9467bd"), hovertemplate="epoch %{x}<br>lr %{y:.3g}<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=x,
+            y=lrs,
+            mode="lines+markers" if len(lrs) <= 60 else "lines",
+            line=dict(color="#9467bd"),
+            hovertemplate="epoch %{x}<br>lr %{y:.3g}<extra></extra>",
+        )
+    )
     top = 1.15 * max(lrs) if lrs and max(lrs) > 0 else 1.0
-    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Learning rate per epoch (preview)",
-                      xaxis_title="epoch", yaxis=dict(exponentformat="e", range=[0, top]))
+    fig.update_layout(
+        height=220,
+        margin=dict(l=10, r=10, t=30, b=10),
+        title="Learning rate per epoch (preview)",
+        xaxis_title="epoch",
+        yaxis=dict(exponentformat="e", range=[0, top]),
+    )
     return fig

@@ -2,6 +2,7 @@
 
 Pure functions over plain data (DataFrames from db.queries, config dicts); no Streamlit, no DB.
 """
+
 from __future__ import annotations
 
 import json
@@ -150,8 +151,14 @@ def splits_for(history: pd.DataFrame, metric: str) -> list[str]:
     return sorted(history.loc[history["name"] == metric, "split"].unique(), key=lambda s: (order.get(s, 9), s))
 
 
-def curves_figure(history: pd.DataFrame, metric: str, labels: Mapping[int, str], splits: Iterable[str] = ("train", "val"),
-                  smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
+def curves_figure(
+    history: pd.DataFrame,
+    metric: str,
+    labels: Mapping[int, str],
+    splits: Iterable[str] = ("train", "val"),
+    smoothing: float = 0.0,
+    log_y: bool = False,
+) -> go.Figure:
     """One line per (run, split): colour = run, dash = split. Hover shows the raw value even when smoothed."""
     fig = go.Figure()
     h = history[history["name"] == metric].sort_values("epoch")
@@ -165,24 +172,42 @@ def curves_figure(history: pd.DataFrame, metric: str, labels: Mapping[int, str],
                 continue
             raw = d["value"].to_numpy()
             y = ema_smooth(raw, smoothing) if smoothing > 0 else raw
-            traces.append(go.Scatter(
-                x=d["epoch"].to_numpy(), y=y, mode="lines+markers" if len(d) < 30 else "lines", name=f"{label} · {split}",
-                legendgroup=label, line={"color": colour, "dash": SPLIT_DASH.get(split, "dashdot")}, customdata=raw,
-                hovertemplate=(f"<b>{label}</b> {split}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}"
-                               + (" (raw %{customdata:.4g})" if smoothing > 0 else "") + "<extra></extra>")))
+            traces.append(
+                go.Scatter(
+                    x=d["epoch"].to_numpy(),
+                    y=y,
+                    mode="lines+markers" if len(d) < 30 else "lines",
+                    name=f"{label} · {split}",
+                    legendgroup=label,
+                    line={"color": colour, "dash": SPLIT_DASH.get(split, "dashdot")},
+                    customdata=raw,
+                    hovertemplate=(
+                        f"<b>{label}</b> {split}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}"
+                        + (" (raw %{customdata:.4g})" if smoothing > 0 else "")
+                        + "<extra></extra>"
+                    ),
+                )
+            )
     fig.add_traces(traces)
     short = len(h) and h["epoch"].max() <= 20
-    fig.update_layout(xaxis_title="epoch", xaxis_dtick=1 if short else None,  # whole epochs, not 1.2
-                      yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
-                      yaxis_type="log" if log_y else "linear", hovermode="closest", legend_title_text="run · split",
-                      margin={"t": 30})
+    fig.update_layout(
+        xaxis_title="epoch",
+        xaxis_dtick=1 if short else None,  # whole epochs, not 1.2
+        yaxis_title=metric + (" (EMA-smoothed)" if smoothing > 0 else ""),
+        yaxis_type="log" if log_y else "linear",
+        hovermode="closest",
+        legend_title_text="run · split",
+        margin={"t": 30},
+    )
     return fig
 
 
 # ------------------------------------------------------------------------------- best / final table
-def best_final_table(latest: pd.DataFrame, labels: Mapping[int, str],
-                     metrics: Iterable[tuple[str, str]] = (("val", "acc"), ("val", "loss"), ("train", "acc"),
-                                                           ("train", "loss"))) -> pd.DataFrame:
+def best_final_table(
+    latest: pd.DataFrame,
+    labels: Mapping[int, str],
+    metrics: Iterable[tuple[str, str]] = (("val", "acc"), ("val", "loss"), ("train", "acc"), ("train", "loss")),
+) -> pd.DataFrame:
     """One row per run: best value (and its epoch) and final value of each metric, plus test accuracy.
 
     `latest` is db.queries.latest_metrics: the small table kept current on every write.
@@ -233,13 +258,19 @@ def _grid_axes(n: int, cols: int, hgap: float = 0.06, vgap: float = 0.1) -> list
         x0, y1 = c * (w + hgap), 1 - r * (h + vgap)
         k = "" if i == 0 else str(i + 1)
         clip = lambda v: min(1.0, max(0.0, round(v, 6)))  # noqa: E731  (float sums land just outside [0, 1])
-        out.append((k, {"domain": [clip(x0), clip(x0 + w)], "anchor": f"y{k}"},
-                    {"domain": [clip(y1 - h), clip(y1)], "anchor": f"x{k}"}))
+        out.append(
+            (
+                k,
+                {"domain": [clip(x0), clip(x0 + w)], "anchor": f"y{k}"},
+                {"domain": [clip(y1 - h), clip(y1)], "anchor": f"x{k}"},
+            )
+        )
     return out
 
 
-def confusion_grid_figure(matrices: Mapping[str, list], class_names: list[str], normalize: bool = True,
-                          cols: int = 3) -> go.Figure:
+def confusion_grid_figure(
+    matrices: Mapping[str, list], class_names: list[str], normalize: bool = True, cols: int = 3
+) -> go.Figure:
     """Confusion matrices side by side (rows = true class, columns = predicted), one shared colour scale."""
     labels = list(matrices)
     cols = max(1, min(cols, len(labels)))
@@ -249,19 +280,50 @@ def confusion_grid_figure(matrices: Mapping[str, list], class_names: list[str], 
         counts = np.asarray(matrices[label], dtype=np.float64)
         z = row_normalize(counts) if normalize else counts
         names = class_names_for(len(counts), class_names)
-        traces.append(go.Heatmap(
-            z=z, x=names, y=names, coloraxis="coloraxis", customdata=counts, xaxis=f"x{k}", yaxis=f"y{k}",
-            hovertemplate=(f"<b>{label}</b><br>true %{{y}}<br>predicted %{{x}}<br>"
-                           + ("rate %{z:.3f} (%{customdata:.0f} images)" if normalize else "%{z:.0f} images")
-                           + "<extra></extra>")))
+        traces.append(
+            go.Heatmap(
+                z=z,
+                x=names,
+                y=names,
+                coloraxis="coloraxis",
+                customdata=counts,
+                xaxis=f"x{k}",
+                yaxis=f"y{k}",
+                hovertemplate=(
+                    f"<b>{label}</b><br>true %{{y}}<br>predicted %{{x}}<br>"
+                    + ("rate %{z:.3f} (%{customdata:.0f} images)" if normalize else "%{z:.0f} images")
+                    + "<extra></extra>"
+                ),
+            )
+        )
         # category axes: class names '0'..'9' are labels, not numbers
         layout[f"xaxis{k}"] = {**xaxis, "type": "category", "title": {"text": "predicted"}}
-        layout[f"yaxis{k}"] = {**yaxis, "type": "category", "autorange": "reversed", **({"title": {"text": "true"}} if i % cols == 0 else {})}
-        titles.append({"text": f"<b>{label}</b>", "x": sum(xaxis["domain"]) / 2, "y": yaxis["domain"][1], "xref": "paper",
-                       "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+        layout[f"yaxis{k}"] = {
+            **yaxis,
+            "type": "category",
+            "autorange": "reversed",
+            **({"title": {"text": "true"}} if i % cols == 0 else {}),
+        }
+        titles.append(
+            {
+                "text": f"<b>{label}</b>",
+                "x": sum(xaxis["domain"]) / 2,
+                "y": yaxis["domain"][1],
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "center",
+                "yanchor": "bottom",
+                "showarrow": False,
+            }
+        )
     fig = go.Figure(data=traces)
-    fig.update_layout(**layout, annotations=titles, height=320 * nrows + 60, margin={"t": 40},
-                      coloraxis={"colorscale": "Blues", "colorbar": {"title": {"text": "rate" if normalize else "count"}}})
+    fig.update_layout(
+        **layout,
+        annotations=titles,
+        height=320 * nrows + 60,
+        margin={"t": 40},
+        coloraxis={"colorscale": "Blues", "colorbar": {"title": {"text": "rate" if normalize else "count"}}},
+    )
     return fig
 
 
@@ -273,11 +335,23 @@ def confusion_difference_figure(a: list, b: list, label_a: str, label_b: str, cl
     diff = zb - za
     names = class_names_for(len(diff), class_names)
     lim = max(float(np.abs(diff).max()), 1e-6)
-    fig = go.Figure(go.Heatmap(
-        z=diff, x=names, y=names, zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu_r",
-        customdata=np.stack([za, zb], axis=-1), colorbar={"title": "B − A"},
-        hovertemplate=(f"true %{{y}}<br>predicted %{{x}}<br>{label_a}: %{{customdata[0]:.3f}}<br>"
-                       f"{label_b}: %{{customdata[1]:.3f}}<br>B − A: %{{z:+.3f}}<extra></extra>")))
+    fig = go.Figure(
+        go.Heatmap(
+            z=diff,
+            x=names,
+            y=names,
+            zmid=0,
+            zmin=-lim,
+            zmax=lim,
+            colorscale="RdBu_r",
+            customdata=np.stack([za, zb], axis=-1),
+            colorbar={"title": "B − A"},
+            hovertemplate=(
+                f"true %{{y}}<br>predicted %{{x}}<br>{label_a}: %{{customdata[0]:.3f}}<br>"
+                f"{label_b}: %{{customdata[1]:.3f}}<br>B − A: %{{z:+.3f}}<extra></extra>"
+            ),
+        )
+    )
     fig.update_yaxes(autorange="reversed", title_text="true", type="category")
     fig.update_xaxes(title_text="predicted", type="category")
     fig.update_layout(title=f"B = {label_b} minus A = {label_a} (row-normalised)", height=460, margin={"t": 50})
@@ -297,12 +371,26 @@ def per_class_figure(per_class: Mapping[str, dict], class_names: list[str], metr
             continue
         names = class_names_for(len(values), class_names)
         support = (pc or {}).get("support") or [None] * len(values)
-        fig.add_trace(go.Bar(x=names, y=values, name=label, marker_color=PALETTE[i % len(PALETTE)],
-                             customdata=[s if s is not None else float("nan") for s in support],
-                             hovertemplate=f"<b>{label}</b><br>class %{{x}}<br>{metric} %{{y:.3f}}"
-                                           "<br>support %{customdata:.0f}<extra></extra>"))
-    fig.update_layout(barmode="group", xaxis_title="class", xaxis_type="category", yaxis_title=metric, yaxis_range=[0, 1.02],
-                      legend_title_text="run", margin={"t": 30})
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=label,
+                marker_color=PALETTE[i % len(PALETTE)],
+                customdata=[s if s is not None else float("nan") for s in support],
+                hovertemplate=f"<b>{label}</b><br>class %{{x}}<br>{metric} %{{y:.3f}}"
+                "<br>support %{customdata:.0f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="class",
+        xaxis_type="category",
+        yaxis_title=metric,
+        yaxis_range=[0, 1.02],
+        legend_title_text="run",
+        margin={"t": 30},
+    )
     return fig
 
 
@@ -323,13 +411,27 @@ def tta_figure(tta: pd.DataFrame, labels: Mapping[int, str]) -> go.Figure:
         base = d.get("none", float("nan"))
         ys = [d.get(v) for v in variants]
         deltas = [(y - base) if y is not None else float("nan") for y in ys]
-        traces.append(go.Bar(x=variants, y=ys, name=label, marker_color=PALETTE[i % len(PALETTE)], customdata=deltas,
-                             hovertemplate=f"<b>{label}</b><br>%{{x}}<br>accuracy %{{y:.4f}}"
-                                           "<br>vs none %{customdata:+.4f}<extra></extra>"))
+        traces.append(
+            go.Bar(
+                x=variants,
+                y=ys,
+                name=label,
+                marker_color=PALETTE[i % len(PALETTE)],
+                customdata=deltas,
+                hovertemplate=f"<b>{label}</b><br>%{{x}}<br>accuracy %{{y:.4f}}"
+                "<br>vs none %{customdata:+.4f}<extra></extra>",
+            )
+        )
     fig.add_traces(traces)
     lo = float(tta["accuracy"].min())
-    fig.update_layout(barmode="group", xaxis_title="TTA variant", yaxis_title="test accuracy",
-                      yaxis_range=[max(0.0, lo - 0.05), 1.0], legend_title_text="run", margin={"t": 30})
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="TTA variant",
+        yaxis_title="test accuracy",
+        yaxis_range=[max(0.0, lo - 0.05), 1.0],
+        legend_title_text="run",
+        margin={"t": 30},
+    )
     return fig
 
 
@@ -337,7 +439,9 @@ def tta_table(tta: pd.DataFrame, labels: Mapping[int, str]) -> pd.DataFrame:
     """Runs × variants accuracy table (what the bars show, for copying)."""
     if tta.empty:
         return pd.DataFrame()
-    d = tta.drop_duplicates(["run_id", "variant"], keep="last").pivot(index="run_id", columns="variant", values="accuracy")
+    d = tta.drop_duplicates(["run_id", "variant"], keep="last").pivot(
+        index="run_id", columns="variant", values="accuracy"
+    )
     d = d.reindex([r for r in labels if r in d.index])
     d.index = [labels[r] for r in d.index]
     return d[list(dict.fromkeys(tta["variant"]))]
@@ -351,11 +455,24 @@ def class_counts_figure(summary: dict) -> go.Figure:
     for split, key, colour in (("train", "class_counts", PALETTE[0]), ("test", "test_class_counts", PALETTE[1])):
         counts = summary.get(key)
         if counts:
-            fig.add_trace(go.Bar(x=class_names_for(len(counts), names), y=counts, name=split, marker_color=colour,
-                                 hovertemplate=f"{split}<br>class %{{x}}<br>%{{y}} images<extra></extra>"))
-    fig.update_layout(barmode="group", xaxis_title="class", xaxis_type="category", yaxis_title="images",
-                      legend_title_text="split",
-                      margin={"t": 30}, height=360)
+            fig.add_trace(
+                go.Bar(
+                    x=class_names_for(len(counts), names),
+                    y=counts,
+                    name=split,
+                    marker_color=colour,
+                    hovertemplate=f"{split}<br>class %{{x}}<br>%{{y}} images<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="class",
+        xaxis_type="category",
+        yaxis_title="images",
+        legend_title_text="split",
+        margin={"t": 30},
+        height=360,
+    )
     return fig
 
 
@@ -364,9 +481,17 @@ def datasets_table(rows: list[dict]) -> pd.DataFrame:
     out = []
     for d in rows:
         s = d.get("summary") or {}
-        out.append({"name": d["name"], "kind": d["kind"], "path": d["path"], "classes": s.get("num_classes"),
-                    "train": s.get("train_count"), "test": s.get("test_count"),
-                    "image": "×".join(str(x) for x in s["image_shape"]) if s.get("image_shape") else None,
-                    "mean": ", ".join(f"{v:.3f}" for v in s["mean"]) if s.get("mean") else None,
-                    "std": ", ".join(f"{v:.3f}" for v in s["std"]) if s.get("std") else None})
+        out.append(
+            {
+                "name": d["name"],
+                "kind": d["kind"],
+                "path": d["path"],
+                "classes": s.get("num_classes"),
+                "train": s.get("train_count"),
+                "test": s.get("test_count"),
+                "image": "×".join(str(x) for x in s["image_shape"]) if s.get("image_shape") else None,
+                "mean": ", ".join(f"{v:.3f}" for v in s["mean"]) if s.get("mean") else None,
+                "std": ", ".join(f"{v:.3f}" for v in s["std"]) if s.get("std") else None,
+            }
+        )
     return pd.DataFrame(out, columns=["name", "kind", "path", "classes", "train", "test", "image", "mean", "std"])

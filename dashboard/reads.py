@@ -4,6 +4,7 @@ Live data is cached by what makes it change (a run's epochs_done and status) rat
 clock, so a page polling every 2 s re-reads the metric history only when an epoch has finished.
 The run list gets a short TTL: it is one query on runs + latest_metrics, fast at 1,000 runs.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -56,9 +57,9 @@ def clear_run_caches() -> None:
 def splits(url: str, data_config_json: str):
     """The run's train/val/test split, rebuilt deterministically from its data config (same order as
     the stored predictions). Returns (Splits, None) or (None, error message)."""
+    from control.preflight import resolve_dataset
     from engine.config import DataConfig
     from engine.data import load_arrays, make_splits
-    from engine.preflight import resolve_dataset
 
     try:  # a run from an older schema, or a dataset since removed, must not break the page
         cfg = DataConfig.model_validate_json(data_config_json)

@@ -1,4 +1,5 @@
 """Session-wide settings shared by the pages: the DB URL (from $LAB_DB_URL, else lab.db)."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -8,7 +9,7 @@ from db.session import db_url
 
 @st.cache_resource
 def _bootstrapped(url: str) -> str:
-    from engine.launcher import bootstrap
+    from control.launcher import bootstrap
 
     return bootstrap(url)
 

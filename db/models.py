@@ -1,16 +1,17 @@
 """Tables. Narrow metric rows (run, epoch, split, name, value) as in mlflow's tracking store, plus a
 small `latest_metrics` table kept current on every write so listing thousands of runs never
 aggregates the full history."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -66,7 +67,7 @@ class Run(Base):
     epochs_planned: Mapped[int] = mapped_column(Integer, default=0)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
 
-    checkpoints: Mapped[list["Checkpoint"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+    checkpoints: Mapped[list[Checkpoint]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
 
 class Metric(Base):
@@ -85,6 +86,7 @@ class Metric(Base):
 
 class LatestMetric(Base):
     """Latest and best value of each (run, split, name): what the Runs table reads."""
+
     __tablename__ = "latest_metrics"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     split: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -120,6 +122,7 @@ class Checkpoint(Base):
 
 class Evaluation(Base):
     """A final or later evaluation of one checkpoint on one split: accuracy, per-class P/R/F1, predictions."""
+
     __tablename__ = "evaluations"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)

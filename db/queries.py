@@ -1,4 +1,5 @@
 """Reads for the dashboard and the engine. Plain dicts and DataFrames out; no ORM objects leak."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -7,9 +8,31 @@ from sqlalchemy import select
 from db.models import Checkpoint, ConfusionMatrix, Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult
 from db.session import read
 
-RUN_COLUMNS = ("id", "name", "status", "dataset", "model", "parent_run_id", "tags", "notes", "backend", "host", "pid",
-               "device", "data_path", "created_at", "started_at", "ended_at", "heartbeat_at", "error",
-               "epochs_planned", "epochs_done", "run_dir", "log_path", "external_id")
+RUN_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "dataset",
+    "model",
+    "parent_run_id",
+    "tags",
+    "notes",
+    "backend",
+    "host",
+    "pid",
+    "device",
+    "data_path",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "heartbeat_at",
+    "error",
+    "epochs_planned",
+    "epochs_done",
+    "run_dir",
+    "log_path",
+    "external_id",
+)
 
 
 def _run_dict(r: Run, with_config: bool = True) -> dict:
@@ -31,35 +54,84 @@ def get_run(url, run_id: int) -> dict | None:
 def get_dataset(url, name: str) -> dict | None:
     def fn(s):
         d = s.scalar(select(Dataset).where(Dataset.name == name))
-        return None if d is None else {"id": d.id, "name": d.name, "kind": d.kind, "path": d.path, "options": d.options, "summary": d.summary}
+        return (
+            None
+            if d is None
+            else {
+                "id": d.id,
+                "name": d.name,
+                "kind": d.kind,
+                "path": d.path,
+                "options": d.options,
+                "summary": d.summary,
+            }
+        )
 
     return read(url, fn)
 
 
 def list_datasets(url) -> list[dict]:
     def fn(s):
-        return [{"id": d.id, "name": d.name, "kind": d.kind, "path": d.path, "options": d.options, "summary": d.summary}
-                for d in s.scalars(select(Dataset).order_by(Dataset.name))]
+        return [
+            {"id": d.id, "name": d.name, "kind": d.kind, "path": d.path, "options": d.options, "summary": d.summary}
+            for d in s.scalars(select(Dataset).order_by(Dataset.name))
+        ]
 
     return read(url, fn)
 
 
 def list_runs(url, limit: int | None = None) -> pd.DataFrame:
     """One row per run with its headline metrics, from runs + latest_metrics only (never the full history)."""
+
     def fn(s):
-        q = select(Run.id, Run.name, Run.status, Run.dataset, Run.model, Run.tags, Run.notes, Run.epochs_done,
-                   Run.epochs_planned, Run.created_at, Run.started_at, Run.ended_at, Run.parent_run_id, Run.backend,
-                   Run.host, Run.device).order_by(Run.id.desc())
+        q = select(
+            Run.id,
+            Run.name,
+            Run.status,
+            Run.dataset,
+            Run.model,
+            Run.tags,
+            Run.notes,
+            Run.epochs_done,
+            Run.epochs_planned,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+            Run.parent_run_id,
+            Run.backend,
+            Run.host,
+            Run.device,
+        ).order_by(Run.id.desc())
         if limit:
             q = q.limit(limit)
-        runs = pd.DataFrame(s.execute(q).all(), columns=["id", "name", "status", "dataset", "model", "tags", "notes",
-                                                          "epochs_done", "epochs_planned", "created_at", "started_at",
-                                                          "ended_at", "parent_run_id", "backend", "host", "device"])
+        runs = pd.DataFrame(
+            s.execute(q).all(),
+            columns=[
+                "id",
+                "name",
+                "status",
+                "dataset",
+                "model",
+                "tags",
+                "notes",
+                "epochs_done",
+                "epochs_planned",
+                "created_at",
+                "started_at",
+                "ended_at",
+                "parent_run_id",
+                "backend",
+                "host",
+                "device",
+            ],
+        )
         if runs.empty:
             return runs
-        lm = s.execute(select(LatestMetric.run_id, LatestMetric.split, LatestMetric.name, LatestMetric.value,
-                              LatestMetric.best_value).where(LatestMetric.run_id.in_(runs["id"].tolist()),
-                                                             LatestMetric.name.in_(["acc", "loss"]))).all()
+        lm = s.execute(
+            select(
+                LatestMetric.run_id, LatestMetric.split, LatestMetric.name, LatestMetric.value, LatestMetric.best_value
+            ).where(LatestMetric.run_id.in_(runs["id"].tolist()), LatestMetric.name.in_(["acc", "loss"]))
+        ).all()
         return runs, lm
 
     out = read(url, fn)
@@ -84,8 +156,11 @@ def list_runs(url, limit: int | None = None) -> pd.DataFrame:
 
 def metric_history(url, run_ids: list[int], names: list[str] | None = None) -> pd.DataFrame:
     """Long table (run_id, epoch, split, name, value) for the given runs."""
+
     def fn(s):
-        q = select(Metric.run_id, Metric.epoch, Metric.split, Metric.name, Metric.value).where(Metric.run_id.in_(run_ids))
+        q = select(Metric.run_id, Metric.epoch, Metric.split, Metric.name, Metric.value).where(
+            Metric.run_id.in_(run_ids)
+        )
         if names:
             q = q.where(Metric.name.in_(names))
         return s.execute(q.order_by(Metric.run_id, Metric.epoch)).all()
@@ -95,9 +170,11 @@ def metric_history(url, run_ids: list[int], names: list[str] | None = None) -> p
 
 def confusion_matrices(url, run_id: int, split: str = "val") -> dict[int, list]:
     def fn(s):
-        rows = s.execute(select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
-                         .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
-                         .order_by(ConfusionMatrix.epoch)).all()
+        rows = s.execute(
+            select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
+            .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
+            .order_by(ConfusionMatrix.epoch)
+        ).all()
         return {e: m for e, m in rows}
 
     return read(url, fn)
@@ -105,9 +182,12 @@ def confusion_matrices(url, run_id: int, split: str = "val") -> dict[int, list]:
 
 def latest_confusion(url, run_id: int, split: str = "val") -> tuple[int, list] | None:
     def fn(s):
-        row = s.execute(select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
-                        .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
-                        .order_by(ConfusionMatrix.epoch.desc()).limit(1)).first()
+        row = s.execute(
+            select(ConfusionMatrix.epoch, ConfusionMatrix.matrix)
+            .where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.split == split)
+            .order_by(ConfusionMatrix.epoch.desc())
+            .limit(1)
+        ).first()
         return tuple(row) if row else None
 
     return read(url, fn)
@@ -117,8 +197,16 @@ def evaluations(url, run_id: int, with_predictions: bool = False) -> list[dict]:
     def fn(s):
         out = []
         for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.created_at)):
-            d = {"split": e.split, "epoch": e.epoch, "checkpoint": e.checkpoint, "accuracy": e.accuracy, "loss": e.loss,
-                 "per_class": e.per_class, "confusion": e.confusion, "created_at": e.created_at}
+            d = {
+                "split": e.split,
+                "epoch": e.epoch,
+                "checkpoint": e.checkpoint,
+                "accuracy": e.accuracy,
+                "loss": e.loss,
+                "per_class": e.per_class,
+                "confusion": e.confusion,
+                "created_at": e.created_at,
+            }
             if with_predictions:
                 d["predictions"] = e.predictions
             out.append(d)
@@ -129,25 +217,48 @@ def evaluations(url, run_id: int, with_predictions: bool = False) -> list[dict]:
 
 def tta_results(url, run_ids: list[int]) -> pd.DataFrame:
     def fn(s):
-        return s.execute(select(TTAResult.run_id, TTAResult.split, TTAResult.checkpoint, TTAResult.variant,
-                                TTAResult.accuracy, TTAResult.per_class).where(TTAResult.run_id.in_(run_ids))
-                         .order_by(TTAResult.run_id, TTAResult.id)).all()
+        return s.execute(
+            select(
+                TTAResult.run_id,
+                TTAResult.split,
+                TTAResult.checkpoint,
+                TTAResult.variant,
+                TTAResult.accuracy,
+                TTAResult.per_class,
+            )
+            .where(TTAResult.run_id.in_(run_ids))
+            .order_by(TTAResult.run_id, TTAResult.id)
+        ).all()
 
     return pd.DataFrame(read(url, fn), columns=["run_id", "split", "checkpoint", "variant", "accuracy", "per_class"])
 
 
 def checkpoints(url, run_id: int) -> list[dict]:
     def fn(s):
-        return [{"epoch": c.epoch, "kind": c.kind, "path": c.path, "metric_name": c.metric_name, "metric_value": c.metric_value}
-                for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.epoch, Checkpoint.kind))]
+        return [
+            {
+                "epoch": c.epoch,
+                "kind": c.kind,
+                "path": c.path,
+                "metric_name": c.metric_name,
+                "metric_value": c.metric_value,
+            }
+            for c in s.scalars(
+                select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.epoch, Checkpoint.kind)
+            )
+        ]
 
     return read(url, fn)
 
 
 def checkpoint_path(url, run_id: int, kind: str = "last") -> str | None:
     def fn(s):
-        return s.scalar(select(Checkpoint.path).where(Checkpoint.run_id == run_id, Checkpoint.kind == kind)
-                        .order_by(Checkpoint.epoch.desc()).limit(1))
+        return s.scalar(
+            select(Checkpoint.path)
+            .where(Checkpoint.run_id == run_id, Checkpoint.kind == kind)
+            .order_by(Checkpoint.epoch.desc())
+            .limit(1)
+        )
 
     return read(url, fn)
 
@@ -159,14 +270,22 @@ def run_statuses(url, run_ids: list[int]) -> dict[int, str]:
 def count_runs(url, status: str, backend: str = "local") -> int:
     from sqlalchemy import func
 
-    return read(url, lambda s: s.scalar(select(func.count()).select_from(Run).where(Run.status == status, Run.backend == backend)))
+    return read(
+        url,
+        lambda s: s.scalar(select(func.count()).select_from(Run).where(Run.status == status, Run.backend == backend)),
+    )
 
 
 def oldest_queued(url, backend: str = "local") -> int | None:
     """The next run the local queue should start (Slurm runs are queued by Slurm itself)."""
     from db.models import QUEUED
 
-    return read(url, lambda s: s.scalar(select(Run.id).where(Run.status == QUEUED, Run.backend == backend).order_by(Run.id).limit(1)))
+    return read(
+        url,
+        lambda s: s.scalar(
+            select(Run.id).where(Run.status == QUEUED, Run.backend == backend).order_by(Run.id).limit(1)
+        ),
+    )
 
 
 def active_runs(url, backend: str | None = None) -> list[dict]:
@@ -185,6 +304,7 @@ def active_runs(url, backend: str | None = None) -> list[dict]:
 # ---------------------------------------------------------------------------------- compare page
 def run_choices(url) -> pd.DataFrame:
     """(id, name, status, dataset) of every run, newest first: the Compare page's picker (no configs, no metrics)."""
+
     def fn(s):
         return s.execute(select(Run.id, Run.name, Run.status, Run.dataset).order_by(Run.id.desc())).all()
 
@@ -193,10 +313,15 @@ def run_choices(url) -> pd.DataFrame:
 
 def runs_with_configs(url, run_ids: list[int]) -> list[dict]:
     """id, name, status, dataset, model and config of the given runs, in the order asked."""
+
     def fn(s):
-        rows = s.execute(select(Run.id, Run.name, Run.status, Run.dataset, Run.model, Run.config)
-                         .where(Run.id.in_(run_ids))).all()
-        return {r[0]: {"id": r[0], "name": r[1], "status": r[2], "dataset": r[3], "model": r[4], "config": r[5]} for r in rows}
+        rows = s.execute(
+            select(Run.id, Run.name, Run.status, Run.dataset, Run.model, Run.config).where(Run.id.in_(run_ids))
+        ).all()
+        return {
+            r[0]: {"id": r[0], "name": r[1], "status": r[2], "dataset": r[3], "model": r[4], "config": r[5]}
+            for r in rows
+        }
 
     found = read(url, fn)
     return [found[i] for i in run_ids if i in found]
@@ -204,23 +329,45 @@ def runs_with_configs(url, run_ids: list[int]) -> list[dict]:
 
 def latest_metrics(url, run_ids: list[int]) -> pd.DataFrame:
     """Latest and best value of every (run, split, metric), from the small latest_metrics table."""
-    def fn(s):
-        return s.execute(select(LatestMetric.run_id, LatestMetric.split, LatestMetric.name, LatestMetric.epoch,
-                                LatestMetric.value, LatestMetric.best_value, LatestMetric.best_epoch)
-                         .where(LatestMetric.run_id.in_(run_ids))).all()
 
-    return pd.DataFrame(read(url, fn), columns=["run_id", "split", "name", "epoch", "value", "best_value", "best_epoch"])
+    def fn(s):
+        return s.execute(
+            select(
+                LatestMetric.run_id,
+                LatestMetric.split,
+                LatestMetric.name,
+                LatestMetric.epoch,
+                LatestMetric.value,
+                LatestMetric.best_value,
+                LatestMetric.best_epoch,
+            ).where(LatestMetric.run_id.in_(run_ids))
+        ).all()
+
+    return pd.DataFrame(
+        read(url, fn), columns=["run_id", "split", "name", "epoch", "value", "best_value", "best_epoch"]
+    )
 
 
 def final_evaluations(url, run_ids: list[int], split: str = "test") -> dict[int, dict]:
     """Each run's most recent evaluation on `split` (accuracy, per_class, confusion; never the predictions)."""
+
     def fn(s):
-        rows = s.execute(select(Evaluation.run_id, Evaluation.epoch, Evaluation.checkpoint, Evaluation.accuracy,
-                                Evaluation.per_class, Evaluation.confusion)
-                         .where(Evaluation.run_id.in_(run_ids), Evaluation.split == split)
-                         .order_by(Evaluation.created_at, Evaluation.id)).all()
-        return {r[0]: {"epoch": r[1], "checkpoint": r[2], "accuracy": r[3], "per_class": r[4], "confusion": r[5]}
-                for r in rows}  # later rows overwrite earlier ones: the most recent wins
+        rows = s.execute(
+            select(
+                Evaluation.run_id,
+                Evaluation.epoch,
+                Evaluation.checkpoint,
+                Evaluation.accuracy,
+                Evaluation.per_class,
+                Evaluation.confusion,
+            )
+            .where(Evaluation.run_id.in_(run_ids), Evaluation.split == split)
+            .order_by(Evaluation.created_at, Evaluation.id)
+        ).all()
+        return {
+            r[0]: {"epoch": r[1], "checkpoint": r[2], "accuracy": r[3], "per_class": r[4], "confusion": r[5]}
+            for r in rows
+        }  # later rows overwrite earlier ones: the most recent wins
 
     return read(url, fn)
 
@@ -239,10 +386,17 @@ def default_run_id(url) -> int | None:
 
 def run_progress(url, run_id: int) -> dict | None:
     """Status and progress of one run without its config (polled every few seconds while it runs)."""
+
     def fn(s):
-        row = s.execute(select(Run.status, Run.epochs_done, Run.epochs_planned, Run.heartbeat_at, Run.ended_at,
-                               Run.error).where(Run.id == run_id)).first()
-        return None if row is None else dict(zip(("status", "epochs_done", "epochs_planned", "heartbeat_at",
-                                                  "ended_at", "error"), row))
+        row = s.execute(
+            select(Run.status, Run.epochs_done, Run.epochs_planned, Run.heartbeat_at, Run.ended_at, Run.error).where(
+                Run.id == run_id
+            )
+        ).first()
+        return (
+            None
+            if row is None
+            else dict(zip(("status", "epochs_done", "epochs_planned", "heartbeat_at", "ended_at", "error"), row))
+        )
 
     return read(url, fn)

@@ -3,6 +3,7 @@
 The URL comes from --db, else LAB_DB_URL, else sqlite:///lab.db in the working directory.
 Schema changes go through Alembic (db/migrations); `init_db` upgrades to head.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """DBSink: the engine's events as rows. The only engine-facing piece that knows about the DB."""
+
 from __future__ import annotations
 
 from db import store
@@ -29,8 +30,18 @@ class DBSink(EventSink):
         store.remove_checkpoint(self.url, self.run_id, path)
 
     def on_evaluation(self, split, epoch, checkpoint, result):
-        store.add_evaluation(self.url, self.run_id, split, epoch, checkpoint, result["accuracy"], result.get("loss"),
-                             result["per_class"], result["confusion"], result.get("predictions"))
+        store.add_evaluation(
+            self.url,
+            self.run_id,
+            split,
+            epoch,
+            checkpoint,
+            result["accuracy"],
+            result.get("loss"),
+            result["per_class"],
+            result["confusion"],
+            result.get("predictions"),
+        )
 
     def on_tta(self, split, checkpoint, results):
         store.add_tta(self.url, self.run_id, split, checkpoint, results)

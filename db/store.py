@@ -1,4 +1,5 @@
 """Writes. Every function takes the DB URL and runs one short transaction (retried when locked)."""
+
 from __future__ import annotations
 
 import socket
@@ -6,8 +7,24 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, text, update
 
-from db.models import (ACTIVE_STATUSES, FAILED, FINAL_STATUSES, LOST, QUEUED, RUNNING, STOPPED, Checkpoint, ConfusionMatrix,
-                       Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult, utcnow)
+from db.models import (
+    ACTIVE_STATUSES,
+    FAILED,
+    FINAL_STATUSES,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    Checkpoint,
+    ConfusionMatrix,
+    Dataset,
+    Evaluation,
+    LatestMetric,
+    Metric,
+    Run,
+    TTAResult,
+    utcnow,
+)
 from db.session import read, write
 
 # Metrics where lower is better; for everything else higher is better.
@@ -15,7 +32,9 @@ LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}
 
 
 # ---------------------------------------------------------------------------------- datasets
-def upsert_dataset(url, name: str, kind: str, path: str = "", options: dict | None = None, summary: dict | None = None) -> int:
+def upsert_dataset(
+    url, name: str, kind: str, path: str = "", options: dict | None = None, summary: dict | None = None
+) -> int:
     def fn(s):
         ds = s.scalar(select(Dataset).where(Dataset.name == name))
         if ds is None:
@@ -36,14 +55,30 @@ def delete_dataset(url, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- runs
-def create_run(url, config: dict, *, name: str = "", parent_run_id: int | None = None, tags=None, notes: str = "",
-               backend: str = "local", status: str = QUEUED) -> int:
+def create_run(
+    url,
+    config: dict,
+    *,
+    name: str = "",
+    parent_run_id: int | None = None,
+    tags=None,
+    notes: str = "",
+    backend: str = "local",
+    status: str = QUEUED,
+) -> int:
     def fn(s):
-        run = Run(name=name or config.get("name") or "", config=config, status=status,
-                  dataset=config.get("data", {}).get("dataset", ""),
-                  model=f'{config.get("model", {}).get("source", "")}:{config.get("model", {}).get("name", "")}',
-                  parent_run_id=parent_run_id, tags=list(tags or []), notes=notes, backend=backend,
-                  epochs_planned=config.get("train", {}).get("epochs", 0))
+        run = Run(
+            name=name or config.get("name") or "",
+            config=config,
+            status=status,
+            dataset=config.get("data", {}).get("dataset", ""),
+            model=f"{config.get('model', {}).get('source', '')}:{config.get('model', {}).get('name', '')}",
+            parent_run_id=parent_run_id,
+            tags=list(tags or []),
+            notes=notes,
+            backend=backend,
+            epochs_planned=config.get("train", {}).get("epochs", 0),
+        )
         s.add(run)
         s.flush()
         return run.id
@@ -58,9 +93,21 @@ def update_run(url, run_id: int, **fields) -> None:
 def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> None:
     # stop_requested is left alone: a stop asked for while the engine was still starting must hold.
     now = utcnow()
-    update_run(url, run_id, status=RUNNING, pid=pid, host=socket.gethostname(), device=device,
-               started_at=now, heartbeat_at=now, ended_at=None, error=None, traceback=None,
-               resume_requested=False, **({"data_path": data_path} if data_path else {}))
+    update_run(
+        url,
+        run_id,
+        status=RUNNING,
+        pid=pid,
+        host=socket.gethostname(),
+        device=device,
+        started_at=now,
+        heartbeat_at=now,
+        ended_at=None,
+        error=None,
+        traceback=None,
+        resume_requested=False,
+        **({"data_path": data_path} if data_path else {}),
+    )
 
 
 def mark_ended(url, run_id: int, status: str, error: str | None = None, traceback: str | None = None) -> None:
@@ -69,6 +116,7 @@ def mark_ended(url, run_id: int, status: str, error: str | None = None, tracebac
 
 def heartbeat(url, run_id: int) -> bool:
     """Refresh the heartbeat; returns True when someone asked the run to stop (remote backends)."""
+
     def fn(s):
         s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
         return bool(s.scalar(select(Run.stop_requested).where(Run.id == run_id)))
@@ -89,18 +137,30 @@ def claim_next_queued(url, max_running: int) -> int | None:
     def fn(s):
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(60606)"))
-        running = s.scalar(select(func.count()).select_from(Run).where(
-            Run.status == RUNNING, Run.backend.in_(("local", "cli")), Run.host == host))
+        running = s.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.status == RUNNING, Run.backend.in_(("local", "cli")), Run.host == host)
+        )
         if running >= max_running:
             return None
-        run_id = s.scalar(select(Run.id).where(Run.status == QUEUED, Run.backend == "local")
-                          .order_by(Run.id).limit(1).with_for_update())
+        run_id = s.scalar(
+            select(Run.id)
+            .where(Run.status == QUEUED, Run.backend == "local")
+            .order_by(Run.id)
+            .limit(1)
+            .with_for_update()
+        )
         if run_id is None:
             return None
         now = utcnow()
-        s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
-                  .values(status=RUNNING, pid=None, host=socket.gethostname(), started_at=now, heartbeat_at=now,
-                          ended_at=None))
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == QUEUED)
+            .values(
+                status=RUNNING, pid=None, host=socket.gethostname(), started_at=now, heartbeat_at=now, ended_at=None
+            )
+        )
         return run_id
 
     return write(url, fn)
@@ -108,9 +168,13 @@ def claim_next_queued(url, max_running: int) -> int | None:
 
 def stop_if_queued(url, run_id: int) -> bool:
     """queued -> stopped, unless a launcher claimed it first."""
+
     def fn(s):
-        res = s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
-                        .values(status=STOPPED, ended_at=utcnow(), error="stopped before it started"))
+        res = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == QUEUED)
+            .values(status=STOPPED, ended_at=utcnow(), error="stopped before it started")
+        )
         return res.rowcount == 1
 
     return write(url, fn)
@@ -118,10 +182,21 @@ def stop_if_queued(url, run_id: int) -> bool:
 
 def requeue_for_resume(url, run_id: int) -> bool:
     """stopped | failed | lost -> queued with resume_requested; False if it is in another state by now."""
+
     def fn(s):
-        res = s.execute(update(Run).where(Run.id == run_id, Run.status.in_((STOPPED, FAILED, LOST)))
-                        .values(status=QUEUED, resume_requested=True, ended_at=None, error=None, traceback=None,
-                                stop_requested=False, pid=None))
+        res = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_((STOPPED, FAILED, LOST)))
+            .values(
+                status=QUEUED,
+                resume_requested=True,
+                ended_at=None,
+                error=None,
+                traceback=None,
+                stop_requested=False,
+                pid=None,
+            )
+        )
         return res.rowcount == 1
 
     return write(url, fn)
@@ -134,9 +209,13 @@ def resume_requested(url, run_id: int) -> bool:
 
 def claim_queued_run(url, run_id: int, pid: int) -> bool:
     """Atomically move one queued run to running for this process; False if someone else got it."""
+
     def fn(s):
-        res = s.execute(update(Run).where(Run.id == run_id, Run.status == QUEUED)
-                        .values(status=RUNNING, pid=pid, host=socket.gethostname(), started_at=utcnow(), heartbeat_at=utcnow()))
+        res = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == QUEUED)
+            .values(status=RUNNING, pid=pid, host=socket.gethostname(), started_at=utcnow(), heartbeat_at=utcnow())
+        )
         return res.rowcount == 1
 
     return write(url, fn)
@@ -153,8 +232,9 @@ def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         lost = []
         for run in s.scalars(select(Run).where(Run.status == RUNNING)):
-            gone = (run.host == host and run.backend in ("local", "cli") and run.pid is not None
-                    and not pid_alive(run.pid))
+            gone = (
+                run.host == host and run.backend in ("local", "cli") and run.pid is not None and not pid_alive(run.pid)
+            )
             stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff
             if gone or stale:
                 run.status, run.ended_at = LOST, utcnow()
@@ -184,7 +264,11 @@ def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: fl
     row = s.get(LatestMetric, (run_id, split, name))
     lower = name in LOWER_IS_BETTER
     if row is None:
-        s.add(LatestMetric(run_id=run_id, split=split, name=name, epoch=epoch, value=value, best_value=value, best_epoch=epoch))
+        s.add(
+            LatestMetric(
+                run_id=run_id, split=split, name=name, epoch=epoch, value=value, best_value=value, best_epoch=epoch
+            )
+        )
         return
     if epoch >= row.epoch:
         row.epoch, row.value = epoch, value
@@ -192,13 +276,18 @@ def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: fl
         row.best_value, row.best_epoch = value, epoch
 
 
-def add_epoch(url, run_id: int, epoch: int, metrics: dict[tuple[str, str], float], confusion: dict[str, list] | None = None) -> None:
+def add_epoch(
+    url, run_id: int, epoch: int, metrics: dict[tuple[str, str], float], confusion: dict[str, list] | None = None
+) -> None:
     """One epoch's metric rows (+ confusion matrices) and the run's progress, in one transaction."""
+
     def fn(s):
         # Re-running an epoch after a resume replaces its rows instead of duplicating them.
         s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.epoch == epoch))
         s.execute(delete(ConfusionMatrix).where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.epoch == epoch))
-        s.add_all(Metric(run_id=run_id, epoch=epoch, split=sp, name=n, value=float(v)) for (sp, n), v in metrics.items())
+        s.add_all(
+            Metric(run_id=run_id, epoch=epoch, split=sp, name=n, value=float(v)) for (sp, n), v in metrics.items()
+        )
         for (sp, n), v in metrics.items():
             _refresh_latest(s, run_id, sp, n, epoch, float(v))
         for split, matrix in (confusion or {}).items():
@@ -210,10 +299,13 @@ def add_epoch(url, run_id: int, epoch: int, metrics: dict[tuple[str, str], float
 
 def truncate_after(url, run_id: int, epoch: int) -> None:
     """Before resuming from `epoch`: drop rows of later (unfinished or re-run) epochs and rebuild latest."""
+
     def fn(s):
         for table in (Metric, ConfusionMatrix):
             s.execute(delete(table).where(table.run_id == run_id, table.epoch > epoch))
-        s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.epoch > epoch, Checkpoint.kind == "epoch"))
+        s.execute(
+            delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.epoch > epoch, Checkpoint.kind == "epoch")
+        )
         s.execute(delete(LatestMetric).where(LatestMetric.run_id == run_id))
         s.flush()
         for m in s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.epoch)):
@@ -229,7 +321,11 @@ def add_checkpoint(url, run_id: int, epoch: int, kind: str, path: str, metric_na
             s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.kind == kind))
         else:
             s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path))
-        s.add(Checkpoint(run_id=run_id, epoch=epoch, kind=kind, path=path, metric_name=metric_name, metric_value=metric_value))
+        s.add(
+            Checkpoint(
+                run_id=run_id, epoch=epoch, kind=kind, path=path, metric_name=metric_name, metric_value=metric_value
+            )
+        )
 
     write(url, fn)
 
@@ -238,12 +334,37 @@ def remove_checkpoint(url, run_id: int, path: str) -> None:
     write(url, lambda s: s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path)))
 
 
-def add_evaluation(url, run_id: int, split: str, epoch: int, checkpoint: str, accuracy: float, loss: float | None,
-                   per_class: dict, confusion: list, predictions: dict | None) -> None:
+def add_evaluation(
+    url,
+    run_id: int,
+    split: str,
+    epoch: int,
+    checkpoint: str,
+    accuracy: float,
+    loss: float | None,
+    per_class: dict,
+    confusion: list,
+    predictions: dict | None,
+) -> None:
     def fn(s):
-        s.execute(delete(Evaluation).where(Evaluation.run_id == run_id, Evaluation.split == split, Evaluation.checkpoint == checkpoint))
-        s.add(Evaluation(run_id=run_id, split=split, epoch=epoch, checkpoint=checkpoint, accuracy=accuracy, loss=loss,
-                         per_class=per_class, confusion=confusion, predictions=predictions))
+        s.execute(
+            delete(Evaluation).where(
+                Evaluation.run_id == run_id, Evaluation.split == split, Evaluation.checkpoint == checkpoint
+            )
+        )
+        s.add(
+            Evaluation(
+                run_id=run_id,
+                split=split,
+                epoch=epoch,
+                checkpoint=checkpoint,
+                accuracy=accuracy,
+                loss=loss,
+                per_class=per_class,
+                confusion=confusion,
+                predictions=predictions,
+            )
+        )
         if split == "test" and checkpoint in ("final", "best", "last"):
             _refresh_latest(s, run_id, "test", "acc", epoch, accuracy)
             s.get(LatestMetric, (run_id, "test", "acc")).value = accuracy
@@ -253,10 +374,24 @@ def add_evaluation(url, run_id: int, split: str, epoch: int, checkpoint: str, ac
 
 def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, dict]) -> None:
     """results: variant -> {accuracy, per_class}"""
+
     def fn(s):
-        s.execute(delete(TTAResult).where(TTAResult.run_id == run_id, TTAResult.split == split, TTAResult.checkpoint == checkpoint))
-        s.add_all(TTAResult(run_id=run_id, split=split, checkpoint=checkpoint, variant=v, accuracy=r["accuracy"],
-                            per_class=r["per_class"]) for v, r in results.items())
+        s.execute(
+            delete(TTAResult).where(
+                TTAResult.run_id == run_id, TTAResult.split == split, TTAResult.checkpoint == checkpoint
+            )
+        )
+        s.add_all(
+            TTAResult(
+                run_id=run_id,
+                split=split,
+                checkpoint=checkpoint,
+                variant=v,
+                accuracy=r["accuracy"],
+                per_class=r["per_class"],
+            )
+            for v, r in results.items()
+        )
 
     write(url, fn)
 

@@ -4,11 +4,11 @@ The dashboard builds it, the DB stores it verbatim (JSON) on the run, the engine
 Every field has a type and a range; cross-field rules live in `model_validator`s so a bad config
 is refused, field by field, before anything runs. Rules that need the outside world (does the
 dataset exist, is the batch larger than the training split, are pretrained weights available
-offline) live in `engine.preflight`.
+offline) live in `control.preflight`.
 """
+
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
@@ -29,14 +29,22 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Share of the training split held out for validation")
     stratified: bool = True
     split_seed: int = Field(0, ge=0, le=2**31 - 1)
-    test_fraction: float = Field(0.2, gt=0.0, le=0.5, description="Used only when the dataset has no test split of its own")
-    image_size: int | None = Field(None, ge=4, le=1024, description="Resize images to this square size; None keeps them")
+    test_fraction: float = Field(
+        0.2, gt=0.0, le=0.5, description="Used only when the dataset has no test split of its own"
+    )
+    image_size: int | None = Field(
+        None, ge=4, le=1024, description="Resize images to this square size; None keeps them"
+    )
     channels: Literal["auto", 1, 3] = Field("auto", description="Force grey (1) or colour (3) input")
-    normalize: Literal["dataset", "imagenet", "none"] = Field("dataset", description="dataset = mean/std of the training split")
+    normalize: Literal["dataset", "imagenet", "none"] = Field(
+        "dataset", description="dataset = mean/std of the training split"
+    )
     kfold: int | None = Field(None, ge=2, le=20, description="K-fold cross-validation: K folds of train+val")
     fold: int = Field(0, ge=0, le=19, description="Which fold is the validation fold")
     train_on_val: bool = Field(False, description="Retrain on train+val (final model); val metrics are then optimistic")
-    max_train_samples: int | None = Field(None, ge=1, le=10**9, description="Cap the training split (quick experiments)")
+    max_train_samples: int | None = Field(
+        None, ge=1, le=10**9, description="Cap the training split (quick experiments)"
+    )
 
     @model_validator(mode="after")
     def _fold_in_range(self):
@@ -63,7 +71,12 @@ class HeadConfig(Section):
 
 class FreezeConfig(Section):
     epochs: int = Field(0, ge=0, le=10000, description="Train only the head for this many epochs")
-    unfreeze_last: int | None = Field(None, ge=0, le=100_000, description="After that, unfreeze only the last N parameter tensors of the backbone (None = all)")
+    unfreeze_last: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="After that, unfreeze only the last N parameter tensors of the backbone (None = all)",
+    )
 
 
 class ModelConfig(Section):
@@ -116,7 +129,9 @@ class MixupConfig(Section):
     mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
     cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
     prob: float = Field(1.0, ge=0.0, le=1.0, description="Probability of applying mixup or cutmix to a batch")
-    switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of cutmix instead of mixup when both are on")
+    switch_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="Probability of cutmix instead of mixup when both are on"
+    )
     stop_epoch: int | None = Field(None, ge=0, le=10000, description="Turn mixup/cutmix off from this epoch on")
 
     @property
@@ -127,7 +142,9 @@ class MixupConfig(Section):
 class AugmentConfig(Section):
     train: list[AugmentStep] = Field(default_factory=list, max_length=50)
     mixup: MixupConfig = Field(default_factory=MixupConfig)
-    fast_path: Literal["auto", "off"] = Field("auto", description="Batched tensor augmentation when every step has a batched version")
+    fast_path: Literal["auto", "off"] = Field(
+        "auto", description="Batched tensor augmentation when every step has a batched version"
+    )
 
 
 # ------------------------------------------------------------------------------------ optimizer
@@ -139,7 +156,9 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0, le=1.0)
-    switch_to_sgd_epoch: int | None = Field(None, ge=1, le=10000, description="Adam-family -> SGD at this epoch (SWATS-style)")
+    switch_to_sgd_epoch: int | None = Field(
+        None, ge=1, le=10000, description="Adam-family -> SGD at this epoch (SWATS-style)"
+    )
     sgd_lr: float | None = Field(None, gt=0.0, le=10.0, description="LR after the switch (default: lr)")
     grad_clip: float | None = Field(None, gt=0.0, le=1e6, description="Clip the global grad norm")
     accumulate: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
@@ -194,7 +213,9 @@ class ScheduleConfig(Section):
 class LossConfig(Section):
     name: Literal["ce", "focal"] = "ce"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    smoothing_end: float | None = Field(None, ge=0.0, lt=1.0, description="Label smoothing moves linearly to this by the last epoch")
+    smoothing_end: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Label smoothing moves linearly to this by the last epoch"
+    )
     class_weights: Literal["none", "inverse_frequency"] = "none"
     focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
     focal_alpha: list[float] | None = Field(None, max_length=100_000, description="Per-class alpha for focal loss")
@@ -241,7 +262,9 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers for the CPU augmentation path")
     checkpoint_every: int = Field(1, ge=1, le=10000)
     keep_last: int = Field(3, ge=1, le=10000, description="Epoch checkpoints kept on disk (best is kept separately)")
-    init_from_run: int | None = Field(None, ge=1, le=2**62, description="Start from this run's checkpoint (fine-tune / continue)")
+    init_from_run: int | None = Field(
+        None, ge=1, le=2**62, description="Start from this run's checkpoint (fine-tune / continue)"
+    )
     init_checkpoint: Literal["best", "last"] = "last"
     max_steps_per_epoch: int | None = Field(None, ge=1, le=10**9, description="Cap steps per epoch (smoke tests)")
 
@@ -276,7 +299,9 @@ class ExperimentConfig(Section):
         if self.schedule.milestones and self.schedule.milestones[-1] > epochs:
             raise ValueError(f"schedule.milestones: {self.schedule.milestones[-1]} is beyond the last epoch ({epochs})")
         if self.schedule.warmup_epochs >= epochs and self.schedule.warmup_epochs > 0:
-            raise ValueError(f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be < train.epochs ({epochs})")
+            raise ValueError(
+                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be < train.epochs ({epochs})"
+            )
         if self.optim.switch_to_sgd_epoch is not None and self.optim.switch_to_sgd_epoch >= epochs:
             raise ValueError("optim.switch_to_sgd_epoch must be before the last epoch")
         if self.model.freeze.epochs >= epochs and self.model.freeze.epochs > 0:
@@ -284,11 +309,15 @@ class ExperimentConfig(Section):
         if self.model.pretrained and self.model.source == "custom":
             raise ValueError("model.pretrained: custom models have no pretrained weights")
         if self.train.devices > 1 and self.train.batch_size % self.train.devices:
-            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by train.devices ({self.train.devices})")
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be divisible by train.devices ({self.train.devices})"
+            )
         if self.train.amp != "off" and self.train.device == "cpu":
             raise ValueError("train.amp: mixed precision needs CUDA (device auto or cuda)")
         if {"random_mean", "random_vote"} & set(self.eval.tta) and not self.augment.train:
-            raise ValueError("eval.tta: random_mean/random_vote repeat the training augmentation, and augment.train is empty")
+            raise ValueError(
+                "eval.tta: random_mean/random_vote repeat the training augmentation, and augment.train is empty"
+            )
         return self
 
     # ---- serialisation: JSON is what the DB stores, YAML what users download and edit
@@ -299,7 +328,7 @@ class ExperimentConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "ExperimentConfig":
+    def from_yaml(cls, text: str) -> ExperimentConfig:
         data = yaml.safe_load(text)
         if data is None:
             data = {}
@@ -308,7 +337,7 @@ class ExperimentConfig(Section):
         return parse_config(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ExperimentConfig":
+    def from_file(cls, path: str | Path) -> ExperimentConfig:
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith(".json"):
             return parse_config(json.loads(text))
@@ -354,7 +383,3 @@ def parse_config(data: Any) -> ExperimentConfig:
         raise ConfigError(errors_from_validation(exc)) from None
     except (TypeError, ValueError, RecursionError) as exc:  # e.g. a param value albumentations chokes on
         raise ConfigError([("(root)", str(exc)[:500])]) from None
-
-
-def signature_params(obj) -> set[str]:
-    return {n for n, p in inspect.signature(obj).parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}

@@ -1,5 +1,6 @@
 """The engine speaks to the world through an event sink. The DB writer (db.sink.DBSink) is one;
 the console printer below is another. The train loop never imports SQLAlchemy."""
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,9 @@ class EventSink:
     def on_status(self, status: str, **info) -> None: ...
     def on_resume(self, from_epoch: int) -> None: ...
     def on_epoch_end(self, epoch: int, metrics: dict[tuple[str, str], float], confusion: dict[str, list]) -> None: ...
-    def on_checkpoint(self, epoch: int, kind: str, path: str, metric_name: str | None = None, metric_value: float | None = None) -> None: ...
+    def on_checkpoint(
+        self, epoch: int, kind: str, path: str, metric_name: str | None = None, metric_value: float | None = None
+    ) -> None: ...
     def on_checkpoint_removed(self, path: str) -> None: ...
     def on_evaluation(self, split: str, epoch: int, checkpoint: str, result: dict) -> None: ...
     def on_tta(self, split: str, checkpoint: str, results: dict[str, dict]) -> None: ...
@@ -35,7 +38,14 @@ class ConsoleSink(EventSink):
         self._print(f"status {status} {extra}".rstrip())
 
     def on_epoch_end(self, epoch, metrics, confusion):
-        keys = [("train", "loss"), ("train", "acc"), ("val", "loss"), ("val", "acc"), ("train", "lr"), ("train", "images_per_sec")]
+        keys = [
+            ("train", "loss"),
+            ("train", "acc"),
+            ("val", "loss"),
+            ("val", "acc"),
+            ("train", "lr"),
+            ("train", "images_per_sec"),
+        ]
         parts = [f"{s}_{n}={metrics[(s, n)]:.4g}" for s, n in keys if (s, n) in metrics]
         self._print(f"epoch {epoch} " + " ".join(parts))
 
@@ -55,9 +65,11 @@ class MultiSink(EventSink):
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
+
             def fan_out(*args, **kwargs):
                 for s in object.__getattribute__(self, "sinks"):
                     getattr(s, name)(*args, **kwargs)
+
             return fan_out
         return object.__getattribute__(self, name)
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a real SQLite file per test, the real engine, real (tiny) data."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ def db_url(tmp_path, monkeypatch) -> str:
 
 def open_lab(root: Path, mp: pytest.MonkeyPatch) -> str:
     """Migrate root/lab.db, register the built-in datasets, point LAB_DB_URL and LAB_RUNS_DIR at it (via mp)."""
-    from engine.launcher import bootstrap
+    from control.launcher import bootstrap
 
     url = f"sqlite:///{root / 'lab.db'}"
     mp.setenv("LAB_DB_URL", url)
@@ -92,7 +93,7 @@ def pg_url(postgres_server, tmp_path, monkeypatch):
 
     from sqlalchemy import create_engine, text
 
-    from engine.launcher import bootstrap
+    from control.launcher import bootstrap
 
     name = f"lab_{uuid.uuid4().hex[:10]}"
     admin = create_engine(postgres_server.url, isolation_level="AUTOCOMMIT")

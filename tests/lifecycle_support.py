@@ -1,5 +1,6 @@
 """Helpers for the lifecycle and fault-injection tests: waiting for states of real runs in a real
 SQLite file, and making sure no engine a test started outlives it."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,11 @@ def run(url: str, run_id: int) -> dict:
 
 def wait_status(url: str, run_id: int, statuses, timeout: float = 180.0) -> dict:
     statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
-    row = wait_for(lambda: (r := run(url, run_id))["status"] in statuses and r, timeout,
-                   f"run {run_id} to become {'/'.join(statuses)} (is {run(url, run_id)['status']})")
+    row = wait_for(
+        lambda: (r := run(url, run_id))["status"] in statuses and r,
+        timeout,
+        f"run {run_id} to become {'/'.join(statuses)} (is {run(url, run_id)['status']})",
+    )
     return row
 
 
@@ -70,8 +74,11 @@ def wait_final(url: str, run_id: int, timeout: float = 240.0) -> dict:
 def metric_rows(url: str, run_id: int, with_timing: bool = False) -> dict[tuple[int, str, str], float]:
     """{(epoch, split, name): value} of one run; timing metrics left out unless asked for."""
     df = queries.metric_history(url, [run_id])
-    return {(int(r.epoch), r.split, r.name): float(r.value) for r in df.itertuples()
-            if with_timing or r.name not in TIMING_METRICS}
+    return {
+        (int(r.epoch), r.split, r.name): float(r.value)
+        for r in df.itertuples()
+        if with_timing or r.name not in TIMING_METRICS
+    }
 
 
 def log_text(url: str, run_id: int) -> str:
@@ -83,14 +90,21 @@ def python_proc(code: str, env: dict | None = None, **kw) -> subprocess.Popen:
     """A real Python process running `code` from the project root (a stand-in dashboard, a racing launcher)."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT) + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def kill_engines(url: str) -> None:
     """Teardown: empty the queue, then SIGKILL every engine of this test's DB that still runs (and only those)."""
+    from control.launcher import is_engine_process
     from db import store
-    from engine.launcher import is_engine_process
 
     try:
         runs = queries.list_runs(url)

@@ -5,6 +5,7 @@ Each start function returns None with a reason when the binaries are missing or 
 so the tests skip with that reason on a developer machine; scripts/install_system_deps.sh installs
 the packages in CI.
 """
+
 from __future__ import annotations
 
 import glob
@@ -51,25 +52,48 @@ class Postgres:
         self.port = free_port()
 
     def _as_postgres(self, *args, **kw):
-        return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, args)], check=True,
-                              capture_output=True, text=True, **kw)
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *map(str, args)], check=True, capture_output=True, text=True, **kw
+        )
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         if self.reason:
             return self
         shutil.chown(self.root, "postgres")
         os.chmod(self.root, 0o755)
         self._as_postgres(self.bin / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        self._as_postgres(self.bin / "pg_ctl", "-D", self.data, "-l", self.data / "server.log", "-w", "start", "-o",
-                          f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off")
+        self._as_postgres(
+            self.bin / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.data / "server.log",
+            "-w",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
         self._as_postgres(self.bin / "createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "lab_test")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/lab_test"
         return self
 
     def stop(self):
         if self.url:
-            subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data),
-                            "-m", "immediate", "stop"], capture_output=True)
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -114,7 +138,7 @@ class Slurm:
             self.reason = "starting slurmctld/slurmd/munged needs root"
         self.procs_started = False
 
-    def start(self) -> "Slurm":
+    def start(self) -> Slurm:
         if self.reason:
             return self
         for d in ("state", "spool"):
@@ -122,8 +146,11 @@ class Slurm:
         self._start_munge()
         host = socket.gethostname()
         self.conf = self.root / "slurm.conf"
-        self.conf.write_text(SLURM_CONF.format(host=host, root=self.root, ctld_port=free_port(), d_port=free_port(),
-                                               cpus=os.cpu_count() or 1))
+        self.conf.write_text(
+            SLURM_CONF.format(
+                host=host, root=self.root, ctld_port=free_port(), d_port=free_port(), cpus=os.cpu_count() or 1
+            )
+        )
         env = self.env()
         subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=env)
         subprocess.run(["slurmd", "-f", str(self.conf)], check=True, env=env)
@@ -132,6 +159,7 @@ class Slurm:
         def node_idle():
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env).stdout
             return "idle" in out
+
         _wait(node_idle, 60, "the Slurm node to become idle")
         return self
 
@@ -145,7 +173,9 @@ class Slurm:
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=False, capture_output=True)
-        _wait(lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0, 20, "munged")
+        _wait(
+            lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0, 20, "munged"
+        )
 
     def env(self) -> dict:
         return {**os.environ, "SLURM_CONF": str(self.conf)}

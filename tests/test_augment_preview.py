@@ -1,4 +1,5 @@
 """The augmentation browser shows what the engine trains on: same pipeline code, same seed, same pixels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,10 +25,13 @@ def _engine_cpu_path(images, labels, steps, n, seed):
     return np.stack([np.stack([ds[i][0].numpy() for i in range(len(images))]) for _ in range(n)])
 
 
-STEPS = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}},
-         {"name": "Affine", "p": 0.7, "params": BUILDER_DEFAULTS["Affine"]},
-         {"name": "RandomBrightnessContrast", "p": 0.8, "params": BUILDER_DEFAULTS["RandomBrightnessContrast"]},
-         {"name": "CoarseDropout", "p": 0.5, "params": BUILDER_DEFAULTS["CoarseDropout"]}]
+STEPS = [
+    {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}},
+    {"name": "Affine", "p": 0.7, "params": BUILDER_DEFAULTS["Affine"]},
+    {"name": "RandomBrightnessContrast", "p": 0.8, "params": BUILDER_DEFAULTS["RandomBrightnessContrast"]},
+    {"name": "CoarseDropout", "p": 0.5, "params": BUILDER_DEFAULTS["CoarseDropout"]},
+]
 
 
 def test_browser_grid_equals_engine_output_for_the_same_seed(data):
@@ -57,7 +61,10 @@ def test_every_builder_transform_previews_as_the_engine_applies_it(data, name):
 
 
 def test_pipeline_from_configs_and_editor():
-    builder = {"data": {"dataset": "digits", "image_size": 16}, "augment": {"train": [{"name": "VerticalFlip", "p": 0.3}]}}
+    builder = {
+        "data": {"dataset": "digits", "image_size": 16},
+        "augment": {"train": [{"name": "VerticalFlip", "p": 0.3}]},
+    }
     augment, data_section = ap.sections_of(builder)
     assert data_section["image_size"] == 16
     assert [(s.name, s.p) for s in ap.parse_augment(augment).train] == [("VerticalFlip", 0.3)]
@@ -86,17 +93,26 @@ def test_mixup_preview_is_timms_mixup_as_the_engine_builds_it(data):
     onehot = np.eye(data.num_classes)[labels]
     assert np.allclose(soft, lam * onehot + (1 - lam) * onehot[::-1], atol=1e-6)
     assert np.allclose(soft.sum(1), 1.0)
-    # the same numbers as timm's Mixup configured like engine.train._mixup, with the same seed
-    mixer = Mixup(mixup_alpha=0.4, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, mode="batch", label_smoothing=0.0,
-                  num_classes=data.num_classes)
+    # the same numbers as timm's Mixup configured like engine.training.loop._mixup, with the same seed
+    mixer = Mixup(
+        mixup_alpha=0.4,
+        cutmix_alpha=0.0,
+        prob=1.0,
+        switch_prob=0.5,
+        mode="batch",
+        label_smoothing=0.0,
+        num_classes=data.num_classes,
+    )
     np.random.seed(11)
     ref_x, ref_t = mixer(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255), torch.from_numpy(labels))
     assert np.array_equal(mixed, (ref_x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
     assert np.allclose(soft, ref_t.numpy())
     row = np.zeros(data.num_classes)
     row[[labels[0], labels[-1]]] = [0.7, 0.3]
-    assert ap.soft_label_caption(row, data.class_names) == \
-        f"0.70 {data.class_names[labels[0]]} + 0.30 {data.class_names[labels[-1]]}"
+    assert (
+        ap.soft_label_caption(row, data.class_names)
+        == f"0.70 {data.class_names[labels[0]]} + 0.30 {data.class_names[labels[-1]]}"
+    )
 
 
 def test_cutmix_preview_pastes_a_box(data):
@@ -114,14 +130,15 @@ def test_cutmix_preview_pastes_a_box(data):
 
 
 def test_fast_path_view_is_batch_augment_preview(data):
-    steps = ap.parse_augment({"train": [{"name": "HorizontalFlip", "p": 0.5},
-                                        {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 2}}]}).train
+    steps = ap.parse_augment(
+        {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 2}}]}
+    ).train
     ok, why = ap.fast_path_support(steps)
-    from engine import batch_augment
+    from engine.augment import batched as batch_augment
 
     if not hasattr(batch_augment, "preview"):
         assert not ok and "preview is not available" in why
-        pytest.skip("engine.batch_augment.preview not in this engine yet")
+        pytest.skip("engine.augment.batched.preview not in this engine yet")
     assert ok, why
     idx = ap.pick_images(data, 5, seed=0)
     images = ap.prepare_images(data, idx)

@@ -7,6 +7,7 @@ Three kinds of evidence, from strict to statistical:
 - the parameters we draw have albumentations' distributions (two-sample KS tests on 1-2k draws), and
   the outputs have the same statistics: how much each image changes, and how many images change (= p).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,9 +17,9 @@ import pytest
 import torch
 from scipy import stats
 
-from engine import batch_augment as B
 from engine.augment import apply_pipeline, build_pipeline, make_transform
-from engine.data import FASHION_MNIST_DIR, BUILTIN_SPECS, load_arrays, resize
+from engine.augment import batched as B
+from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, load_arrays, resize
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -36,7 +37,7 @@ def grey() -> np.ndarray:
 def colour(grey) -> np.ndarray:
     """Real colour-like images: three different real images as the R, G and B channels."""
     n = len(grey) // 3
-    return np.ascontiguousarray(np.concatenate([grey[:n], grey[n:2 * n], grey[2 * n:3 * n]], axis=-1))
+    return np.ascontiguousarray(np.concatenate([grey[:n], grey[n : 2 * n], grey[2 * n : 3 * n]], axis=-1))
 
 
 def ours(name, params, imgs, p=1.0, seed=0):
@@ -80,8 +81,10 @@ def albu_outputs(name, params, imgs, p=1.0, seed=0) -> np.ndarray:
 def same_distribution(a, b, what: str, alpha: float = 1e-3) -> None:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     res = stats.ks_2samp(a, b)
-    assert res.pvalue > alpha, f"{what}: ours mean {a.mean():.4g} [{a.min():.4g}, {a.max():.4g}] vs albumentations " \
-                               f"mean {b.mean():.4g} [{b.min():.4g}, {b.max():.4g}] (KS p={res.pvalue:.2g})"
+    assert res.pvalue > alpha, (
+        f"{what}: ours mean {a.mean():.4g} [{a.min():.4g}, {a.max():.4g}] vs albumentations "
+        f"mean {b.mean():.4g} [{b.min():.4g}, {b.max():.4g}] (KS p={res.pvalue:.2g})"
+    )
 
 
 def max_diff(a, b) -> int:
@@ -130,8 +133,12 @@ def _affine_matrix(prm, i, shape):
 
     scalar = lambda k: float(prm[k][i])  # noqa: E731
     return fg.create_affine_transformation_matrix(
-        {"x": scalar("tx"), "y": scalar("ty")}, {"x": scalar("shear_x"), "y": scalar("shear_y")},
-        {"x": scalar("scale_x"), "y": scalar("scale_y")}, scalar("angle"), fg.center(shape[:2]))
+        {"x": scalar("tx"), "y": scalar("ty")},
+        {"x": scalar("shear_x"), "y": scalar("shear_y")},
+        {"x": scalar("scale_x"), "y": scalar("scale_y")},
+        scalar("angle"),
+        fg.center(shape[:2]),
+    )
 
 
 def _holes(prm, i):
@@ -147,47 +154,120 @@ def _blur_kernel(prm, i):
 
 # name, params, albumentations apply-kwargs from our params, largest allowed pixel difference
 SAME_PARAMS = [
-    ("Affine", {"rotate": [-30, 30], "scale": [0.8, 1.2], "translate_percent": [-0.1, 0.1], "shear": [-10, 10]},
-     lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]}, 1),
-    ("Affine", {"rotate": [-30, 30], "translate_px": [-3, 3], "border_mode": 1},
-     lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]}, 1),
-    ("Affine", {"rotate": [-45, 45], "scale": {"x": [0.7, 1.0], "y": [1.0, 1.3]}, "border_mode": 2, "interpolation": 0},
-     lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]}, 0),
-    ("ShiftScaleRotate", {"shift_limit": 0.1, "scale_limit": 0.2, "rotate_limit": 30, "border_mode": 4, "fill": 40},
-     lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]}, 1),
-    ("Rotate", {"limit": 40, "fill": 90},
-     lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "x_min": -1, "x_max": -1, "y_min": -1,
-                          "y_max": -1, "shape": img.shape}, 1),
-    ("RandomResizedCrop", {"scale": [0.2, 1.0]},
-     lambda prm, i, img: {"crop_coords": (int(prm["x0"][i]), int(prm["y0"][i]), int(prm["x0"][i] + prm["crop_w"][i]),
-                                          int(prm["y0"][i] + prm["crop_h"][i]))}, 1),
-    ("RandomResizedCrop", {"scale": [0.2, 1.0], "ratio": [0.5, 2.0], "interpolation": 0},
-     lambda prm, i, img: {"crop_coords": (int(prm["x0"][i]), int(prm["y0"][i]), int(prm["x0"][i] + prm["crop_w"][i]),
-                                          int(prm["y0"][i] + prm["crop_h"][i]))}, 0),
-    ("RandomBrightnessContrast", {"brightness_limit": 0.3, "contrast_limit": 0.3},
-     lambda prm, i, img: {"alpha": float(prm["alpha"][i]), "beta": float(prm["beta"][i]) * 255}, 0),
-    ("RandomBrightnessContrast", {"brightness_limit": 0.3, "contrast_limit": 0.3, "brightness_by_max": False},
-     lambda prm, i, img: {"alpha": float(prm["alpha"][i]), "beta": float(prm["beta"][i]) * float(np.mean(img))}, 0),
-    ("ColorJitter", {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1},
-     lambda prm, i, img: {**{k: float(prm[k][i]) for k in ("brightness", "contrast", "saturation", "hue")},
-                          "order": prm["order"][i].tolist()}, None),
+    (
+        "Affine",
+        {"rotate": [-30, 30], "scale": [0.8, 1.2], "translate_percent": [-0.1, 0.1], "shear": [-10, 10]},
+        lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]},
+        1,
+    ),
+    (
+        "Affine",
+        {"rotate": [-30, 30], "translate_px": [-3, 3], "border_mode": 1},
+        lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]},
+        1,
+    ),
+    (
+        "Affine",
+        {"rotate": [-45, 45], "scale": {"x": [0.7, 1.0], "y": [1.0, 1.3]}, "border_mode": 2, "interpolation": 0},
+        lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]},
+        0,
+    ),
+    (
+        "ShiftScaleRotate",
+        {"shift_limit": 0.1, "scale_limit": 0.2, "rotate_limit": 30, "border_mode": 4, "fill": 40},
+        lambda prm, i, img: {"matrix": _affine_matrix(prm, i, img.shape), "output_shape": img.shape[:2]},
+        1,
+    ),
+    (
+        "Rotate",
+        {"limit": 40, "fill": 90},
+        lambda prm, i, img: {
+            "matrix": _affine_matrix(prm, i, img.shape),
+            "x_min": -1,
+            "x_max": -1,
+            "y_min": -1,
+            "y_max": -1,
+            "shape": img.shape,
+        },
+        1,
+    ),
+    (
+        "RandomResizedCrop",
+        {"scale": [0.2, 1.0]},
+        lambda prm, i, img: {
+            "crop_coords": (
+                int(prm["x0"][i]),
+                int(prm["y0"][i]),
+                int(prm["x0"][i] + prm["crop_w"][i]),
+                int(prm["y0"][i] + prm["crop_h"][i]),
+            )
+        },
+        1,
+    ),
+    (
+        "RandomResizedCrop",
+        {"scale": [0.2, 1.0], "ratio": [0.5, 2.0], "interpolation": 0},
+        lambda prm, i, img: {
+            "crop_coords": (
+                int(prm["x0"][i]),
+                int(prm["y0"][i]),
+                int(prm["x0"][i] + prm["crop_w"][i]),
+                int(prm["y0"][i] + prm["crop_h"][i]),
+            )
+        },
+        0,
+    ),
+    (
+        "RandomBrightnessContrast",
+        {"brightness_limit": 0.3, "contrast_limit": 0.3},
+        lambda prm, i, img: {"alpha": float(prm["alpha"][i]), "beta": float(prm["beta"][i]) * 255},
+        0,
+    ),
+    (
+        "RandomBrightnessContrast",
+        {"brightness_limit": 0.3, "contrast_limit": 0.3, "brightness_by_max": False},
+        lambda prm, i, img: {"alpha": float(prm["alpha"][i]), "beta": float(prm["beta"][i]) * float(np.mean(img))},
+        0,
+    ),
+    (
+        "ColorJitter",
+        {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1},
+        lambda prm, i, img: {
+            **{k: float(prm[k][i]) for k in ("brightness", "contrast", "saturation", "hue")},
+            "order": prm["order"][i].tolist(),
+        },
+        None,
+    ),
     ("ToGray", {"method": "weighted_average"}, lambda prm, i, img: {}, 0),
     ("ToGray", {"method": "average"}, lambda prm, i, img: {}, 0),
     ("ToGray", {"method": "max"}, lambda prm, i, img: {}, 0),
     ("ToGray", {"method": "desaturation"}, lambda prm, i, img: {}, 0),
     ("Solarize", {"threshold_range": [0.2, 0.8]}, lambda prm, i, img: {"threshold": float(prm["threshold"][i])}, 0),
-    ("GaussianBlur", {"blur_limit": [0, 7], "sigma_limit": [0.3, 2.0]},
-     lambda prm, i, img: {"kernel": _blur_kernel(prm, i)}, 1),
-    ("CoarseDropout", {"num_holes_range": [1, 4], "hole_height_range": [0.1, 0.4], "hole_width_range": [0.1, 0.4], "fill": 128},
-     lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0}, 0),
-    ("CoarseDropout", {"num_holes_range": [2, 3], "hole_height_range": [2, 9], "hole_width_range": [3, 8]},
-     lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0}, 0),
+    (
+        "GaussianBlur",
+        {"blur_limit": [0, 7], "sigma_limit": [0.3, 2.0]},
+        lambda prm, i, img: {"kernel": _blur_kernel(prm, i)},
+        1,
+    ),
+    (
+        "CoarseDropout",
+        {"num_holes_range": [1, 4], "hole_height_range": [0.1, 0.4], "hole_width_range": [0.1, 0.4], "fill": 128},
+        lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0},
+        0,
+    ),
+    (
+        "CoarseDropout",
+        {"num_holes_range": [2, 3], "hole_height_range": [2, 9], "hole_width_range": [3, 8]},
+        lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0},
+        0,
+    ),
     ("Erasing", {"scale": [0.05, 0.3], "fill": 200}, lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0}, 0),
 ]
 
 
-@pytest.mark.parametrize("name,params,to_albu,tolerance", SAME_PARAMS,
-                         ids=[f"{s[0]}-{i}" for i, s in enumerate(SAME_PARAMS)])
+@pytest.mark.parametrize(
+    "name,params,to_albu,tolerance", SAME_PARAMS, ids=[f"{s[0]}-{i}" for i, s in enumerate(SAME_PARAMS)]
+)
 def test_same_params_give_albumentations_pixels(name, params, to_albu, tolerance, grey, colour):
     for imgs in (grey[:100], colour[:100]):
         if name == "ToGray" and imgs.shape[-1] == 1:
@@ -217,7 +297,7 @@ def test_pad_random_crop_is_a_padded_crop_at_the_drawn_offset(grey):
     big = np.pad(grey[:200], ((0, 0), (3, 3), (3, 3), (0, 0)), constant_values=17)
     for i in range(200):
         dy, dx = int(prm["dy"][i]), int(prm["dx"][i])
-        assert np.array_equal(out[i], big[i, dy:dy + 28, dx:dx + 28])
+        assert np.array_equal(out[i], big[i, dy : dy + 28, dx : dx + 28])
 
 
 # ------------------------------------------------------------------------------ same parameter distributions
@@ -227,8 +307,12 @@ def _scalars_affine(draws, key):
 
 def test_affine_matrices_are_drawn_like_albumentations(grey):
     # asymmetric ranges, so a sign or an axis mix-up shows
-    params = {"rotate": [-5, 25], "scale": {"x": [0.8, 1.0], "y": [1.0, 1.3]}, "translate_percent": {"x": [-0.05, 0.15],
-              "y": [0.0, 0.1]}, "shear": {"x": [2, 10], "y": [-6, 0]}}
+    params = {
+        "rotate": [-5, 25],
+        "scale": {"x": [0.8, 1.0], "y": [1.0, 1.3]},
+        "translate_percent": {"x": [-0.05, 0.15], "y": [0.0, 0.1]},
+        "shear": {"x": [2, 10], "y": [-6, 0]},
+    }
     img = grey[0]
     albu = albu_draws("Affine", params, img, 1500)
     op = B.build_op("Affine", params, 1.0, img.shape)
@@ -238,14 +322,22 @@ def test_affine_matrices_are_drawn_like_albumentations(grey):
         same_distribution([m[key] for m in mine], _scalars_affine(albu, key), f"Affine matrix{key}")
 
 
-@pytest.mark.parametrize("name,params,ours_key,albu_fn", [
-    ("Rotate", {"limit": 25}, "angle",
-     lambda d: np.degrees(np.arctan2(d["matrix"][0, 1], d["matrix"][0, 0]))),
-    ("Solarize", {"threshold_range": [0.3, 0.9]}, "threshold", lambda d: d["threshold"]),
-    ("GaussianBlur", {"sigma_limit": [0.5, 2.5]}, "sigma",
-     lambda d: np.sqrt(-0.5 / np.log(d["kernel"][len(d["kernel"]) // 2 + 1] / d["kernel"][len(d["kernel"]) // 2]))),
-    ("GaussianBlur", {"blur_limit": [3, 9], "sigma_limit": [1.0, 1.0]}, "ksize", lambda d: len(d["kernel"])),
-])
+@pytest.mark.parametrize(
+    "name,params,ours_key,albu_fn",
+    [
+        ("Rotate", {"limit": 25}, "angle", lambda d: np.degrees(np.arctan2(d["matrix"][0, 1], d["matrix"][0, 0]))),
+        ("Solarize", {"threshold_range": [0.3, 0.9]}, "threshold", lambda d: d["threshold"]),
+        (
+            "GaussianBlur",
+            {"sigma_limit": [0.5, 2.5]},
+            "sigma",
+            lambda d: np.sqrt(
+                -0.5 / np.log(d["kernel"][len(d["kernel"]) // 2 + 1] / d["kernel"][len(d["kernel"]) // 2])
+            ),
+        ),
+        ("GaussianBlur", {"blur_limit": [3, 9], "sigma_limit": [1.0, 1.0]}, "ksize", lambda d: len(d["kernel"])),
+    ],
+)
 def test_scalar_params_are_drawn_like_albumentations(name, params, ours_key, albu_fn, grey):
     img = grey[0]
     albu = [albu_fn(d) for d in albu_draws(name, params, img, 1500)]
@@ -259,7 +351,9 @@ def test_scalar_params_are_drawn_like_albumentations(name, params, ours_key, alb
 def test_brightness_contrast_params_are_drawn_like_albumentations(grey):
     params = {"brightness_limit": [-0.1, 0.3], "contrast_limit": 0.25}
     albu = albu_draws("RandomBrightnessContrast", params, grey[0], 1500)
-    mine = B.build_op("RandomBrightnessContrast", params, 1.0, grey.shape[1:]).sample(1500, torch.Generator().manual_seed(3), "cpu")
+    mine = B.build_op("RandomBrightnessContrast", params, 1.0, grey.shape[1:]).sample(
+        1500, torch.Generator().manual_seed(3), "cpu"
+    )
     same_distribution(mine["alpha"].numpy(), [d["alpha"] for d in albu], "alpha")
     same_distribution(mine["beta"].numpy() * 255, [d["beta"] for d in albu], "beta (brightness shift, grey levels)")
 
@@ -269,7 +363,9 @@ def test_color_jitter_factors_and_order_are_drawn_like_albumentations(colour):
     t = make_transform("ColorJitter", params, 1.0)
     t.set_random_seed(4)
     albu = [t.get_params() for _ in range(1500)]
-    mine = B.build_op("ColorJitter", params, 1.0, colour.shape[1:]).sample(1500, torch.Generator().manual_seed(4), "cpu")
+    mine = B.build_op("ColorJitter", params, 1.0, colour.shape[1:]).sample(
+        1500, torch.Generator().manual_seed(4), "cpu"
+    )
     for key in ("brightness", "contrast", "saturation", "hue"):
         same_distribution(mine[key].numpy(), [d[key] for d in albu], f"ColorJitter.{key}")
     first = np.bincount(mine["order"][:, 0].numpy(), minlength=4)
@@ -280,7 +376,9 @@ def test_color_jitter_factors_and_order_are_drawn_like_albumentations(colour):
 def test_random_resized_crop_sizes_and_positions_are_drawn_like_albumentations(grey):
     params = {"scale": [0.1, 1.0], "ratio": [0.5, 2.0]}
     albu = [d["crop_coords"] for d in albu_draws("RandomResizedCrop", {**params, "size": [28, 28]}, grey[0], 2000)]
-    mine = B.build_op("RandomResizedCrop", params, 1.0, grey.shape[1:]).sample(2000, torch.Generator().manual_seed(5), "cpu")
+    mine = B.build_op("RandomResizedCrop", params, 1.0, grey.shape[1:]).sample(
+        2000, torch.Generator().manual_seed(5), "cpu"
+    )
     albu_w = [x1 - x0 for x0, _, x1, _ in albu]
     albu_h = [y1 - y0 for _, y0, _, y1 in albu]
     same_distribution(mine["crop_w"].numpy(), albu_w, "crop width")
@@ -291,21 +389,32 @@ def test_random_resized_crop_sizes_and_positions_are_drawn_like_albumentations(g
     assert mine["y0"].min() >= 0 and (mine["y0"] + mine["crop_h"]).max() <= 28
 
 
-@pytest.mark.parametrize("name,params", [
-    ("CoarseDropout", {"num_holes_range": [1, 3], "hole_height_range": [0.1, 0.3], "hole_width_range": [0.2, 0.4]}),
-    ("CoarseDropout", {"num_holes_range": [1, 2], "hole_height_range": [2, 10], "hole_width_range": [4, 6]}),
-    ("Erasing", {"scale": [0.02, 0.33], "ratio": [0.3, 3.3]}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("CoarseDropout", {"num_holes_range": [1, 3], "hole_height_range": [0.1, 0.3], "hole_width_range": [0.2, 0.4]}),
+        ("CoarseDropout", {"num_holes_range": [1, 2], "hole_height_range": [2, 10], "hole_width_range": [4, 6]}),
+        ("Erasing", {"scale": [0.02, 0.33], "ratio": [0.3, 3.3]}),
+    ],
+)
 def test_holes_are_drawn_like_albumentations(name, params, grey):
     albu = albu_draws(name, params, grey[0], 1500)
     mine = B.build_op(name, params, 1.0, grey.shape[1:]).sample(1500, torch.Generator().manual_seed(6), "cpu")
     used = (mine["y1"] > mine["y0"]).numpy()
     for col, what in ((0, "x0"), (1, "y0")):
-        same_distribution(mine[what].numpy()[used], np.concatenate([d["holes"][:, col] for d in albu]), f"{name} {what}")
-    same_distribution((mine["x1"] - mine["x0"]).numpy()[used], np.concatenate([d["holes"][:, 2] - d["holes"][:, 0] for d in albu]),
-                      f"{name} hole width")
-    same_distribution((mine["y1"] - mine["y0"]).numpy()[used], np.concatenate([d["holes"][:, 3] - d["holes"][:, 1] for d in albu]),
-                      f"{name} hole height")
+        same_distribution(
+            mine[what].numpy()[used], np.concatenate([d["holes"][:, col] for d in albu]), f"{name} {what}"
+        )
+    same_distribution(
+        (mine["x1"] - mine["x0"]).numpy()[used],
+        np.concatenate([d["holes"][:, 2] - d["holes"][:, 0] for d in albu]),
+        f"{name} hole width",
+    )
+    same_distribution(
+        (mine["y1"] - mine["y0"]).numpy()[used],
+        np.concatenate([d["holes"][:, 3] - d["holes"][:, 1] for d in albu]),
+        f"{name} hole height",
+    )
     if "count" in mine:
         same_distribution(mine["count"].numpy(), [len(d["holes"]) for d in albu], f"{name} number of holes")
 
@@ -315,23 +424,36 @@ def test_pad_random_crop_offsets_match_albumentations_composite():
     img = np.zeros((1000, 9, 9, 1), dtype=np.uint8)
     img[:, 4, 4] = 255
     albu = albu_outputs("PadRandomCrop", {"padding": 3}, img)
-    ys, xs = np.nonzero(albu[..., 0].reshape(1000, -1) == 255)[1] // 9, np.nonzero(albu[..., 0].reshape(1000, -1) == 255)[1] % 9
+    ys, xs = (
+        np.nonzero(albu[..., 0].reshape(1000, -1) == 255)[1] // 9,
+        np.nonzero(albu[..., 0].reshape(1000, -1) == 255)[1] % 9,
+    )
     mine = ours("PadRandomCrop", {"padding": 3}, img)[0]
     my_pos = np.nonzero(mine[..., 0].reshape(1000, -1) == 255)[1]
     assert len(ys) == len(my_pos) == 1000  # padding 3 keeps the centre pixel in view
     for albu_c, my_c, what in ((ys, my_pos // 9, "row"), (xs, my_pos % 9, "column")):
         assert set(albu_c.tolist()) == set(my_c.tolist()) == set(range(1, 8)), what
-        assert stats.chi2_contingency([np.bincount(albu_c, minlength=9)[1:8], np.bincount(my_c, minlength=9)[1:8]]).pvalue > 1e-3
+        assert (
+            stats.chi2_contingency([np.bincount(albu_c, minlength=9)[1:8], np.bincount(my_c, minlength=9)[1:8]]).pvalue
+            > 1e-3
+        )
 
 
 # ------------------------------------------------------------------------------ same output statistics
 OUTPUT_STATS = [
-    ("HorizontalFlip", {}), ("VerticalFlip", {}), ("RandomRotate90", {}), ("PadRandomCrop", {"padding": 4}),
-    ("RandomResizedCrop", {"scale": [0.5, 1.0]}), ("Affine", {"rotate": [-15, 15], "translate_percent": [-0.1, 0.1]}),
-    ("ShiftScaleRotate", {"shift_limit": 0.06, "scale_limit": 0.1, "rotate_limit": 15}), ("Rotate", {"limit": 20}),
+    ("HorizontalFlip", {}),
+    ("VerticalFlip", {}),
+    ("RandomRotate90", {}),
+    ("PadRandomCrop", {"padding": 4}),
+    ("RandomResizedCrop", {"scale": [0.5, 1.0]}),
+    ("Affine", {"rotate": [-15, 15], "translate_percent": [-0.1, 0.1]}),
+    ("ShiftScaleRotate", {"shift_limit": 0.06, "scale_limit": 0.1, "rotate_limit": 15}),
+    ("Rotate", {"limit": 20}),
     ("RandomBrightnessContrast", {"brightness_limit": 0.2, "contrast_limit": 0.2}),
-    ("ColorJitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05}), ("ToGray", {}),
-    ("Solarize", {"threshold_range": [0.3, 0.7]}), ("GaussianBlur", {"blur_limit": [3, 5]}),
+    ("ColorJitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05}),
+    ("ToGray", {}),
+    ("Solarize", {"threshold_range": [0.3, 0.7]}),
+    ("GaussianBlur", {"blur_limit": [3, 5]}),
     ("CoarseDropout", {"num_holes_range": [1, 1], "hole_height_range": [0.25, 0.5], "hole_width_range": [0.25, 0.5]}),
     ("Erasing", {"scale": [0.02, 0.33]}),
 ]
@@ -353,19 +475,22 @@ def test_outputs_change_as_often_and_as_much_as_albumentations(name, params, gre
 
 
 # ------------------------------------------------------------------------------ support, fallback reasons
-@pytest.mark.parametrize("name,params,shape,expect", [
-    ("RandAugment", {"num_ops": 2}, (28, 28, 1), "no batched version of RandAugment"),
-    ("Affine", {"border_mode": 3}, (28, 28, 1), "border_mode=3 (wrap)"),
-    ("Affine", {"interpolation": 2}, (28, 28, 1), "interpolation=2"),
-    ("Affine", {"fit_output": True}, (28, 28, 1), "fit_output"),
-    ("Rotate", {"crop_border": True}, (28, 28, 1), "crop_border"),
-    ("RandomResizedCrop", {"size": [20, 20]}, (28, 28, 1), "differs from the training images"),
-    ("RandomResizedCrop", {"size": [28, 28], "area_for_downscale": "image"}, (28, 28, 1), "area_for_downscale"),
-    ("CoarseDropout", {"fill": "inpaint_telea"}, (28, 28, 1), "inpaint_telea"),
-    ("ToGray", {"method": "pca"}, (28, 28, 3), "method='pca'"),
-    ("GaussianBlur", {"sigma_limit": [3, 4]}, (8, 8, 1), "too large"),
-    ("Sharpen", {}, (28, 28, 1), "no batched version of Sharpen"),
-])
+@pytest.mark.parametrize(
+    "name,params,shape,expect",
+    [
+        ("RandAugment", {"num_ops": 2}, (28, 28, 1), "no batched version of RandAugment"),
+        ("Affine", {"border_mode": 3}, (28, 28, 1), "border_mode=3 (wrap)"),
+        ("Affine", {"interpolation": 2}, (28, 28, 1), "interpolation=2"),
+        ("Affine", {"fit_output": True}, (28, 28, 1), "fit_output"),
+        ("Rotate", {"crop_border": True}, (28, 28, 1), "crop_border"),
+        ("RandomResizedCrop", {"size": [20, 20]}, (28, 28, 1), "differs from the training images"),
+        ("RandomResizedCrop", {"size": [28, 28], "area_for_downscale": "image"}, (28, 28, 1), "area_for_downscale"),
+        ("CoarseDropout", {"fill": "inpaint_telea"}, (28, 28, 1), "inpaint_telea"),
+        ("ToGray", {"method": "pca"}, (28, 28, 3), "method='pca'"),
+        ("GaussianBlur", {"sigma_limit": [3, 4]}, (8, 8, 1), "too large"),
+        ("Sharpen", {}, (28, 28, 1), "no batched version of Sharpen"),
+    ],
+)
 def test_unsupported_steps_say_why(name, params, shape, expect):
     reason = B.why_not(name, params, shape)
     assert reason is not None and expect in reason, reason
@@ -383,8 +508,11 @@ def test_supports_every_builder_default_except_randaugment():
 def test_preview_is_the_fast_path_output_seeded_and_refuses_what_it_cannot_run(grey, colour):
     from engine.config import AugmentStep
 
-    steps = [AugmentStep(name="HorizontalFlip", p=1.0), AugmentStep(name="Affine", p=0.7, params={"rotate": [-20, 20]}),
-             {"name": "ColorJitter", "p": 0.5, "params": {"brightness": 0.3}}]
+    steps = [
+        AugmentStep(name="HorizontalFlip", p=1.0),
+        AugmentStep(name="Affine", p=0.7, params={"rotate": [-20, 20]}),
+        {"name": "ColorJitter", "p": 0.5, "params": {"brightness": 0.3}},
+    ]
     imgs = colour[:32]
     a, b, c = B.preview(steps, imgs, seed=11), B.preview(steps, imgs, seed=11), B.preview(steps, imgs, seed=12)
     assert a.dtype == np.uint8 and a.shape == imgs.shape
@@ -413,5 +541,5 @@ def test_on_cuda_every_op_runs_without_a_host_sync_and_matches_cpu_statistics(gr
         finally:
             torch.cuda.set_sync_debug_mode("default")
         cpu_out, _ = ours(name, params, imgs, p=0.5)
-        change = lambda o: np.abs(o.astype(np.float32) - imgs).mean(axis=(1, 2, 3))  # noqa: E731
+        change = lambda o, imgs=imgs: np.abs(o.astype(np.float32) - imgs).mean(axis=(1, 2, 3))  # noqa: E731
         same_distribution(change(out.cpu().numpy()), change(cpu_out), f"{name} on CUDA vs CPU")

@@ -1,5 +1,6 @@
 """The real command line, `python -m engine ...` in a subprocess: invalid input exits with code 2
 and one `field: message` line per problem on stderr, and creates no run; a valid config trains."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def engine_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd or ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_yaml(path: Path, cfg) -> Path:
@@ -36,8 +43,16 @@ def stderr_fields(proc) -> dict[str, str]:
     return out
 
 
-BAD = tiny_config(**{"train.epochs": 0, "optim.lr": "fast", "data.val_fraction": 0.9, "model.nmae": "resnet",
-                     "schedule.milestones": [5, 3], "augment.train": [{"name": "NoSuchFlip"}]})
+BAD = tiny_config(
+    **{
+        "train.epochs": 0,
+        "optim.lr": "fast",
+        "data.val_fraction": 0.9,
+        "model.nmae": "resnet",
+        "schedule.milestones": [5, 3],
+        "augment.train": [{"name": "NoSuchFlip"}],
+    }
+)
 BAD_FIELDS = {"train.epochs", "optim.lr", "data.val_fraction", "model.nmae", "schedule.milestones", "augment.train.0"}
 
 
@@ -64,13 +79,16 @@ def test_cross_field_and_preflight_errors_are_refused_before_a_run_exists(db_url
     assert queries.list_runs(db_url).empty
 
 
-@pytest.mark.parametrize("content, message", [
-    ("data: [unclosed", "config: cannot parse"),
-    ("- just\n- a list\n", "(root): the config must be a mapping of sections"),
-    ("name: !!python/object/apply:os.system ['touch {marker}']\n", "config: cannot parse"),
-    ("\udcff\udcfe not text", "config: cannot read"),
-    (None, "config: file not found"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("data: [unclosed", "config: cannot parse"),
+        ("- just\n- a list\n", "(root): the config must be a mapping of sections"),
+        ("name: !!python/object/apply:os.system ['touch {marker}']\n", "config: cannot parse"),
+        ("\udcff\udcfe not text", "config: cannot read"),
+        (None, "config: file not found"),
+    ],
+)
 def test_unreadable_files_exit_2_and_never_run_code(db_url, tmp_path, content, message):
     """(validate reads the file before anything else; train reads it the same way, see the schema test)"""
     marker = tmp_path / "pwned"
@@ -90,8 +108,9 @@ def test_unknown_run_id_exits_2(db_url):
 
 
 def test_a_valid_config_validates_and_trains_from_the_command_line(db_url, tmp_path):
-    path = write_yaml(tmp_path / "good.yaml", tiny_config(**{"train.epochs": 2, "train.max_steps_per_epoch": 3,
-                                                            "eval.tta": ["none"]}))
+    path = write_yaml(
+        tmp_path / "good.yaml", tiny_config(**{"train.epochs": 2, "train.max_steps_per_epoch": 3, "eval.tta": ["none"]})
+    )
     proc = engine_cli("validate", str(path), "--db", db_url)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     proc = engine_cli("train", str(path), "--db", db_url)

@@ -3,6 +3,7 @@ numbers, unicode, extra keys, nested garbage in augmentation params, broken cros
 always end in a clean validation error (ConfigError / LaunchRefused with (field, message) pairs) or
 a valid config, never a traceback; and a refused config launches nothing (no run row). Config
 strings are never evaluated as code; dataset paths are checked before use."""
+
 from __future__ import annotations
 
 import copy
@@ -16,16 +17,29 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from control.launcher import LaunchRefused, bootstrap, launch_run
 from db import queries
 from engine.config import ConfigError, ExperimentConfig, parse_config
-from engine.launcher import LaunchRefused, bootstrap, launch_run
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
-TALLY = {"tried": 0, "refused_cleanly": 0, "accepted": 0, "parse_tried": 0, "parse_refused": 0,
-         "cli_tried": 0, "cli_refused": 0, "cli_valid": 0}
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+TALLY = {
+    "tried": 0,
+    "refused_cleanly": 0,
+    "accepted": 0,
+    "parse_tried": 0,
+    "parse_refused": 0,
+    "cli_tried": 0,
+    "cli_refused": 0,
+    "cli_valid": 0,
+}
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +59,34 @@ def _leaf_paths(d: dict, prefix: str = "") -> list[str]:
 LEAVES = _leaf_paths(ExperimentConfig().model_dump(mode="json"))
 SECTIONS = [k for k, v in ExperimentConfig().model_dump(mode="json").items() if isinstance(v, dict)]
 
-HUGE = st.sampled_from([2**31, 2**63, 2**64 + 1, 10**30, -10**30, 1e308, -1e308, float("inf"), float("-inf"),
-                        float("nan"), 1e-320])
-UNICODE = st.text(min_size=0, max_size=12) | st.sampled_from(["", " ", "\x00", "é", "🙂", "\u202e", "日本語", "\ud800",
-                                                            "../../etc/passwd", "__import__('os').system('id')"])
+HUGE = st.sampled_from(
+    [2**31, 2**63, 2**64 + 1, 10**30, -(10**30), 1e308, -1e308, float("inf"), float("-inf"), float("nan"), 1e-320]
+)
+UNICODE = st.text(min_size=0, max_size=12) | st.sampled_from(
+    ["", " ", "\x00", "é", "🙂", "\u202e", "日本語", "\ud800", "../../etc/passwd", "__import__('os').system('id')"]
+)
 SCALAR = st.none() | st.booleans() | st.integers() | HUGE | st.floats() | UNICODE
-GARBAGE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(UNICODE, inner, max_size=4),
-                       max_leaves=10)
-STEP_NAMES = st.sampled_from(["HorizontalFlip", "PadRandomCrop", "RandAugment", "Affine", "CoarseDropout", "Normalize",
-                              "Lambda", "Compose", "__class__", "_private", "NoSuchTransform"]) | UNICODE
+GARBAGE = st.recursive(
+    SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(UNICODE, inner, max_size=4), max_leaves=10
+)
+STEP_NAMES = (
+    st.sampled_from(
+        [
+            "HorizontalFlip",
+            "PadRandomCrop",
+            "RandAugment",
+            "Affine",
+            "CoarseDropout",
+            "Normalize",
+            "Lambda",
+            "Compose",
+            "__class__",
+            "_private",
+            "NoSuchTransform",
+        ]
+    )
+    | UNICODE
+)
 
 
 def _set(cfg: dict, dotted: str, value) -> None:
@@ -88,16 +121,42 @@ def malformed_configs(draw):
             where = draw(st.sampled_from(["", *SECTIONS]))
             _set(cfg, f"{where}.{draw(UNICODE)}" if where else draw(UNICODE) or "x", draw(GARBAGE))
         elif kind == "augment":
-            steps = draw(st.lists(st.fixed_dictionaries(
-                {"name": STEP_NAMES}, optional={"p": SCALAR, "params": st.dictionaries(UNICODE, GARBAGE, max_size=3) | GARBAGE,
-                                                draw(UNICODE) or "extra": GARBAGE}), max_size=3))
+            steps = draw(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {"name": STEP_NAMES},
+                        optional={
+                            "p": SCALAR,
+                            "params": st.dictionaries(UNICODE, GARBAGE, max_size=3) | GARBAGE,
+                            draw(UNICODE) or "extra": GARBAGE,
+                        },
+                    ),
+                    max_size=3,
+                )
+            )
             _set(cfg, "augment.train", steps)
         else:
-            _set(cfg, *draw(st.sampled_from([
-                ("schedule.milestones", [1, 5]), ("schedule.warmup_epochs", 2), ("train.batch_size", 100000),
-                ("optim.nesterov", True), ("model.pretrained", True), ("data.fold", 7), ("optim.switch_to_sgd_epoch", 2),
-                ("loss.focal_alpha", [0.5] * 3), ("train.init_from_run", 999), ("data.dataset", "imagefolder:/nonexistent"),
-                ("model.name", "resnet999"), ("train.amp", "bf16")])))
+            _set(
+                cfg,
+                *draw(
+                    st.sampled_from(
+                        [
+                            ("schedule.milestones", [1, 5]),
+                            ("schedule.warmup_epochs", 2),
+                            ("train.batch_size", 100000),
+                            ("optim.nesterov", True),
+                            ("model.pretrained", True),
+                            ("data.fold", 7),
+                            ("optim.switch_to_sgd_epoch", 2),
+                            ("loss.focal_alpha", [0.5] * 3),
+                            ("train.init_from_run", 999),
+                            ("data.dataset", "imagefolder:/nonexistent"),
+                            ("model.name", "resnet999"),
+                            ("train.amp", "bf16"),
+                        ]
+                    )
+                ),
+            )
             if draw(st.booleans()):
                 _set(cfg, "train.device", "cpu")
     return cfg
@@ -142,14 +201,22 @@ def test_parse_config_answers_with_config_error_or_a_config(raw):
         assert parse_config(cfg.model_dump(mode="json")) == cfg  # round-trips through the DB's JSON
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @example(text="' ':")  # an extra key that is a space once printed " : Extra inputs..."
-@given(text=st.text(max_size=200) | GARBAGE.map(lambda g: yaml.safe_dump(g, allow_unicode=True))
-       | malformed_configs().map(lambda c: yaml.safe_dump(c, allow_unicode=True)))
+@given(
+    text=st.text(max_size=200)
+    | GARBAGE.map(lambda g: yaml.safe_dump(g, allow_unicode=True))
+    | malformed_configs().map(lambda c: yaml.safe_dump(c, allow_unicode=True))
+)
 def test_cli_validate_and_train_exit_2_with_messages_on_any_file(url, tmp_path_factory, text):
     """The CLI's own main(), in process (test_cli.py runs the real `python -m engine` on a few)."""
-    from engine.cli import main
+    from control.cli import main
 
     path = tmp_path_factory.mktemp("cfg") / "bad.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -173,10 +240,12 @@ def test_cli_validate_and_train_exit_2_with_messages_on_any_file(url, tmp_path_f
 def test_fuzz_tally(url):
     """The figures for the issue's closing note (run after the fuzz tests in this module)."""
     if TALLY["tried"]:
-        print(f"\nconfig fuzz: launch_run {TALLY['tried']} tried, {TALLY['refused_cleanly']} refused cleanly, "
-              f"{TALLY['accepted']} valid and queued; parse_config {TALLY['parse_tried']} tried, "
-              f"{TALLY['parse_refused']} refused; CLI files {TALLY['cli_tried']} tried, {TALLY['cli_refused']} refused "
-              f"(exit 2, no run row), {TALLY['cli_valid']} valid; 0 tracebacks")
+        print(
+            f"\nconfig fuzz: launch_run {TALLY['tried']} tried, {TALLY['refused_cleanly']} refused cleanly, "
+            f"{TALLY['accepted']} valid and queued; parse_config {TALLY['parse_tried']} tried, "
+            f"{TALLY['parse_refused']} refused; CLI files {TALLY['cli_tried']} tried, {TALLY['cli_refused']} refused "
+            f"(exit 2, no run row), {TALLY['cli_valid']} valid; 0 tracebacks"
+        )
         assert TALLY["refused_cleanly"] + TALLY["accepted"] == TALLY["tried"]
         assert TALLY["refused_cleanly"] > TALLY["tried"] // 2
 
@@ -216,7 +285,9 @@ def test_every_number_has_a_range_and_every_string_and_list_a_maximum_length():
             continue
         kinds = {getattr(t, "__origin__", t) for t in types} - {type(None)}
         if kinds & {int, float}:
-            if not (any(isinstance(m, (at.Ge, at.Gt)) for m in meta) and any(isinstance(m, (at.Le, at.Lt)) for m in meta)):
+            if not (
+                any(isinstance(m, (at.Ge, at.Gt)) for m in meta) and any(isinstance(m, (at.Le, at.Lt)) for m in meta)
+            ):
                 unbounded.append(path)
         elif kinds & {str, list}:
             if not any(isinstance(m, at.MaxLen) for m in meta):
@@ -224,28 +295,34 @@ def test_every_number_has_a_range_and_every_string_and_list_a_maximum_length():
     assert unbounded == [], f"fields without a range / maximum length: {unbounded}"
 
 
-@pytest.mark.parametrize("field, value, where", [
-    ("train.init_from_run", 2**63, "train.init_from_run"),
-    ("data.max_train_samples", 10**30, "data.max_train_samples"),
-    ("schedule.step_size", 10**30, "schedule.step_size"),
-    ("regularize.early_stopping.min_delta", float("inf"), "regularize.early_stopping.min_delta"),
-    ("model.weights_path", "x" * 10000, "model.weights_path"),
-    ("eval.tta", ["none"] * 1000, "eval.tta"),
-])
+@pytest.mark.parametrize(
+    "field, value, where",
+    [
+        ("train.init_from_run", 2**63, "train.init_from_run"),
+        ("data.max_train_samples", 10**30, "data.max_train_samples"),
+        ("schedule.step_size", 10**30, "schedule.step_size"),
+        ("regularize.early_stopping.min_delta", float("inf"), "regularize.early_stopping.min_delta"),
+        ("model.weights_path", "x" * 10000, "model.weights_path"),
+        ("eval.tta", ["none"] * 1000, "eval.tta"),
+    ],
+)
 def test_unbounded_fields_have_ranges(url, field, value, where):
     with pytest.raises(LaunchRefused) as exc:
         launch_run(url, tiny_config(**{field: value}), start=False)
     assert where in {f for f, _ in exc.value.errors}
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ("imagefolder:/nonexistent/folder", "image folder not found"),
-    ("npz:/nonexistent.npz", ".npz file not found"),
-    ("csv:/", "CSV file not found"),
-    ("imagefolder:\x00/etc", "image folder not found"),
-    ("hdf5:" + __file__, "file signature not found"),  # a file of the wrong kind
-    ("no_such_dataset", "no dataset named 'no_such_dataset' is registered"),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("imagefolder:/nonexistent/folder", "image folder not found"),
+        ("npz:/nonexistent.npz", ".npz file not found"),
+        ("csv:/", "CSV file not found"),
+        ("imagefolder:\x00/etc", "image folder not found"),
+        ("hdf5:" + __file__, "file signature not found"),  # a file of the wrong kind
+        ("no_such_dataset", "no dataset named 'no_such_dataset' is registered"),
+    ],
+)
 def test_dataset_paths_are_checked_before_use(url, dataset, message):
     with pytest.raises(LaunchRefused) as exc:
         launch_run(url, tiny_config(**{"data.dataset": dataset}), start=False)
@@ -256,18 +333,23 @@ def test_dataset_paths_are_checked_before_use(url, dataset, message):
 def test_config_strings_are_never_evaluated_as_code(url, tmp_path):
     marker = tmp_path / "pwned"
     payload = f"__import__('os').system('touch {marker}')"
-    attempts = [{"name": payload}, {"data.dataset": payload}, {"model.name": payload},
-                {"augment.train": [{"name": payload}]},
-                {"augment.train": [{"name": "HorizontalFlip", "params": {"p2": payload}}]},
-                {"augment.train": [{"name": "Lambda", "params": {"image": payload}}]},
-                {"model.weights_path": payload, "model.pretrained": True, "model.source": "timm"}]
+    attempts = [
+        {"name": payload},
+        {"data.dataset": payload},
+        {"model.name": payload},
+        {"augment.train": [{"name": payload}]},
+        {"augment.train": [{"name": "HorizontalFlip", "params": {"p2": payload}}]},
+        {"augment.train": [{"name": "Lambda", "params": {"image": payload}}]},
+        {"model.weights_path": payload, "model.pretrained": True, "model.source": "timm"},
+    ]
     for overrides in attempts:
         try:
             launch_run(url, tiny_config(**overrides), start=False)
         except LaunchRefused:
             pass
     (tmp_path / "evil.yaml").write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
-    from engine.cli import main
+    from control.cli import main
+
     with redirect_stderr(io.StringIO()) as err:
         assert main(["validate", str(tmp_path / "evil.yaml"), "--db", url]) == 2
     assert err.getvalue().startswith("config: cannot parse")
@@ -276,8 +358,10 @@ def test_config_strings_are_never_evaluated_as_code(url, tmp_path):
 
 def test_no_code_evaluation_or_unsafe_loading_in_the_source():
     """A guard on the code itself: the usual ways a string or a file becomes code."""
-    unsafe = re.compile(r"(?<![.\w])(eval|exec)\(|yaml\.load\(|yaml\.unsafe_load|pickle\.loads?\(|weights_only\s*=\s*False"
-                        r"|shell\s*=\s*True|allow_pickle\s*=\s*True|os\.system\(")
+    unsafe = re.compile(
+        r"(?<![.\w])(eval|exec)\(|yaml\.load\(|yaml\.unsafe_load|pickle\.loads?\(|weights_only\s*=\s*False"
+        r"|shell\s*=\s*True|allow_pickle\s*=\s*True|os\.system\("
+    )
     hits = []
     for folder in ("engine", "db", "dashboard"):
         for path in sorted((ROOT / folder).rglob("*.py")):

@@ -1,4 +1,5 @@
 """DB round trip on a real SQLite file, through the same functions the engine and dashboard use."""
+
 import sqlite3
 
 from sqlalchemy import inspect
@@ -15,7 +16,16 @@ def test_schema_is_migrated_and_sqlite_is_in_wal_mode(db_url):
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] is not None
     tables = set(inspect(get_engine(db_url)).get_table_names())
-    assert {"runs", "metrics", "latest_metrics", "confusion_matrices", "checkpoints", "evaluations", "tta_results", "datasets"} <= tables
+    assert {
+        "runs",
+        "metrics",
+        "latest_metrics",
+        "confusion_matrices",
+        "checkpoints",
+        "evaluations",
+        "tta_results",
+        "datasets",
+    } <= tables
     assert {d["name"] for d in queries.list_datasets(db_url)} >= {"digits"}
 
 
@@ -24,8 +34,13 @@ def test_run_metrics_confusion_checkpoint_round_trip(db_url):
     run_id = store.create_run(db_url, cfg)
     store.mark_started(db_url, run_id, pid=123, device="cpu")
     for epoch, (acc, loss) in enumerate([(0.5, 1.2), (0.8, 0.6), (0.7, 0.7)], start=1):
-        store.add_epoch(db_url, run_id, epoch, {("val", "acc"): acc, ("val", "loss"): loss, ("train", "lr"): 0.1},
-                        {"val": [[epoch, 1], [0, 2]]})
+        store.add_epoch(
+            db_url,
+            run_id,
+            epoch,
+            {("val", "acc"): acc, ("val", "loss"): loss, ("train", "lr"): 0.1},
+            {"val": [[epoch, 1], [0, 2]]},
+        )
     store.add_checkpoint(db_url, run_id, 2, "best", "/x/best.pt", "val_acc", 0.8)
     store.mark_ended(db_url, run_id, COMPLETED)
 

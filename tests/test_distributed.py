@@ -1,11 +1,12 @@
 """DistributedDataParallel under torchrun, on CPU with the gloo backend and 2 processes: the same
 config gives the same metrics as one process (within tolerance: each rank normalises its half of
 the batch with its own BatchNorm statistics), and only rank 0 writes, so there is one set of rows."""
+
 import time
 
+from control.launcher import launch_run
 from db import queries
 from db.models import COMPLETED
-from engine.launcher import launch_run
 from tests.conftest import tiny_config
 
 

@@ -4,6 +4,7 @@ Builds a run with the form, launches it, watches its curves appear live on the r
 second one, selects both in the Runs table and opens Compare. Screenshots go to artifacts/e2e_*.png.
 Runs against its own SQLite file and runs folder; every engine process it starts is a real one.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 150_000  # generous: a loaded 2-core CI machine trains slowly; nothing here measures time
 
 pytestmark = pytest.mark.browser
@@ -40,7 +47,9 @@ def chromium() -> str:
     # installs Chromium (and an emoji font for readable screenshots) when missing; instant otherwise
     subprocess.run(["bash", str(ROOT / "scripts" / "install_system_deps.sh")], check=False)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("Chromium is not installed and cannot be installed here (scripts/install_system_deps.sh needs root)")
+        pytest.skip(
+            "Chromium is not installed and cannot be installed here (scripts/install_system_deps.sh needs root)"
+        )
     return CHROMIUM
 
 
@@ -53,10 +62,30 @@ def dashboard(tmp_path):
     env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp_path / "runs"), LAB_MAX_CONCURRENT="2", PYTHONUNBUFFERED="1")
     port = _free_port()
     log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard/app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -71,8 +100,8 @@ def dashboard(tmp_path):
     try:
         yield base, url
     finally:
+        from control.launcher import stop_run
         from db import store
-        from engine.launcher import stop_run
 
         for run_id in store.active_run_ids(url):
             stop_run(url, run_id)
@@ -158,7 +187,7 @@ def _click_a_confusion_cell(page, url: str, run_id: int):
     expect(panel.get_by_text(f"{min(count, 48)} image(s) shown")).to_be_visible(timeout=TIMEOUT_MS)
     gallery = panel.get_by_test_id("stImage")
     expect(gallery.first).to_be_visible()
-    captions = panel.get_by_test_id("stImageCaption").all_inner_texts()[:min(count, 48)]
+    captions = panel.get_by_test_id("stImageCaption").all_inner_texts()[: min(count, 48)]
     assert captions and all(f"true {true_c} → {pred_c}" in c for c in captions), captions[:3]
     _no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "e2e_6_gallery.png"), full_page=True)

@@ -1,14 +1,15 @@
 """The real engine trains a real model on the real digits; every epoch lands in the DB."""
+
 import subprocess
 import sys
 from pathlib import Path
 
+from control.preflight import resolve_dataset
 from db import queries, store
 from db.models import COMPLETED
 from db.sink import DBSink
 from engine.config import parse_config
-from engine.preflight import resolve_dataset
-from engine.train import train
+from engine.training.loop import train
 from tests.conftest import ROOT, tiny_config
 
 
@@ -22,8 +23,15 @@ def test_small_cnn_reaches_90_percent_on_digits_and_every_epoch_is_stored(db_url
     run = queries.get_run(db_url, run_id)
     assert run["status"] == COMPLETED and run["epochs_done"] == 4
     hist = queries.metric_history(db_url, [run_id])
-    for split, name in [("train", "loss"), ("train", "acc"), ("val", "loss"), ("val", "acc"), ("train", "lr"),
-                        ("train", "epoch_seconds"), ("train", "images_per_sec")]:
+    for split, name in [
+        ("train", "loss"),
+        ("train", "acc"),
+        ("val", "loss"),
+        ("val", "acc"),
+        ("train", "lr"),
+        ("train", "epoch_seconds"),
+        ("train", "images_per_sec"),
+    ]:
         epochs = hist[(hist.split == split) & (hist.name == name)]["epoch"].tolist()
         assert epochs == [1, 2, 3, 4], (split, name)
     assert sorted(queries.confusion_matrices(db_url, run_id)) == [1, 2, 3, 4]
@@ -40,8 +48,13 @@ def test_cli_trains_from_a_yaml_file_without_the_dashboard(db_url, tmp_path):
     cfg = parse_config(tiny_config(**{"train.epochs": 2}))
     path = tmp_path / "run.yaml"
     path.write_text(cfg.to_yaml())
-    proc = subprocess.run([sys.executable, "-m", "engine", "train", str(path), "--db", db_url],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "train", str(path), "--db", db_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     run_id = int(proc.stdout.split()[1])
     run = queries.get_run(db_url, run_id)
@@ -52,8 +65,13 @@ def test_cli_trains_from_a_yaml_file_without_the_dashboard(db_url, tmp_path):
 def test_cli_refuses_an_invalid_config_with_exit_code_2(db_url, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train: {epochs: 0, batch_size: 64}\noptim: {lr: -3}\n")
-    proc = subprocess.run([sys.executable, "-m", "engine", "train", str(path), "--db", db_url],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "train", str(path), "--db", db_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "train.epochs" in proc.stderr and "optim.lr" in proc.stderr
     assert queries.list_runs(db_url).empty
@@ -79,7 +97,7 @@ def test_digits_cache_gives_exactly_the_scikit_learn_images(tmp_path, monkeypatc
 def test_channel_stats_are_exact_and_cached_per_training_split(tmp_path, monkeypatch):
     import numpy as np
 
-    from engine.data import _stats_cache_path, channel_stats
+    from engine.data.stats import _stats_cache_path, channel_stats
 
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
     from engine.data import BUILTIN_SPECS, load_arrays

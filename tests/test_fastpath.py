@@ -1,5 +1,6 @@
 """The fast data path in the real training loop: which path runs and why (log and DB), what its batches
 are, and that it trains as well as the albumentations CPU path on real data."""
+
 from __future__ import annotations
 
 import io
@@ -8,19 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+from control.preflight import resolve_dataset
 from db import queries, store
 from db.models import COMPLETED
 from db.sink import DBSink
-from engine import fastpath
 from engine.config import parse_config
 from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, DatasetSpec, load_arrays, make_splits
-from engine.preflight import resolve_dataset
 from engine.sinks import ConsoleSink, EventSink, MultiSink
-from engine.train import train
+from engine.training import fastpath
+from engine.training.loop import train
 from tests.conftest import tiny_config
 
-FLIP_AND_AFFINE = [{"name": "HorizontalFlip", "p": 0.5, "params": {}},
-                   {"name": "Affine", "p": 0.5, "params": {"translate_percent": [-0.1, 0.1], "rotate": [-10, 10]}}]
+FLIP_AND_AFFINE = [
+    {"name": "HorizontalFlip", "p": 0.5, "params": {}},
+    {"name": "Affine", "p": 0.5, "params": {"translate_percent": [-0.1, 0.1], "rotate": [-10, 10]}},
+]
 
 
 class Recorder(EventSink):
@@ -44,25 +47,47 @@ def test_the_fast_path_runs_and_the_db_row_and_the_log_say_so(db_url, tmp_path):
     cfg = parse_config(tiny_config(**{"train.epochs": 1, "augment.train": FLIP_AND_AFFINE}))
     run_id = store.create_run(db_url, cfg.model_dump(mode="json"))
     log = io.StringIO()
-    result = train(cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log)))
+    result = train(
+        cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log))
+    )
     assert result.status == COMPLETED
     data_path = queries.get_run(db_url, run_id)["data_path"]
-    assert data_path.startswith("fast: CPU-resident uint8 tensors (1295 images") and "batched: HorizontalFlip, Affine" in data_path
+    assert (
+        data_path.startswith("fast: CPU-resident uint8 tensors (1295 images")
+        and "batched: HorizontalFlip, Affine" in data_path
+    )
     assert f"data path: {data_path}" in log.getvalue()
 
 
-@pytest.mark.parametrize("augment,reason", [
-    ({"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandAugment", "p": 1.0, "params": {"num_ops": 2}}]},
-     "cpu: no batched version of RandAugment"),
-    ({"train": [{"name": "Affine", "p": 0.5, "params": {"rotate": [-10, 10], "border_mode": 3}}]},
-     "cpu: Affine: border_mode=3 (wrap) has no batched version"),
-    ({"train": FLIP_AND_AFFINE, "fast_path": "off"}, "cpu: fast path turned off in the config (augment.fast_path: off)"),
-])
+@pytest.mark.parametrize(
+    "augment,reason",
+    [
+        (
+            {
+                "train": [
+                    {"name": "HorizontalFlip", "p": 0.5},
+                    {"name": "RandAugment", "p": 1.0, "params": {"num_ops": 2}},
+                ]
+            },
+            "cpu: no batched version of RandAugment",
+        ),
+        (
+            {"train": [{"name": "Affine", "p": 0.5, "params": {"rotate": [-10, 10], "border_mode": 3}}]},
+            "cpu: Affine: border_mode=3 (wrap) has no batched version",
+        ),
+        (
+            {"train": FLIP_AND_AFFINE, "fast_path": "off"},
+            "cpu: fast path turned off in the config (augment.fast_path: off)",
+        ),
+    ],
+)
 def test_a_step_without_a_batched_version_falls_back_to_the_cpu_path_and_says_why(db_url, tmp_path, augment, reason):
     cfg = parse_config(tiny_config(**{"train.epochs": 1, "augment": augment}))
     run_id = store.create_run(db_url, cfg.model_dump(mode="json"))
     log = io.StringIO()
-    result = train(cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log)))
+    result = train(
+        cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log))
+    )
     assert result.status == COMPLETED
     assert queries.get_run(db_url, run_id)["data_path"] == reason
     assert f"data path: {reason}" in log.getvalue()
@@ -94,7 +119,9 @@ def test_batches_have_static_shapes_true_labels_and_a_new_permutation_each_epoch
             seen.append(xb.numpy().reshape(bs, -1))
         epochs.append(np.concatenate(seen))
         assert len(epochs[-1]) == n - n % bs  # the remainder is dropped: static shapes
-        assert len({row.tobytes() for row in epochs[-1]}) >= 0.99 * len(epochs[-1])  # each image once (a few digits repeat)
+        assert len({row.tobytes() for row in epochs[-1]}) >= 0.99 * len(
+            epochs[-1]
+        )  # each image once (a few digits repeat)
     assert not np.array_equal(epochs[0], epochs[1])
     again = np.concatenate([xb.numpy().reshape(bs, -1) for xb, _ in plan.batches(1, seed=1)])
     assert np.array_equal(again, epochs[0])  # same (seed, epoch), same epoch: resume repeats it exactly
@@ -113,7 +140,10 @@ def test_augmented_batches_are_the_batched_ops_applied_to_the_right_images():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_on_cuda_an_epoch_of_batches_is_queued_without_a_host_sync():
     cfg, splits = digits_splits()
-    steps = FLIP_AND_AFFINE + [{"name": "CoarseDropout", "p": 0.5, "params": {}}, {"name": "RandomBrightnessContrast", "p": 0.5}]
+    steps = FLIP_AND_AFFINE + [
+        {"name": "CoarseDropout", "p": 0.5, "params": {}},
+        {"name": "RandomBrightnessContrast", "p": 0.5},
+    ]
     cfg = parse_config({**cfg.model_dump(mode="json"), "augment": {"train": steps}})
     plan = fastpath.plan(cfg, splits, torch.device("cuda"))
     plan.load()
@@ -152,7 +182,9 @@ def _accuracy(cfg_dict, spec, tmp_path, fast_path):
 def fashion_subset(tmp_path_factory) -> DatasetSpec:
     """Real Fashion-MNIST, 3,000 training and 1,000 test images, as an .npz (small enough for a CPU test)."""
     if not FASHION_MNIST_DIR.is_dir():
-        pytest.skip(f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist; CI has it)")
+        pytest.skip(
+            f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist; CI has it)"
+        )
     fm = load_arrays(BUILTIN_SPECS["fashion_mnist"])
     pick = np.random.default_rng(0).choice(len(fm.train_y), 3000, replace=False)
     path = tmp_path_factory.mktemp("fashion") / "subset.npz"
@@ -161,9 +193,15 @@ def fashion_subset(tmp_path_factory) -> DatasetSpec:
 
 
 def test_fast_and_cpu_paths_reach_the_same_accuracy_on_fashion_mnist(fashion_subset, tmp_path):
-    cfg = {"data": {"dataset": "fashion_subset"}, "model": {"name": "small_cnn", "widths": [16]},
-           "optim": {"name": "adamw", "lr": 0.003}, "schedule": {"name": "cosine"}, "augment": {"train": FLIP_AND_AFFINE},
-           "train": {"epochs": 3, "batch_size": 64, "seed": 1}, "eval": {"tta": ["none"]}}
+    cfg = {
+        "data": {"dataset": "fashion_subset"},
+        "model": {"name": "small_cnn", "widths": [16]},
+        "optim": {"name": "adamw", "lr": 0.003},
+        "schedule": {"name": "cosine"},
+        "augment": {"train": FLIP_AND_AFFINE},
+        "train": {"epochs": 3, "batch_size": 64, "seed": 1},
+        "eval": {"tta": ["none"]},
+    }
     fast = _accuracy(cfg, fashion_subset, tmp_path, "auto")
     cpu = _accuracy(cfg, fashion_subset, tmp_path, "off")
     # measured over seeds 1-3: 0.72-0.75 on both paths, |fast - cpu| <= 0.014; mislabelled or mis-normalised
@@ -173,10 +211,16 @@ def test_fast_and_cpu_paths_reach_the_same_accuracy_on_fashion_mnist(fashion_sub
 
 
 def test_fast_and_cpu_paths_reach_the_same_accuracy_on_digits_with_mixup_and_cutmix(tmp_path):
-    cfg = tiny_config(**{"train.epochs": 5, "augment.train": [
-        {"name": "Affine", "p": 0.5, "params": {"rotate": [-10, 10], "scale": [0.9, 1.1]}},
-        {"name": "RandomBrightnessContrast", "p": 0.5, "params": {}}],
-        "augment.mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 0.5}})
+    cfg = tiny_config(
+        **{
+            "train.epochs": 5,
+            "augment.train": [
+                {"name": "Affine", "p": 0.5, "params": {"rotate": [-10, 10], "scale": [0.9, 1.1]}},
+                {"name": "RandomBrightnessContrast", "p": 0.5, "params": {}},
+            ],
+            "augment.mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 0.5},
+        }
+    )
     fast = _accuracy(cfg, BUILTIN_SPECS["digits"], tmp_path, "auto")
     cpu = _accuracy(cfg, BUILTIN_SPECS["digits"], tmp_path, "off")
     assert fast > 0.9 and cpu > 0.9, (fast, cpu)

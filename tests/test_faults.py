@@ -1,6 +1,7 @@
 """Fault injection with real engine processes and a real SQLite file: kill -9, four engines and a
 busy dashboard on one file, a truncated newest checkpoint, NaN loss, a crash, a dataset that
 disappears, an unreadable image, a malicious checkpoint. Nothing finished may be lost."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,21 @@ import numpy as np
 import pytest
 import torch
 
+from control.launcher import LaunchRefused, launch_run, pid_alive, refresh_lost, resume_run, start_queued
 from db import queries, store
 from db.models import COMPLETED, FAILED, LOST
-from engine import checkpoint as ckpt
-from engine.launcher import LaunchRefused, launch_run, pid_alive, refresh_lost, resume_run, start_queued
+from engine.training import checkpoint as ckpt
 from tests.conftest import tiny_config
-from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, quick_config, run, wait_final,
-                                     wait_for)
+from tests.lifecycle_support import (
+    kill_engines,
+    log_text,
+    metric_rows,
+    python_proc,
+    quick_config,
+    run,
+    wait_final,
+    wait_for,
+)
 
 METRICS_PER_EPOCH = 8  # train loss, acc, lr, epoch_seconds, images_per_sec, data_wait; val loss, acc
 
@@ -32,7 +41,9 @@ def _no_leftover_engines(db_url):
 def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_completes(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "8")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))
-    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
+    run_id = launch_run(
+        db_url, quick_config(db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]})
+    )
     wait_for(lambda: run(db_url, run_id)["epochs_done"] >= 2, what="two finished epochs")
     pid = run(db_url, run_id)["pid"]
     before = metric_rows(db_url, run_id, with_timing=True)
@@ -63,14 +74,16 @@ def test_four_engines_and_a_busy_dashboard_on_one_sqlite_file_lose_no_row(db_url
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "4")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.05}))
     epochs = 6
-    cfg = quick_config(db_url, **{"train.epochs": epochs, "train.max_steps_per_epoch": 3, "train.keep_last": 2,
-                         "eval.tta": ["none", "hflip"]})
+    cfg = quick_config(
+        db_url,
+        **{"train.epochs": epochs, "train.max_steps_per_epoch": 3, "train.keep_last": 2, "eval.tta": ["none", "hflip"]},
+    )
     # The dashboard: reads every view in a loop and writes too (refresh_lost, tags), until told to stop.
     stop_file = tmp_path / "stop-reading"
     code = f"""
 import json, pathlib, time
 from db import queries, store
-from engine.launcher import refresh_lost
+from control.launcher import refresh_lost
 url, stop = {db_url!r}, pathlib.Path({str(stop_file)!r})
 reads = writes = errors = 0
 while not stop.exists():
@@ -104,13 +117,18 @@ print(json.dumps({{"reads": reads, "writes": writes, "errors": errors}}), flush=
 
     expected = 4 * epochs * METRICS_PER_EPOCH
     found = len(queries.metric_history(db_url, ids))
-    print(f"\n4 engines + dashboard: metric rows expected {expected}, found {found}; "
-          f"dashboard reads {report['reads']}, writes {report['writes']}, errors {report['errors']}")
+    print(
+        f"\n4 engines + dashboard: metric rows expected {expected}, found {found}; "
+        f"dashboard reads {report['reads']}, writes {report['writes']}, errors {report['errors']}"
+    )
     assert found == expected
     for i in ids:
         assert sorted(queries.confusion_matrices(db_url, i, "val")) == list(range(1, epochs + 1))
         assert run(db_url, i)["epochs_done"] == epochs and run(db_url, i)["tags"] == ["watched"]
-        assert {(e["split"], e["checkpoint"]) for e in queries.evaluations(db_url, i)} == {("test", "best"), ("val", "best")}
+        assert {(e["split"], e["checkpoint"]) for e in queries.evaluations(db_url, i)} == {
+            ("test", "best"),
+            ("val", "best"),
+        }
         assert sorted(queries.tta_results(db_url, [i])["variant"]) == ["hflip", "none"]
         kinds = [c["kind"] for c in queries.checkpoints(db_url, i)]
         assert kinds.count("last") == 1 and kinds.count("best") == 1 and kinds.count("epoch") == 2
@@ -118,9 +136,13 @@ print(json.dumps({{"reads": reads, "writes": writes, "errors": errors}}), flush=
 
 def _fail_after_epoch_3(db_url, monkeypatch) -> int:
     monkeypatch.setenv("LAB_FAULT", json.dumps({"crash_after_epoch": 3}))
-    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 4, "eval.tta": ["none"],
-                                               "train.keep_last": 5}))
-    row = wait_final(db_url, run_id)
+    run_id = launch_run(
+        db_url,
+        quick_config(
+            db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 4, "eval.tta": ["none"], "train.keep_last": 5}
+        ),
+    )
+    wait_final(db_url, run_id)
     monkeypatch.delenv("LAB_FAULT")
     return run_id
 
@@ -154,7 +176,9 @@ def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back
 def test_nan_loss_fails_at_once_with_that_reason(db_url, monkeypatch):
     steps = 4
     monkeypatch.setenv("LAB_FAULT", json.dumps({"nan_at_step": 2 * steps + 1}))  # epoch 3, its 2nd step (0-based 9th)
-    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 5, "train.max_steps_per_epoch": steps, "eval.tta": ["none"]}))
+    run_id = launch_run(
+        db_url, quick_config(db_url, **{"train.epochs": 5, "train.max_steps_per_epoch": steps, "eval.tta": ["none"]})
+    )
     row = wait_final(db_url, run_id)
     assert row["status"] == FAILED
     assert row["error"].startswith("loss became nan at epoch 3, step 2")
@@ -233,7 +257,7 @@ def test_checkpoints_are_atomic_load_weights_only_and_skip_malicious_or_truncate
     assert messages == ["checkpoint last.pt is unreadable (UnpicklingError); trying the previous one"]
 
     # A save that fails half-way leaves the previous file intact and no temporary file behind.
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  (whatever pickle raises for a lambda)
         ckpt.save_atomic({"epoch": 3, "model": lambda: None}, ckpt.epoch_path(run_dir, 2))
     assert ckpt.load(ckpt.epoch_path(run_dir, 2))["epoch"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]

@@ -1,15 +1,16 @@
 """The builder's pure logic: config <-> widget values, the augmentation list editor, errors by field.
 
-Errors come from the real validators (pydantic schema, engine.preflight on the real digits data);
+Errors come from the real validators (pydantic schema, control.preflight on the real digits data);
 the run filters run on db.queries.list_runs over a real SQLite file."""
+
 from __future__ import annotations
 
 import pytest
 
+from control.preflight import validate_all
 from dashboard import forms
 from engine.augment import BUILDER_DEFAULTS
 from engine.config import ExperimentConfig, parse_config
-from engine.preflight import validate_all
 
 K = forms.KEY_PREFIX
 
@@ -29,27 +30,85 @@ def rich_config() -> dict:
     """Non-default values in every section, including None, lists, tuples and augmentation steps."""
     return {
         "name": "rich",
-        "data": {"dataset": "digits", "val_fraction": 0.15, "stratified": False, "split_seed": 3, "image_size": 16,
-                 "channels": 3, "normalize": "imagenet", "kfold": 5, "fold": 2, "max_train_samples": 500},
-        "model": {"source": "custom", "name": "resnet", "small_stem": True, "widths": [16, 32], "depths": [1, 2],
-                  "se": True, "drop_path": 0.1, "dropout": 0.2, "head": {"kind": "mlp", "hidden": [64, 32], "dropout": 0.1},
-                  "freeze": {"epochs": 1, "unfreeze_last": 4}, "backbone_lr_mult": 0.5},
-        "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5, "params": {}},
-                              {"name": "Rotate", "p": 0.3, "params": {"limit": 10}}],
-                    "mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 0.8, "switch_prob": 0.4, "stop_epoch": 8},
-                    "fast_path": "off"},
-        "optim": {"name": "adam", "lr": 0.0005, "weight_decay": 0.0001, "betas": [0.85, 0.99], "eps": 1e-7,
-                  "switch_to_sgd_epoch": 6, "sgd_lr": 0.01, "grad_clip": 2.5, "accumulate": 2},
-        "schedule": {"name": "multistep", "warmup_epochs": 2, "warmup_start_factor": 0.2, "milestones": [5, 8],
-                     "gamma": 0.5},
-        "loss": {"name": "focal", "label_smoothing": 0.1, "smoothing_end": 0.0, "focal_gamma": 1.5,
-                 "focal_alpha": [0.5] * 10},
-        "regularize": {"ema": {"enabled": True, "decay": 0.99, "evaluate_ema": False},
-                       "early_stopping": {"enabled": True, "metric": "val_loss", "patience": 3, "min_delta": 0.001}},
-        "train": {"epochs": 10, "batch_size": 32, "seed": 7, "deterministic": True, "device": "cpu", "num_workers": 1,
-                  "checkpoint_every": 2, "keep_last": 1, "max_steps_per_epoch": 5},
-        "eval": {"best_metric": "val_loss", "tta": ["none", "hflip", "random_mean"], "tta_passes": 3,
-                 "test_checkpoint": "last"},
+        "data": {
+            "dataset": "digits",
+            "val_fraction": 0.15,
+            "stratified": False,
+            "split_seed": 3,
+            "image_size": 16,
+            "channels": 3,
+            "normalize": "imagenet",
+            "kfold": 5,
+            "fold": 2,
+            "max_train_samples": 500,
+        },
+        "model": {
+            "source": "custom",
+            "name": "resnet",
+            "small_stem": True,
+            "widths": [16, 32],
+            "depths": [1, 2],
+            "se": True,
+            "drop_path": 0.1,
+            "dropout": 0.2,
+            "head": {"kind": "mlp", "hidden": [64, 32], "dropout": 0.1},
+            "freeze": {"epochs": 1, "unfreeze_last": 4},
+            "backbone_lr_mult": 0.5,
+        },
+        "augment": {
+            "train": [
+                {"name": "HorizontalFlip", "p": 0.5, "params": {}},
+                {"name": "Rotate", "p": 0.3, "params": {"limit": 10}},
+            ],
+            "mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 0.8, "switch_prob": 0.4, "stop_epoch": 8},
+            "fast_path": "off",
+        },
+        "optim": {
+            "name": "adam",
+            "lr": 0.0005,
+            "weight_decay": 0.0001,
+            "betas": [0.85, 0.99],
+            "eps": 1e-7,
+            "switch_to_sgd_epoch": 6,
+            "sgd_lr": 0.01,
+            "grad_clip": 2.5,
+            "accumulate": 2,
+        },
+        "schedule": {
+            "name": "multistep",
+            "warmup_epochs": 2,
+            "warmup_start_factor": 0.2,
+            "milestones": [5, 8],
+            "gamma": 0.5,
+        },
+        "loss": {
+            "name": "focal",
+            "label_smoothing": 0.1,
+            "smoothing_end": 0.0,
+            "focal_gamma": 1.5,
+            "focal_alpha": [0.5] * 10,
+        },
+        "regularize": {
+            "ema": {"enabled": True, "decay": 0.99, "evaluate_ema": False},
+            "early_stopping": {"enabled": True, "metric": "val_loss", "patience": 3, "min_delta": 0.001},
+        },
+        "train": {
+            "epochs": 10,
+            "batch_size": 32,
+            "seed": 7,
+            "deterministic": True,
+            "device": "cpu",
+            "num_workers": 1,
+            "checkpoint_every": 2,
+            "keep_last": 1,
+            "max_steps_per_epoch": 5,
+        },
+        "eval": {
+            "best_metric": "val_loss",
+            "tta": ["none", "hflip", "random_mean"],
+            "tta_passes": 3,
+            "test_checkpoint": "last",
+        },
     }
 
 
@@ -102,8 +161,10 @@ def test_widget_edits_build_the_expected_config():
     assert config["name"] == "sgd baseline"
     assert config["optim"] | {} == {**forms.default_config()["optim"], "name": "sgd", "lr": 0.05, "nesterov": True}
     assert config["schedule"]["milestones"] == [3, 6]
-    assert config["augment"]["train"] == [{"name": "Rotate", "p": 0.5, "params": {"limit": 20}},
-                                          {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}}]
+    assert config["augment"]["train"] == [
+        {"name": "Rotate", "p": 0.5, "params": {"limit": 20}},
+        {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 4}},
+    ]
     cfg = parse_config(config)  # the engine accepts what the form built
     assert cfg.train.epochs == 8 and cfg.eval.tta == ["none", "hflip"] and cfg.loss.label_smoothing == 0.1
 
@@ -120,7 +181,9 @@ def test_augmentation_steps_keep_their_params_when_reordered_and_removed():
     forms.remove_step(state, 0)
     config, _ = forms.state_to_config(state)
     assert [(s["name"], s["params"]) for s in config["augment"]["train"]] == [
-        ("GaussianBlur", {"blur_limit": [3, 5]}), ("Rotate", {"limit": 15})]
+        ("GaussianBlur", {"blur_limit": [3, 5]}),
+        ("Rotate", {"limit": 15}),
+    ]
 
 
 def test_hidden_fields_keep_their_values():
@@ -149,9 +212,15 @@ def test_text_that_does_not_parse_is_reported_on_its_field():
 
 
 def test_validation_errors_land_on_their_fields():
-    config = forms.merge(forms.default_config(), {
-        "train": {"epochs": 5}, "schedule": {"name": "multistep", "milestones": [3, 9]}, "optim": {"lr": 0.0},
-        "augment": {"train": [{"name": "NoSuchTransform", "p": 0.5, "params": {}}]}})
+    config = forms.merge(
+        forms.default_config(),
+        {
+            "train": {"epochs": 5},
+            "schedule": {"name": "multistep", "milestones": [3, 9]},
+            "optim": {"lr": 0.0},
+            "augment": {"train": [{"name": "NoSuchTransform", "p": 0.5, "params": {}}]},
+        },
+    )
     cfg, errors = validate_all(config, None)
     assert cfg is None and errors
     by_field, rest = forms.split_errors(errors, {"optim.lr", "schedule.milestones", "augment.train.0", "train.epochs"})
@@ -170,15 +239,21 @@ def test_preflight_errors_land_on_their_fields():
     config = forms.merge(forms.default_config(), {"train": {"batch_size": 5000}})
     cfg, errors = validate_all(config, None)  # the real digits data: 1,293 training images
     by_field, rest = forms.split_errors(errors, {"train.batch_size"})
-    assert list(by_field) == ["train.batch_size"] and "larger than the training split" in by_field["train.batch_size"][0]
+    assert (
+        list(by_field) == ["train.batch_size"] and "larger than the training split" in by_field["train.batch_size"][0]
+    )
     assert forms.errors_by_section(errors).keys() == {"train"}
 
 
 def test_error_field_parsing():
     assert forms.error_field("(root)", "model.pretrained: custom models have no pretrained weights") == (
-        "model.pretrained", "custom models have no pretrained weights")
+        "model.pretrained",
+        "custom models have no pretrained weights",
+    )
     assert forms.error_field("(root)", "optim.switch_to_sgd_epoch must be before the last epoch") == (
-        "optim.switch_to_sgd_epoch", "must be before the last epoch")
+        "optim.switch_to_sgd_epoch",
+        "must be before the last epoch",
+    )
     assert forms.error_field("data", "fold must be < kfold (3)") == ("data", "fold must be < kfold (3)")
     assert forms.error_field("(root)", "the config must be a mapping") == ("(root)", "the config must be a mapping")
     assert forms.section_of("(root)") == "general" and forms.section_of("regularize.ema.decay") == "regularize"
@@ -206,8 +281,9 @@ def test_filter_runs_on_a_real_run_list(db_url, tiny):
     from db import queries, store
 
     a = store.create_run(db_url, tiny(), name="alpha", tags=["baseline"], status="completed")
-    b = store.create_run(db_url, tiny(**{"data.dataset": "fashion_mnist"}), name="beta", notes="try focal",
-                         status="failed")
+    b = store.create_run(
+        db_url, tiny(**{"data.dataset": "fashion_mnist"}), name="beta", notes="try focal", status="failed"
+    )
     c = store.create_run(db_url, tiny(), name="gamma", tags=["baseline", "aug"], status="queued")
     df = queries.list_runs(db_url)
     ids = lambda frame: sorted(frame["id"].tolist())  # noqa: E731

@@ -2,9 +2,9 @@
 
 import pytest
 
+from control.launcher import LaunchRefused, launch_run, pid_alive, stop_run
 from db import queries
 from db.models import RUNNING, STOPPED
-from engine.launcher import LaunchRefused, launch_run, pid_alive, stop_run
 from tests.conftest import tiny_config, wait_for
 
 
@@ -23,7 +23,9 @@ def test_launch_starts_a_subprocess_whose_metrics_appear_and_stop_ends_it(db_url
     assert run["status"] == STOPPED and not pid_alive(pid)
     done = run["epochs_done"]
     assert 1 <= done < 50
-    assert queries.metric_history(db_url, [run_id], ["acc"]).query("split == 'val'")["epoch"].tolist() == list(range(1, done + 1))
+    assert queries.metric_history(db_url, [run_id], ["acc"]).query("split == 'val'")["epoch"].tolist() == list(
+        range(1, done + 1)
+    )
 
 
 def test_invalid_config_launches_nothing(db_url):

@@ -1,6 +1,7 @@
 """Run lifecycle with real engine processes and a real SQLite file: the queue (in order, limit held
 under racing launchers, drained without a dashboard), stop -> resume reproducing the uninterrupted
 run, heartbeats (a frozen engine becomes lost, a starting one never does)."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,19 @@ import time
 
 import pytest
 
+from control.launcher import launch_run, pid_alive, refresh_lost, resume_run, stop_run
 from db import queries, store
 from db.models import COMPLETED, LOST, QUEUED, RUNNING, STOPPED
-from engine.launcher import launch_run, pid_alive, refresh_lost, resume_run, stop_run
-from tests.lifecycle_support import (kill_engines, log_text, metric_rows, python_proc, quick_config, run, wait_final,
-                                     wait_for)
+from tests.lifecycle_support import (
+    kill_engines,
+    log_text,
+    metric_rows,
+    python_proc,
+    quick_config,
+    run,
+    wait_final,
+    wait_for,
+)
 
 # Small and quick: a few steps per epoch, final evaluation without TTA passes.
 QUICK = {"train.epochs": 1, "train.max_steps_per_epoch": 2, "eval.tta": ["none"]}
@@ -53,7 +62,7 @@ def test_queue_starts_in_order_within_the_limit_and_drains_after_the_dashboard_i
     # A stand-in dashboard: a separate process that launches three runs, reports their ids, then hangs around.
     code = f"""
 import json, time
-from engine.launcher import launch_run
+from control.launcher import launch_run
 ids = [launch_run({db_url!r}, {{**{quick_config(db_url, **QUICK)!r}, "name": f"q{{i}}"}}) for i in range(3)]
 print(json.dumps(ids), flush=True)
 time.sleep(600)
@@ -80,7 +89,7 @@ time.sleep(600)
         assert len(metric_rows(db_url, i, with_timing=True)) == 8  # one epoch: 6 train + 2 val metrics
     # a dashboard started again sees them all, finished, and nothing lost
     code = f"""
-from engine.launcher import start_queued
+from control.launcher import start_queued
 from db import queries
 start_queued({db_url!r})
 print(",".join(queries.list_runs({db_url!r}).sort_values("id")["status"]))
@@ -99,7 +108,7 @@ def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch, tmp_path):
     go = tmp_path / "go"
     code = f"""
 import json, os, time
-from engine.launcher import start_queued
+from control.launcher import start_queued
 print("ready", flush=True)
 while not os.path.exists({str(go)!r}):
     time.sleep(0.0005)
@@ -126,10 +135,20 @@ time.sleep(600)  # stay alive: only the engines should matter from here on
 def repro_config(url):
     """Every piece of state a resume must restore: AdamW moments, cosine schedule, EMA, dropout,
     random augmentation and label smoothing."""
-    return quick_config(url, **{"train.epochs": 4, "train.max_steps_per_epoch": 6, "train.deterministic": True,
-                          "model.dropout": 0.2, "regularize.ema.enabled": True, "regularize.ema.decay": 0.5,
-                          "loss.label_smoothing": 0.1, "eval.tta": ["none"],
-                          "augment.train": [{"name": "PadRandomCrop", "p": 0.5, "params": {"padding": 1}}]})
+    return quick_config(
+        url,
+        **{
+            "train.epochs": 4,
+            "train.max_steps_per_epoch": 6,
+            "train.deterministic": True,
+            "model.dropout": 0.2,
+            "regularize.ema.enabled": True,
+            "regularize.ema.decay": 0.5,
+            "loss.label_smoothing": 0.1,
+            "eval.tta": ["none"],
+            "augment.train": [{"name": "PadRandomCrop", "p": 0.5, "params": {"padding": 1}}],
+        },
+    )
 
 
 def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(db_url, monkeypatch):
@@ -158,18 +177,24 @@ def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(
     assert row["epochs_done"] == 4
     assert f"resuming after epoch {done}" in log_text(db_url, stopped)
     assert metric_rows(db_url, stopped) == expected  # same run id, same numbers as if never interrupted
-    test_acc = {r: [e["accuracy"] for e in queries.evaluations(db_url, r) if e["split"] == "test"] for r in (straight, stopped)}
+    test_acc = {
+        r: [e["accuracy"] for e in queries.evaluations(db_url, r) if e["split"] == "test"] for r in (straight, stopped)
+    }
     assert test_acc[stopped] == test_acc[straight] and test_acc[straight]
 
 
 def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "6")  # engines inherit it: they beat every 1.5 s
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.2}))
-    run_id = launch_run(db_url, quick_config(db_url, **{"train.epochs": 3, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]}))
+    run_id = launch_run(
+        db_url, quick_config(db_url, **{"train.epochs": 3, "train.max_steps_per_epoch": 5, "eval.tta": ["none"]})
+    )
+
     # Starting up (torch imports, data loading) can take longer than 6 s: it must never look lost meanwhile.
     def first_epoch_while_looking():
         assert run_id not in refresh_lost(db_url), run(db_url, run_id)["error"]
         return run(db_url, run_id)["epochs_done"] >= 1
+
     wait_for(first_epoch_while_looking, what="the first epoch", every=0.5)
     pid = run(db_url, run_id)["pid"]
     os.kill(pid, signal.SIGSTOP)  # frozen: the process exists, but no heartbeat comes any more

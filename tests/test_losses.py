@@ -1,4 +1,5 @@
 """Losses against their references: torch's CrossEntropyLoss, timm's SoftTargetCrossEntropy, the focal formula."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import LossConfig
-from engine.losses import ClassificationLoss, build_loss, inverse_frequency_weights, smoothing_at
+from engine.training.losses import ClassificationLoss, build_loss, inverse_frequency_weights, smoothing_at
 
 C = 5
 GEN = torch.Generator().manual_seed(0)

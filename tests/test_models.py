@@ -2,6 +2,7 @@
 
 Each test checks what the technique does to real modules (feature-map sizes, which tensors change,
 what eval mode computes), not only that a forward pass runs."""
+
 import copy
 
 import numpy as np
@@ -11,8 +12,20 @@ import torch.nn as nn
 
 from engine.config import ModelConfig
 from engine.data import BUILTIN_SPECS, load_arrays
-from engine.models import (BasicBlock, CifarResNet, ModelError, ShakeDropFn, SqueezeExcite, apply_small_stem,
-                           backbone_parameters, build_model, drop_path, head_parameters, pretrained_cached, set_frozen)
+from engine.models import (
+    BasicBlock,
+    CifarResNet,
+    ModelError,
+    ShakeDropFn,
+    SqueezeExcite,
+    apply_small_stem,
+    backbone_parameters,
+    build_model,
+    drop_path,
+    head_parameters,
+    pretrained_cached,
+    set_frozen,
+)
 
 X32 = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -44,7 +57,9 @@ STEM_MODELS = [
 
 
 @pytest.mark.parametrize("source,name,side,plain_side,small_side", STEM_MODELS)
-def test_small_stem_keeps_resolution_3x3_stride1_no_maxpool_and_stride1_stages_double_the_map(source, name, side, plain_side, small_side):
+def test_small_stem_keeps_resolution_3x3_stride1_no_maxpool_and_stride1_stages_double_the_map(
+    source, name, side, plain_side, small_side
+):
     x = torch.randn(2, 1, side, side)
     plain = _model(source=source, name=name).eval()
     assert _feature_map(plain, source, name, x)[-1] == plain_side
@@ -56,7 +71,7 @@ def test_small_stem_keeps_resolution_3x3_stride1_no_maxpool_and_stride1_stages_d
         assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
         with torch.no_grad():
             side_out = _feature_map(model, source, name, x)[-1]
-            assert side_out == small_side * 2 ** n_stages, (n_stages, side_out)
+            assert side_out == small_side * 2**n_stages, (n_stages, side_out)
             assert model(x).shape == (2, 10)
 
 
@@ -68,21 +83,35 @@ def test_small_stem_refuses_transformers_and_too_many_stride1_stages():
 
 
 # torchvision's efficientnet/convnext classifiers are Sequential(..., Linear); timm's convnext head is nested
-HEAD_MODELS = [("torchvision", "resnet18"), ("timm", "resnet18"), ("torchvision", "efficientnet_b0"),
-               ("timm", "test_convnext"), ("torchvision", "convnext_tiny"), ("custom", "resnet")]
+HEAD_MODELS = [
+    ("torchvision", "resnet18"),
+    ("timm", "resnet18"),
+    ("torchvision", "efficientnet_b0"),
+    ("timm", "test_convnext"),
+    ("torchvision", "convnext_tiny"),
+    ("custom", "resnet"),
+]
 
 
 @pytest.mark.parametrize("source,name", HEAD_MODELS)
 def test_mlp_head_with_dropout_replaces_the_classifier(source, name):
     extra = {"widths": [8, 16], "depths": [1, 1]} if source == "custom" else {}
-    model = _model(source=source, name=name, small_stem=source != "custom", head={"kind": "mlp", "hidden": [32], "dropout": 0.5}, **extra)
+    model = _model(
+        source=source,
+        name=name,
+        small_stem=source != "custom",
+        head={"kind": "mlp", "hidden": [32], "dropout": 0.5},
+        **extra,
+    )
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert not any(m.out_features == 1000 for m in linears)  # the ImageNet classifier is gone
     head = dict(head_parameters(model))
     assert head, "the head's parameters are known (for freezing and the head LR)"
     shapes = sorted(tuple(p.shape) for n, p in head.items() if n.endswith("weight") and p.ndim == 2)
     assert shapes[0] == (10, 32) and shapes[1][0] == 32  # hidden layer of 32, then the 10 classes
-    dropouts = [m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout) and n.startswith(model._lab_head_name)]
+    dropouts = [
+        m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout) and n.startswith(model._lab_head_name)
+    ]
     assert dropouts and all(p == 0.5 for p in dropouts)
     x = torch.randn(4, 1, 8, 8)
     model.train()
@@ -226,17 +255,21 @@ def test_weights_path_loads_a_local_state_dict(tmp_path, source):
     with pytest.raises(ModelError, match="model.weights_path: only 0"):
         build_model(ModelConfig(source=source, name="resnet18", pretrained=True, weights_path=str(other)), 3, 7)
     with pytest.raises(ModelError, match="file not found"):
-        build_model(ModelConfig(source=source, name="resnet18", pretrained=True, weights_path=str(tmp_path / "nope.pth")), 3, 7)
+        build_model(
+            ModelConfig(source=source, name="resnet18", pretrained=True, weights_path=str(tmp_path / "nope.pth")), 3, 7
+        )
 
 
 def test_pretrained_weights_unavailable_offline_is_a_clear_preflight_error(db_url, tiny):
+    from control.preflight import preflight
     from engine.config import parse_config
-    from engine.models import _pretrained_host, _reachable
-    from engine.preflight import preflight
+    from engine.models.zoo import _pretrained_host, _reachable
 
     if pretrained_cached("timm", "resnet18")[0] or _reachable(_pretrained_host("timm", "resnet18")):
         pytest.skip("this machine has the weights or internet access: nothing to refuse")
-    cfg = parse_config(tiny(**{"model": {"source": "timm", "name": "resnet18", "pretrained": True, "small_stem": True}}))
+    cfg = parse_config(
+        tiny(**{"model": {"source": "timm", "name": "resnet18", "pretrained": True, "small_stem": True}})
+    )
     errors = dict(preflight(cfg, db_url))
     assert "model.pretrained" in errors
     assert "weights_path" in errors["model.pretrained"] and "resnet18" in errors["model.pretrained"]
@@ -276,7 +309,9 @@ def test_pretrained_weights_load_from_the_local_caches_without_network(tmp_path,
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
     (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in timm_donor.items()}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in timm_donor.items()}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    )
     tv_donor = torchvision.models.resnet18().state_dict()
     url = torchvision.models.get_model_weights("resnet18").DEFAULT.url
     (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)

@@ -1,5 +1,6 @@
 """AppTest for the New run, Runs and Run detail pages, against a real SQLite file, runs trained by
 the real engine, and real engine subprocesses for launch, stop and "evaluate on test"."""
+
 from __future__ import annotations
 
 import json
@@ -50,27 +51,37 @@ def wait_for_status(url: str, run_id: int, statuses, timeout: float = 180) -> st
         if status in statuses:
             return status
         time.sleep(0.25)
-    raise AssertionError(f"run {run_id} still {status} after {timeout} s; log:\n"
-                         + Path(queries.get_run(url, run_id)["log_path"] or "/dev/null").read_text()[-3000:])
+    raise AssertionError(
+        f"run {run_id} still {status} after {timeout} s; log:\n"
+        + Path(queries.get_run(url, run_id)["log_path"] or "/dev/null").read_text()[-3000:]
+    )
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, tiny_module):
     """One DB for the read-only page tests: run 1 trained for 2 epochs by the real engine (with TTA)
     and run 2, a run that failed before its first epoch."""
+    from control.launcher import run_dir_for
+    from control.preflight import resolve_dataset
     from db.sink import DBSink
     from engine.config import parse_config
-    from engine.launcher import run_dir_for
-    from engine.preflight import resolve_dataset
-    from engine.train import train
+    from engine.training.loop import train
     from tests.conftest import open_lab
 
     root = tmp_path_factory.mktemp("lab")
     with pytest.MonkeyPatch.context() as mp:
         url = open_lab(root, mp)
-        cfg = parse_config(tiny_module(**{"train.epochs": 2, "train.max_steps_per_epoch": 8,
-                                          "eval.tta": ["none", "hflip"], "name": "trained",
-                                          "augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 10}}]}))
+        cfg = parse_config(
+            tiny_module(
+                **{
+                    "train.epochs": 2,
+                    "train.max_steps_per_epoch": 8,
+                    "eval.tta": ["none", "hflip"],
+                    "name": "trained",
+                    "augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 10}}],
+                }
+            )
+        )
         run_id = store.create_run(url, cfg.model_dump(mode="json"), name="trained", tags=["baseline"])
         run_dir = run_dir_for(url, run_id)
         store.update_run(url, run_id, run_dir=str(run_dir), log_path=str(run_dir / "run.log"))
@@ -100,8 +111,17 @@ def in_lab(lab, monkeypatch):
 # ------------------------------------------------------------------------------- New run
 def test_form_builds_the_expected_config_and_launch_starts_a_real_run(db_url):
     at = open_page("new_run")
-    assert [t.label for t in at.tabs][:9] == ["Data", "Model", "Augmentation", "Optimizer", "LR schedule", "Loss",
-                                              "Regularization", "Training", "Evaluation"]
+    assert [t.label for t in at.tabs][:9] == [
+        "Data",
+        "Model",
+        "Augmentation",
+        "Optimizer",
+        "LR schedule",
+        "Loss",
+        "Regularization",
+        "Training",
+        "Evaluation",
+    ]
     at.text_input(key=K + "name").set_value("from the form")
     at.text_input(key="builder_tags").set_value("ui, smoke")
     at.number_input(key=K + "train.epochs").set_value(2)
@@ -173,8 +193,16 @@ def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
 
 
 def test_clone_prefills_the_builder_from_a_past_run(db_url, tiny):
-    source = tiny(**{"train.epochs": 4, "optim.name": "sgd", "optim.lr": 0.02, "schedule.name": "multistep",
-                     "schedule.milestones": [2, 3], "name": "parent"})
+    source = tiny(
+        **{
+            "train.epochs": 4,
+            "optim.name": "sgd",
+            "optim.lr": 0.02,
+            "schedule.name": "multistep",
+            "schedule.milestones": [2, 3],
+            "name": "parent",
+        }
+    )
     run_id = store.create_run(db_url, source, name="parent", tags=["t1"], notes="n1", status="completed")
     at = open_page("new_run", clone=run_id)
     assert at.number_input(key=K + "train.epochs").value == 4
@@ -188,7 +216,7 @@ def test_clone_prefills_the_builder_from_a_past_run(db_url, tiny):
 
 
 def test_a_preset_fills_the_form_for_the_chosen_dataset(db_url):
-    presets = pytest.importorskip("engine.presets")
+    presets = pytest.importorskip("control.presets")
     from engine.config import parse_config
 
     at = open_page("new_run")
@@ -285,6 +313,7 @@ def test_plot_builders_on_a_real_run(in_lab):
     row = table.loc[run_id]
     assert row["epochs"] == "2 / 2" and "completed" in row["status"] and 0 < row["best_val_acc"] <= 1
     import socket
+
     assert row["where"] == f"local · {socket.gethostname()} · cpu"  # where the run executed
 
     tta = queries.tta_results(url, [run_id])
@@ -312,8 +341,15 @@ def test_run_detail_shows_a_completed_run(in_lab):
     val_acc = history[(history.split == "val") & (history.name == "acc")].sort_values("epoch")["value"].tolist()
     assert metrics["Val accuracy"] == f"{100 * val_acc[-1]:.2f} %"
     assert metrics["Best val accuracy"] == f"{100 * max(val_acc):.2f} %"
-    assert [t.label for t in at.tabs] == ["Confusion by epoch", "Test errors & gallery", "Per class", "TTA",
-                                          "Checkpoints", "Log", "Config"]
+    assert [t.label for t in at.tabs] == [
+        "Confusion by epoch",
+        "Test errors & gallery",
+        "Per class",
+        "TTA",
+        "Checkpoints",
+        "Log",
+        "Config",
+    ]
     charts = at.get("plotly_chart")
     assert len(charts) >= 4  # curves, confusion by epoch, test confusion, per class, TTA
     assert at.select_slider(key=f"detail_cm_epoch_{run_id}").options == ["1", "2"]
@@ -364,7 +400,7 @@ def test_run_detail_shows_a_failed_run_and_picks_the_newest_by_default(in_lab):
 
 
 def test_stop_and_resume_a_live_run_from_its_page(db_url, tiny, monkeypatch):
-    from engine.launcher import launch_run, stop_run
+    from control.launcher import launch_run, stop_run
 
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))  # slow enough to stop mid-run
     run_id = launch_run(db_url, tiny(**{"train.epochs": 3, "train.max_steps_per_epoch": 10}))

@@ -1,5 +1,6 @@
 """Compare, Augmentations and Datasets pages under streamlit's AppTest, against a real SQLite file holding
 runs trained by the real engine (in-process, 2 epochs on the digits) and datasets written from real images."""
+
 from __future__ import annotations
 
 import base64
@@ -17,17 +18,28 @@ from tests.conftest import tiny_config
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 # Run A is the tiny config; B changes exactly these fields; C changes only the seed.
-B_CHANGES = {"name": "tiny-b", "optim.lr": 0.01, "augment.train": [{"name": "HorizontalFlip", "p": 0.5}],
-             "eval.tta": ["none", "hflip", "vflip"]}
-A_VS_B_FIELDS = {"name", "optim.lr", "eval.tta", "augment.train", "augment.train[0].name", "augment.train[0].p",
-                 "augment.train[0].params"}
+B_CHANGES = {
+    "name": "tiny-b",
+    "optim.lr": 0.01,
+    "augment.train": [{"name": "HorizontalFlip", "p": 0.5}],
+    "eval.tta": ["none", "hflip", "vflip"],
+}
+A_VS_B_FIELDS = {
+    "name",
+    "optim.lr",
+    "eval.tta",
+    "augment.train",
+    "augment.train[0].name",
+    "augment.train[0].p",
+    "augment.train[0].params",
+}
 
 
 def _train(url: str, raw: dict, name: str) -> int:
+    from control.launcher import run_dir_for
+    from control.preflight import resolve_dataset
     from engine.config import parse_config
-    from engine.launcher import run_dir_for
-    from engine.preflight import resolve_dataset
-    from engine.train import train
+    from engine.training.loop import train
 
     cfg = parse_config(raw)
     run_id = store.create_run(url, cfg.model_dump(mode="json"), name=name)
@@ -101,8 +113,9 @@ def test_compare_from_query_params_shows_curves_diff_tables_confusion_per_class_
     charts = _charts(at)
     assert {"compare_curves", "compare_cm_grid", "compare_cm_diff", "compare_pc", "compare_tta"} <= set(charts)
     curves = charts["compare_curves"]
-    assert {t["name"] for t in curves["data"]} == {f"#{r} run-{n} · {s}" for r, n in ((a, "a"), (b, "b"))
-                                                  for s in ("train", "val")}
+    assert {t["name"] for t in curves["data"]} == {
+        f"#{r} run-{n} · {s}" for r, n in ((a, "a"), (b, "b")) for s in ("train", "val")
+    }
     history = queries.metric_history(url, [a], ["acc"])
     val_a = history[history["split"] == "val"]["value"].tolist()
     trace = next(t for t in curves["data"] if t["name"] == f"#{a} run-a · val")
@@ -117,7 +130,10 @@ def test_compare_from_query_params_shows_curves_diff_tables_confusion_per_class_
     # confusion matrices side by side: one heatmap per run, holding the test confusion counts
     heatmaps = [t for t in charts["compare_cm_grid"]["data"] if t["type"] == "heatmap"]
     assert len(heatmaps) == 2
-    assert np.asarray(heatmaps[0]["customdata"]).sum() == np.asarray(queries.final_evaluations(url, [a])[a]["confusion"]).sum()
+    assert (
+        np.asarray(heatmaps[0]["customdata"]).sum()
+        == np.asarray(queries.final_evaluations(url, [a])[a]["confusion"]).sum()
+    )
 
     # per-class grouped bars: recall per class from the evaluations table
     bars = charts["compare_pc"]["data"]
@@ -176,10 +192,13 @@ def test_compare_with_no_runs_says_so(db_url):
 
 
 # ------------------------------------------------------------------------------------- augmentations
-BUILDER = {"data": {"dataset": "digits", "image_size": 16},
-           "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5},
-                                 {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 2}}],
-                       "mixup": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}}}
+BUILDER = {
+    "data": {"dataset": "digits", "image_size": 16},
+    "augment": {
+        "train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 2}}],
+        "mixup": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0},
+    },
+}
 
 
 def test_augmentations_from_the_builder_grid_reroll_and_cutmix(lab):
@@ -248,9 +267,11 @@ def test_datasets_page_refuses_broken_inputs_and_registers_nothing(db_url, tmp_p
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip archive")
     before = [d["name"] for d in queries.list_datasets(db_url)]
     at = _page("datasets.py")
-    for kind, path, message in (("imagefolder", str(tmp_path / "nowhere"), "path not found"),
-                                ("imagefolder", str(tmp_path / "one_class"), "at least two classes"),
-                                ("npz", str(tmp_path / "corrupt.npz"), "could not read npz")):
+    for kind, path, message in (
+        ("imagefolder", str(tmp_path / "nowhere"), "path not found"),
+        ("imagefolder", str(tmp_path / "one_class"), "at least two classes"),
+        ("npz", str(tmp_path / "corrupt.npz"), "could not read npz"),
+    ):
         _register(at, kind, "should_not_exist", path)
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and errors[0].startswith("Not registered:") and message in errors[0], errors

@@ -1,4 +1,5 @@
 """Figure and table builders of the Runs / Run detail pages (on a real engine run: test_pages_core.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,11 @@ def test_confusion_figure_counts_shares_and_clickable_cells():
 
 def test_a_click_on_a_cell_selects_true_and_predicted_class():
     # the shape Streamlit returns for a click in a real browser (customdata comes back as a mapping)
-    browser = {"points": [{"curve_number": 1, "point_index": 5, "x": "c", "y": "b",
-                           "customdata": {"0": 2, "1": 0.25, "2": 1, "3": 2}}]}
+    browser = {
+        "points": [
+            {"curve_number": 1, "point_index": 5, "x": "c", "y": "b", "customdata": {"0": 2, "1": 0.25, "2": 1, "3": 2}}
+        ]
+    }
     assert plots.cell_from_selection(browser, ["a", "b", "c"]) == (1, 2)
     assert plots.cell_from_selection({"points": [{"x": "a", "y": "c"}]}, ["a", "b", "c"]) == (2, 0)
     assert plots.cell_from_selection({"points": []}, ["a"]) is None
@@ -29,8 +33,12 @@ def test_a_click_on_a_cell_selects_true_and_predicted_class():
 
 
 def test_gallery_picks_the_right_images_in_a_useful_order():
-    preds = {"target": [0, 0, 1, 1, 1, 0], "pred": [1, 0, 1, 0, 1, 1], "confidence": [0.6, 0.9, 0.55, 0.8, 0.99, 0.95],
-             "loss": [1.2, 0.1, 0.6, 2.0, 0.01, 3.0]}
+    preds = {
+        "target": [0, 0, 1, 1, 1, 0],
+        "pred": [1, 0, 1, 0, 1, 1],
+        "confidence": [0.6, 0.9, 0.55, 0.8, 0.99, 0.95],
+        "loss": [1.2, 0.1, 0.6, 2.0, 0.01, 3.0],
+    }
     assert plots.matching_predictions(preds, 0, 1) == [5, 0]  # mistakes: most confident first
     assert plots.matching_predictions(preds, 1, 1) == [2, 4]  # right ones: least confident first
     assert plots.matching_predictions(preds, None, 0) == [1, 3]

@@ -1,14 +1,21 @@
 """Presets: every recipe validates for any dataset, adapts to it, keeps the report's techniques, and trains."""
+
 import pytest
 
+from control.presets import PRESETS, PresetError, build_preset, fast_preset_for, preset_config, preset_notes
 from engine.config import parse_config
 from engine.models import pretrained_cached
-from engine.presets import PRESETS, PresetError, build_preset, fast_preset_for, preset_config, preset_notes
 from tests.conftest import set_dotted, tiny_config
 
 # (dataset, image side, classes) as the dashboard would pass them; None = let the preset find out
-DATASETS = [("digits", None, None), ("fashion_mnist", 28, 10), ("galaxy10", 256, 10), ("tiny200", 40, 200),
-            ("big_photos", 512, 37), ("unknown", None, None)]
+DATASETS = [
+    ("digits", None, None),
+    ("fashion_mnist", 28, 10),
+    ("galaxy10", 256, 10),
+    ("tiny200", 40, 200),
+    ("big_photos", 512, 37),
+    ("unknown", None, None),
+]
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -34,10 +41,18 @@ def test_presets_adapt_to_image_size():
     huge = build_preset("galaxy10-convnext-finetune", "big_photos", 512, 37)
     assert huge.config["data"]["image_size"] == 224 and any("224" in n for n in huge.notes)
     assert parse_config(preset_config("galaxy10-convnext-finetune", "digits")).model.small_stem  # 8 px from KNOWN_SIZES
-    assert [fast_preset_for(s) for s in (8, 28, 32, 40, 96, None)] == \
-        ["fast-tiny", "fast-small", "fast-small", "fast-medium", "fast-medium", "fast-medium"]
+    assert [fast_preset_for(s) for s in (8, 28, 32, 40, 96, None)] == [
+        "fast-tiny",
+        "fast-small",
+        "fast-small",
+        "fast-medium",
+        "fast-medium",
+        "fast-medium",
+    ]
     assert any("orientation" in n for n in preset_notes("galaxy10-convnext-finetune", "digits"))
-    assert "HorizontalFlip" not in [s["name"] for s in preset_config("fast-small", "fashion_mnist", 28, 10)["augment"]["train"]]
+    assert "HorizontalFlip" not in [
+        s["name"] for s in preset_config("fast-small", "fashion_mnist", 28, 10)["augment"]["train"]
+    ]
 
 
 def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_with_a_note():
@@ -52,7 +67,11 @@ def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_w
 def test_the_recipes_keep_their_reports_techniques():
     galaxy = parse_config(preset_config("galaxy10-convnext-finetune", "galaxy10", 256, 10))
     assert (galaxy.model.source, galaxy.model.name, galaxy.model.head.kind) == ("timm", "convnext_tiny", "mlp")
-    assert galaxy.model.head.dropout > 0 and galaxy.loss.name == "focal" and galaxy.loss.class_weights == "inverse_frequency"
+    assert (
+        galaxy.model.head.dropout > 0
+        and galaxy.loss.name == "focal"
+        and galaxy.loss.class_weights == "inverse_frequency"
+    )
     assert galaxy.schedule.name == "cosine" and {"hflip", "vflip", "rot90"} <= set(galaxy.eval.tta)
     assert {"RandomResizedCrop", "RandomRotate90", "RandomBrightnessContrast"} <= {s.name for s in galaxy.augment.train}
 
@@ -74,7 +93,7 @@ def test_the_recipes_keep_their_reports_techniques():
 
 
 def test_every_preset_passes_preflight_on_the_digits(db_url):
-    from engine.preflight import preflight
+    from control.preflight import preflight
 
     for name in PRESETS:
         cfg = parse_config(preset_config(name, "digits"))
@@ -89,16 +108,29 @@ def _shrink(raw: dict, **dotted) -> dict:
     return set_dotted(out, dotted)
 
 
-@pytest.mark.parametrize("name,shrink,min_accuracy", [
-    ("fast-tiny", {"train.epochs": 3}, 0.9),  # the known-good start, as shipped, 3 of its 10 epochs
-    # EMA (decay 0.999) is what gets evaluated: after 6 steps it is still the initial network, so no bar here
-    ("stl10-resnet-se-droppath", {"train.epochs": 3, "schedule.warmup_epochs": 1, "augment.mixup.stop_epoch": 2,
-                                  "train.max_steps_per_epoch": 2, "model.widths": [8, 8, 16, 16], "model.depths": [1, 1, 1, 1]}, 0.0),
-])
+@pytest.mark.parametrize(
+    "name,shrink,min_accuracy",
+    [
+        ("fast-tiny", {"train.epochs": 3}, 0.9),  # the known-good start, as shipped, 3 of its 10 epochs
+        # EMA (decay 0.999) is what gets evaluated: after 6 steps it is still the initial network, so no bar here
+        (
+            "stl10-resnet-se-droppath",
+            {
+                "train.epochs": 3,
+                "schedule.warmup_epochs": 1,
+                "augment.mixup.stop_epoch": 2,
+                "train.max_steps_per_epoch": 2,
+                "model.widths": [8, 8, 16, 16],
+                "model.depths": [1, 1, 1, 1],
+            },
+            0.0,
+        ),
+    ],
+)
 def test_presets_train_on_the_digits(tmp_path, name, shrink, min_accuracy):
     from engine.data import BUILTIN_SPECS
     from engine.sinks import EventSink
-    from engine.train import train
+    from engine.training.loop import train
 
     cfg = parse_config(_shrink(preset_config(name, "digits"), **shrink))
 

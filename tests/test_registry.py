@@ -1,6 +1,7 @@
 """Dataset registration: every format our users have, written from real Fashion-MNIST images, loads with
 the right counts, shapes and labels and is stored with its summary; broken inputs are refused with a
 message that says what is wrong, and nothing is stored."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from control.dataset_registry import form_options, load_registered, register_dataset, sample_grid
 from db import queries
 from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, DatasetError, channel_stats, load_arrays
-from engine.registry import form_options, load_registered, register_dataset, sample_grid
 
 PER_CLASS_TRAIN, PER_CLASS_TEST = 30, 10
 
@@ -137,8 +138,9 @@ def test_idx_folder(db_url, real, tmp_path):
     _write_idx(root / "train-labels-idx1-ubyte", real["train_y"].astype(np.uint8))
     _write_idx(root / "t10k-images-idx3-ubyte", real["test_x"][..., 0])
     _write_idx(root / "t10k-labels-idx1-ubyte", real["test_y"].astype(np.uint8))
-    summary = register_dataset(db_url, "fashion_idx", "idx", str(root),
-                               form_options("idx", class_names=", ".join(real["names"])))
+    summary = register_dataset(
+        db_url, "fashion_idx", "idx", str(root), form_options("idx", class_names=", ".join(real["names"]))
+    )
     _assert_counts(summary, real, 1)
     assert summary["class_names"] == real["names"]
     data = load_registered(db_url, "fashion_idx")
@@ -147,8 +149,14 @@ def test_idx_folder(db_url, real, tmp_path):
 
 def test_npz_arrays(db_url, real, tmp_path):
     path = tmp_path / "fashion.npz"
-    np.savez_compressed(path, x_train=real["train_x"][..., 0], y_train=real["train_y"], x_test=real["test_x"][..., 0],
-                        y_test=real["test_y"], class_names=np.array(real["names"]))
+    np.savez_compressed(
+        path,
+        x_train=real["train_x"][..., 0],
+        y_train=real["train_y"],
+        x_test=real["test_x"][..., 0],
+        y_test=real["test_y"],
+        class_names=np.array(real["names"]),
+    )
     summary = register_dataset(db_url, "fashion_npz", "npz", str(path))
     _assert_counts(summary, real, 1)
     assert summary["class_names"] == real["names"]
@@ -178,8 +186,13 @@ def test_torchvision_builtin_from_local_copy(db_url, real, tmp_path):
     _write_idx(raw / "train-labels-idx1-ubyte", real["train_y"].astype(np.uint8), gz=False)
     _write_idx(raw / "t10k-images-idx3-ubyte", real["test_x"][..., 0], gz=False)
     _write_idx(raw / "t10k-labels-idx1-ubyte", real["test_y"].astype(np.uint8), gz=False)
-    summary = register_dataset(db_url, "tv_fashion", "torchvision", str(tmp_path / "tv"),
-                               form_options("torchvision", torchvision_name="FashionMNIST"))
+    summary = register_dataset(
+        db_url,
+        "tv_fashion",
+        "torchvision",
+        str(tmp_path / "tv"),
+        form_options("torchvision", torchvision_name="FashionMNIST"),
+    )
     _assert_counts(summary, real, 1)
     assert summary["class_names"][0] == "T-shirt/top"
 
@@ -235,8 +248,18 @@ def _broken_inputs(real, tmp: Path) -> dict[str, tuple[str, str, dict, str]]:
         "csv without columns": ("csv", str(tmp / "cols.csv"), {}, "needs columns 'path' and 'label'"),
         "csv naming missing images": ("csv", str(tmp / "missing_img.csv"), {}, "unreadable image .*nope_0.png"),
         "idx without labels": ("idx", str(tmp / "idx_no_labels"), {}, "missing train-labels-idx1-ubyte"),
-        "torchvision without a local copy": ("torchvision", str(tmp / "tv_empty"), {"name": "CIFAR10"}, "CIFAR10 not found under"),
-        "torchvision unknown": ("torchvision", str(tmp / "tv_empty"), {"name": "ImageNet"}, "choose which torchvision dataset"),
+        "torchvision without a local copy": (
+            "torchvision",
+            str(tmp / "tv_empty"),
+            {"name": "CIFAR10"},
+            "CIFAR10 not found under",
+        ),
+        "torchvision unknown": (
+            "torchvision",
+            str(tmp / "tv_empty"),
+            {"name": "ImageNet"},
+            "choose which torchvision dataset",
+        ),
     }
 
 

@@ -1,13 +1,14 @@
 """Scale-out on existing engines: the same configs and code against a real PostgreSQL server and a
 real single-node Slurm cluster, both started on localhost by the fixtures."""
+
 import subprocess
 
 from sqlalchemy import inspect
 
+from control.launcher import launch_run, refresh_slurm, stop_run
 from db import queries
 from db.models import COMPLETED, RUNNING, STOPPED
 from db.session import get_engine
-from engine.launcher import launch_run, refresh_slurm, stop_run
 from tests import test_db
 from tests.conftest import tiny_config, wait_for
 
@@ -15,7 +16,9 @@ from tests.conftest import tiny_config, wait_for
 # ------------------------------------------------------------------------------- PostgreSQL
 def test_migrations_and_db_round_trip_on_postgresql(pg_url):
     assert get_engine(pg_url).dialect.name == "postgresql"
-    assert {"runs", "metrics", "latest_metrics", "alembic_version"} <= set(inspect(get_engine(pg_url)).get_table_names())
+    assert {"runs", "metrics", "latest_metrics", "alembic_version"} <= set(
+        inspect(get_engine(pg_url)).get_table_names()
+    )
     test_db.test_run_metrics_confusion_checkpoint_round_trip(pg_url)
     test_db.test_rewriting_an_epoch_replaces_its_rows(pg_url)
 
@@ -47,8 +50,11 @@ def test_slurm_backend_runs_a_job_to_completion_and_scancel_stops_another(slurm_
     wait_for(lambda: queries.get_run(db_url, long_id)["status"] == STOPPED, what="scancel to stop the run")
 
     def job_gone():
-        out = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=slurm_cluster.env()).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job], capture_output=True, text=True, env=slurm_cluster.env()
+        ).stdout
         return out.strip() == ""
+
     wait_for(job_gone, what="the cancelled job to leave the Slurm queue")
     assert refresh_slurm(db_url) == []  # nothing left for the tracker to fix up
     assert 1 <= queries.get_run(db_url, long_id)["epochs_done"] < 50

@@ -3,6 +3,7 @@
 Runs are tiny (8-wide networks, a few steps per epoch) but real: the real train loop, real
 checkpoints on disk, a real SQLite file where the DB is involved. Each test checks the effect the
 technique promises (which weights move, which model is evaluated, where training stops, ...)."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint as ckpt
 from engine.config import ConfigError, DataConfig, parse_config
 from engine.data import BUILTIN_SPECS, ImageArrays, channel_stats, load_arrays, make_splits, normalize_batch
-from engine.evaluate import predict_probs, summarize
 from engine.models import build_model
 from engine.sinks import EventSink
-from engine.train import accumulation_divisor, early_stop_update, mixup_active, train
+from engine.training import checkpoint as ckpt
+from engine.training.evaluate import predict_probs, summarize
+from engine.training.loop import accumulation_divisor, early_stop_update, mixup_active, train
 from tests.conftest import ROOT, tiny_config
 
 DIGITS = BUILTIN_SPECS["digits"]
@@ -82,11 +83,19 @@ def _initial_state(raw: dict) -> dict:
 
 # ------------------------------------------------------------------------------ reproducibility
 def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(tmp_path):
-    raw = small(**{"augment.train": [{"name": "Rotate", "p": 0.5, "params": {"limit": 15}},
-                                     {"name": "HorizontalFlip", "p": 0.5}],
-                   "augment.fast_path": "off",  # the albumentations DataLoader path (the fast path has its own tests)
-                   "augment.mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, "model.dropout": 0.2,
-                   "regularize.ema": {"enabled": True, "decay": 0.9}, "train.deterministic": True})
+    raw = small(
+        **{
+            "augment.train": [
+                {"name": "Rotate", "p": 0.5, "params": {"limit": 15}},
+                {"name": "HorizontalFlip", "p": 0.5},
+            ],
+            "augment.fast_path": "off",  # the albumentations DataLoader path (the fast path has its own tests)
+            "augment.mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
+            "model.dropout": 0.2,
+            "regularize.ema": {"enabled": True, "decay": 0.9},
+            "train.deterministic": True,
+        }
+    )
     try:
         a, _ = run(tmp_path, "a", raw)
         b, _ = run(tmp_path, "b", raw)
@@ -111,7 +120,9 @@ def test_the_ema_model_is_what_gets_validated_checkpointed_and_tested(tmp_path):
     def val_loss(weights):
         model = build_model(cfg.model, 1, 10)
         model.load_state_dict(weights)
-        return summarize(predict_probs(model, splits.val_x, splits.mean, splits.std, torch.device("cpu")), splits.val_y, 10)["loss"]
+        return summarize(
+            predict_probs(model, splits.val_x, splits.mean, splits.std, torch.device("cpu")), splits.val_y, 10
+        )["loss"]
 
     assert rec.epochs[1]["val_loss"] == pytest.approx(val_loss(last["ema"]), abs=1e-6)
     assert abs(val_loss(last["model"]) - val_loss(last["ema"])) > 1e-3  # the raw weights would score differently
@@ -131,7 +142,7 @@ def test_the_ema_model_is_what_gets_validated_checkpointed_and_tested(tmp_path):
 
 # ------------------------------------------------------------------------------ mixup / cutmix
 def _mixup(**m):
-    from engine.train import _mixup
+    from engine.training.loop import _mixup
 
     return _mixup(parse_config(small(**{"augment.mixup": m})), 10)
 
@@ -195,8 +206,13 @@ def test_freeze_backbone_for_k_epochs_then_unfreeze_only_the_last_n_tensors(tmp_
 
 
 def test_backbone_lr_multiplier_zero_trains_only_the_head(tmp_path):
-    raw = small(**{"optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}, "model.backbone_lr_mult": 0.0,
-                   "train.epochs": 1})
+    raw = small(
+        **{
+            "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3},
+            "model.backbone_lr_mult": 0.0,
+            "train.epochs": 1,
+        }
+    )
     init = _initial_state(raw)
     rec, run_dir = run(tmp_path, "lrmult", raw, init_state=init)
     cfg = parse_config(raw).model
@@ -206,8 +222,12 @@ def test_backbone_lr_multiplier_zero_trains_only_the_head(tmp_path):
 
 
 def test_adam_to_sgd_switch_replaces_the_optimizer_at_the_epoch(tmp_path):
-    raw = small(**{"optim": {"name": "adam", "lr": 0.003, "switch_to_sgd_epoch": 1, "sgd_lr": 0.05, "momentum": 0.9},
-                   "schedule.name": "none"})
+    raw = small(
+        **{
+            "optim": {"name": "adam", "lr": 0.003, "switch_to_sgd_epoch": 1, "sgd_lr": 0.05, "momentum": 0.9},
+            "schedule.name": "none",
+        }
+    )
     rec, run_dir = run(tmp_path, "swats", raw)
     e1, e2 = ckpt.load(run_dir / "epoch_0001.pt"), ckpt.load(run_dir / "epoch_0002.pt")
     assert e1["optim_name"] == "adam" and e2["optim_name"] == "sgd"
@@ -222,8 +242,14 @@ def test_adam_to_sgd_switch_replaces_the_optimizer_at_the_epoch(tmp_path):
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
     def update_norm(clip):
-        raw = small(**{"optim": {"name": "sgd", "lr": 1.0, "momentum": 0.0, "grad_clip": clip}, "train.epochs": 1,
-                       "train.max_steps_per_epoch": 1, "schedule.name": "none"})
+        raw = small(
+            **{
+                "optim": {"name": "sgd", "lr": 1.0, "momentum": 0.0, "grad_clip": clip},
+                "train.epochs": 1,
+                "train.max_steps_per_epoch": 1,
+                "schedule.name": "none",
+            }
+        )
         init = _initial_state(raw)
         _, run_dir = run(tmp_path, f"clip{clip}", raw, init_state=init)
         cfg = parse_config(raw).model
@@ -236,10 +262,24 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     # ConvNeXt uses LayerNorm (per sample), so 2 x 32 accumulated is the same gradient as 64 at once
-    common = {"model": {"source": "timm", "name": "test_convnext", "small_stem": True}, "train.epochs": 1,
-              "optim": {"name": "sgd", "lr": 0.5, "momentum": 0.0}, "schedule.name": "none"}
-    _, acc_dir = run(tmp_path, "acc", small(**{**common, "train.batch_size": 32, "train.max_steps_per_epoch": 2,
-                                               "optim": {**common["optim"], "accumulate": 2}}))
+    common = {
+        "model": {"source": "timm", "name": "test_convnext", "small_stem": True},
+        "train.epochs": 1,
+        "optim": {"name": "sgd", "lr": 0.5, "momentum": 0.0},
+        "schedule.name": "none",
+    }
+    _, acc_dir = run(
+        tmp_path,
+        "acc",
+        small(
+            **{
+                **common,
+                "train.batch_size": 32,
+                "train.max_steps_per_epoch": 2,
+                "optim": {**common["optim"], "accumulate": 2},
+            }
+        ),
+    )
     _, big_dir = run(tmp_path, "big", small(**common, **{"train.batch_size": 64, "train.max_steps_per_epoch": 1}))
     _, one_dir = run(tmp_path, "one", small(**common, **{"train.batch_size": 32, "train.max_steps_per_epoch": 1}))
     acc, big, one = (ckpt.load(d / "last.pt")["model"] for d in (acc_dir, big_dir, one_dir))
@@ -259,8 +299,12 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
         history.append(bad)
     assert history == [0, 0, 1, 2, 0, 1, 2]  # +0.005 is below min_delta: not an improvement
 
-    raw = small(**{"train.epochs": 8, "regularize.early_stopping": {"enabled": True, "metric": "val_loss",
-                                                                    "patience": 2, "min_delta": 100.0}})
+    raw = small(
+        **{
+            "train.epochs": 8,
+            "regularize.early_stopping": {"enabled": True, "metric": "val_loss", "patience": 2, "min_delta": 100.0},
+        }
+    )
     rec, run_dir = run(tmp_path, "es", raw)
     assert sorted(rec.epochs) == [1, 2, 3]  # epoch 1 sets the best; 2 and 3 fail to beat it by 100; stop
     assert any("early stopping after epoch 3" in m for m in rec.logs)
@@ -271,9 +315,15 @@ def test_checkpoint_every_epoch_keeps_last_n_and_best_and_tta_is_stored_per_vari
     from db import queries, store
     from db.sink import DBSink
 
-    raw = small(**{"train.epochs": 4, "train.keep_last": 2, "train.max_steps_per_epoch": 3,
-                   "augment.train": [{"name": "HorizontalFlip", "p": 0.5}],
-                   "eval": {"tta": ["none", "hflip", "dihedral8", "random_vote", "random_mean"], "tta_passes": 3}})
+    raw = small(
+        **{
+            "train.epochs": 4,
+            "train.keep_last": 2,
+            "train.max_steps_per_epoch": 3,
+            "augment.train": [{"name": "HorizontalFlip", "p": 0.5}],
+            "eval": {"tta": ["none", "hflip", "dihedral8", "random_vote", "random_mean"], "tta_passes": 3},
+        }
+    )
     cfg = parse_config(raw)
     run_id = store.create_run(db_url, cfg.model_dump(mode="json"))
     assert train(cfg, DIGITS, tmp_path / "ck", DBSink(db_url, run_id)).status == "completed"
@@ -294,7 +344,7 @@ def test_checkpoint_every_epoch_keeps_last_n_and_best_and_tta_is_stored_per_vari
 
 
 def _cli(*args, url):
-    from engine.cli import main
+    from control.cli import main
 
     return main([*args, "--db", url])
 
@@ -307,13 +357,31 @@ def test_evaluate_an_earlier_epoch_checkpoint_from_the_command_line(db_url, tmp_
     path.write_text(parse_config(raw).to_yaml())
     assert _cli("train", str(path), url=db_url) == 0
     run_id = int(queries.list_runs(db_url).id.max())
-    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--run-id", str(run_id), "--checkpoint", "epoch_0001",
-                           "--tta", "hflip", "--db", db_url], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "evaluate",
+            "--run-id",
+            str(run_id),
+            "--checkpoint",
+            "epoch_0001",
+            "--tta",
+            "hflip",
+            "--db",
+            db_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "epoch_0001 (epoch 1)" in proc.stdout
     evals = [e for e in queries.evaluations(db_url, run_id) if e["checkpoint"] == "epoch_0001"]
     assert len(evals) == 1 and evals[0]["epoch"] == 1
-    from engine.train import evaluate_checkpoint
+    from engine.training.loop import evaluate_checkpoint
 
     ck = next(c["path"] for c in queries.checkpoints(db_url, run_id) if c["kind"] == "epoch" and c["epoch"] == 1)
     expected, _, epoch = evaluate_checkpoint(ck, DIGITS, device_name="cpu")
@@ -321,7 +389,9 @@ def test_evaluate_an_earlier_epoch_checkpoint_from_the_command_line(db_url, tmp_
     final = next(e for e in queries.evaluations(db_url, run_id) if e["split"] == "test" and e["checkpoint"] == "best")
     assert final["epoch"] != 1 or final["loss"] != pytest.approx(evals[0]["loss"])  # a different model was scored
     assert (queries.tta_results(db_url, [run_id]).checkpoint == "epoch_0001").any()
-    assert _cli("evaluate", "--run-id", str(run_id), "--checkpoint", "epoch_0042", url=db_url) == 2  # pruned or never saved
+    assert (
+        _cli("evaluate", "--run-id", str(run_id), "--checkpoint", "epoch_0042", url=db_url) == 2
+    )  # pruned or never saved
 
 
 def test_fine_tune_from_another_runs_checkpoint_is_linked_to_its_parent(db_url, tmp_path):
@@ -334,15 +404,27 @@ def test_fine_tune_from_another_runs_checkpoint_is_linked_to_its_parent(db_url, 
     parent_last = ckpt.load(queries.checkpoint_path(db_url, parent_id, "last"))
 
     # continue with a new optimizer, learning rate and batch size (seed 003) and a new MLP head
-    child = small(**{"train.epochs": 1, "train.max_steps_per_epoch": 1, "train.batch_size": 16,
-                     "train.init_from_run": parent_id, "train.init_checkpoint": "last",
-                     "optim": {"name": "sgd", "lr": 1e-9, "momentum": 0.0}, "model.head": {"kind": "mlp", "hidden": [16]}})
+    child = small(
+        **{
+            "train.epochs": 1,
+            "train.max_steps_per_epoch": 1,
+            "train.batch_size": 16,
+            "train.init_from_run": parent_id,
+            "train.init_checkpoint": "last",
+            "optim": {"name": "sgd", "lr": 1e-9, "momentum": 0.0},
+            "model.head": {"kind": "mlp", "hidden": [16]},
+        }
+    )
     (tmp_path / "child.yaml").write_text(parse_config(child).to_yaml())
     assert _cli("train", str(tmp_path / "child.yaml"), url=db_url) == 0
     child_id = int(queries.list_runs(db_url).id.max())
     assert queries.get_run(db_url, child_id)["parent_run_id"] == parent_id
     child_last = ckpt.load(queries.checkpoint_path(db_url, child_id, "last"))["model"]
-    convs = [k for k in parent_last["model"] if k.startswith("features") and k.endswith("weight") and parent_last["model"][k].ndim == 4]
+    convs = [
+        k
+        for k in parent_last["model"]
+        if k.startswith("features") and k.endswith("weight") and parent_last["model"][k].ndim == 4
+    ]
     assert convs and all(torch.allclose(child_last[k], parent_last["model"][k], atol=1e-6) for k in convs)
     assert "head.1.weight" in child_last and child_last["head.1.weight"].shape == (16, 32)  # the new head is fresh
 
@@ -368,7 +450,7 @@ def test_kfold_folds_are_disjoint_stratified_and_cover_train_plus_val():
     assert len(tests) == 1  # the test split does not move with the fold
     test_ids = next(iter(tests))
     vals = [_ids(f.val_x) for f in folds]
-    assert all(not (a & b) for i, a in enumerate(vals) for b in vals[i + 1:])
+    assert all(not (a & b) for i, a in enumerate(vals) for b in vals[i + 1 :])
     assert set().union(*vals) == set(range(80)) - test_ids
     for f in folds:
         assert not (_ids(f.train_x) & _ids(f.val_x)) and not (_ids(f.train_x) & test_ids)
@@ -438,16 +520,19 @@ def test_any_albumentations_transform_by_name_with_probability():
     assert all(np.array_equal(a, apply_pipeline(noisy, img)) for a in first)  # seeded: reproducible
 
 
-@pytest.mark.parametrize("step,message", [
-    ({"name": "Flipp"}, "unknown transform 'Flipp'"),
-    ({"name": "Rotate", "params": {"limt": 10}}, "Rotate has no parameter limt (it takes:"),
-    ({"name": "Rotate", "params": {"limit": "abc"}}, "Rotate: limit:"),
-    ({"name": "CoarseDropout", "params": {"num_holes_range": [5, 1]}}, "num_holes_range"),
-    ({"name": "Normalize"}, "data.normalize"),
-    ({"name": "Compose"}, "unknown transform 'Compose'"),
-    ({"name": "HorizontalFlip", "params": {"p": 0.3}}, "step's p"),
-    ({"name": "RandAugment", "params": {"num_ops": 40}}, "num_ops"),
-])
+@pytest.mark.parametrize(
+    "step,message",
+    [
+        ({"name": "Flipp"}, "unknown transform 'Flipp'"),
+        ({"name": "Rotate", "params": {"limt": 10}}, "Rotate has no parameter limt (it takes:"),
+        ({"name": "Rotate", "params": {"limit": "abc"}}, "Rotate: limit:"),
+        ({"name": "CoarseDropout", "params": {"num_holes_range": [5, 1]}}, "num_holes_range"),
+        ({"name": "Normalize"}, "data.normalize"),
+        ({"name": "Compose"}, "unknown transform 'Compose'"),
+        ({"name": "HorizontalFlip", "params": {"p": 0.3}}, "step's p"),
+        ({"name": "RandAugment", "params": {"num_ops": 40}}, "num_ops"),
+    ],
+)
 def test_bad_transform_names_and_params_are_refused_with_a_clear_message(step, message):
     with pytest.raises(ConfigError) as err:
         parse_config(tiny_config(**{"augment.train": [step]}))
@@ -476,4 +561,6 @@ def test_unfreeze_last_without_frozen_epochs_trains_the_head_and_last_n_from_the
     cfg = parse_config(raw).model
     before, after = _params(init["model"], cfg), _params(ckpt.load(run_dir / "last.pt")["model"], cfg)
     backbone = [k for k in before if not k.startswith("head.")]
-    assert {k for k in before if not torch.equal(before[k], after[k])} == {k for k in before if k.startswith("head.")} | {backbone[-1]}
+    assert {k for k in before if not torch.equal(before[k], after[k])} == {
+        k for k in before if k.startswith("head.")
+    } | {backbone[-1]}

@@ -2,6 +2,7 @@
 
 The model is a freshly initialised CIFAR ResNet: it is not symmetric under flips or rotations, so
 any equality below comes from the TTA itself, not from the model."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +11,18 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from engine.augment import build_pipeline
 from engine.data import BUILTIN_SPECS, channel_stats, load_arrays
-from engine.evaluate import (combine_mean, combine_vote, per_class_metrics, predict_probs, random_passes, run_tta,
-                             summarize, tta_probabilities, tta_views)
 from engine.models import CifarResNet
+from engine.training.evaluate import (
+    combine_mean,
+    combine_vote,
+    per_class_metrics,
+    predict_probs,
+    random_passes,
+    run_tta,
+    summarize,
+    tta_probabilities,
+    tta_views,
+)
 
 CPU = torch.device("cpu")
 
@@ -39,18 +49,23 @@ def test_hflip_tta_on_hflip_symmetric_images_equals_no_tta(model, digits):
     x, _, mean, std = digits
     symmetric = np.concatenate([x[:, :, :4], x[:, :, :4][:, :, ::-1]], axis=2)  # mirror the left half
     assert np.array_equal(symmetric, symmetric[:, :, ::-1])
-    assert torch.allclose(_probs(model, symmetric, "hflip", mean, std), _probs(model, symmetric, "none", mean, std), atol=1e-6)
+    assert torch.allclose(
+        _probs(model, symmetric, "hflip", mean, std), _probs(model, symmetric, "none", mean, std), atol=1e-6
+    )
     # ...and on ordinary digits it does change the prediction: the test can fail
     assert not torch.allclose(_probs(model, x, "hflip", mean, std), _probs(model, x, "none", mean, std), atol=1e-4)
 
 
-@pytest.mark.parametrize("variant,n_views,transforms", [
-    ("none", 1, []),
-    ("hflip", 2, [lambda a: a[:, :, ::-1]]),
-    ("vflip", 2, [lambda a: a[:, ::-1]]),
-    ("rot90", 4, [lambda a: np.rot90(a, 1, axes=(1, 2))]),
-    ("dihedral8", 8, [lambda a: np.rot90(a, 1, axes=(1, 2)), lambda a: a[:, :, ::-1], lambda a: a[:, ::-1]]),
-])
+@pytest.mark.parametrize(
+    "variant,n_views,transforms",
+    [
+        ("none", 1, []),
+        ("hflip", 2, [lambda a: a[:, :, ::-1]]),
+        ("vflip", 2, [lambda a: a[:, ::-1]]),
+        ("rot90", 4, [lambda a: np.rot90(a, 1, axes=(1, 2))]),
+        ("dihedral8", 8, [lambda a: np.rot90(a, 1, axes=(1, 2)), lambda a: a[:, :, ::-1], lambda a: a[:, ::-1]]),
+    ],
+)
 def test_tta_view_sets_and_the_invariance_they_buy(model, digits, variant, n_views, transforms):
     x, _, mean, std = digits
     views = tta_views(variant, 8, 8)
@@ -92,8 +107,13 @@ def test_vote_and_mean_combine_passes_differently():
 
 def test_random_pass_tta_uses_the_augmentation_passes_and_is_reproducible(model, digits):
     x, y, mean, std = digits
-    pipeline = build_pipeline([{"name": "Affine", "p": 1.0, "params": {"translate_percent": [-0.25, 0.25]}},
-                               {"name": "HorizontalFlip", "p": 0.5}], 8)
+    pipeline = build_pipeline(
+        [
+            {"name": "Affine", "p": 1.0, "params": {"translate_percent": [-0.25, 0.25]}},
+            {"name": "HorizontalFlip", "p": 0.5},
+        ],
+        8,
+    )
     runs = random_passes(model, x, pipeline, 4, 7, mean, std, CPU)
     assert len(runs) == 4 and not torch.allclose(runs[0], runs[1])  # each pass is a fresh draw
     mean_p = _probs(model, x, "random_mean", mean, std, passes=4, pipeline=pipeline, seed=7)
@@ -122,7 +142,9 @@ def test_run_tta_reports_each_variant_with_per_class_metrics(model, digits):
 def test_per_class_precision_recall_f1_and_confusion_match_sklearn():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 6, 500)
-    probs = torch.softmax(torch.from_numpy(rng.normal(size=(500, 6))).float() + 2 * torch.nn.functional.one_hot(torch.from_numpy(y), 6), 1)
+    probs = torch.softmax(
+        torch.from_numpy(rng.normal(size=(500, 6))).float() + 2 * torch.nn.functional.one_hot(torch.from_numpy(y), 6), 1
+    )
     probs[:, 5] = 0  # class 5 is never predicted: its precision is 0 by convention (sklearn zero_division=0)
     pred = probs.argmax(1).numpy()
     s = summarize(probs, y, 6)

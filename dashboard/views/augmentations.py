@@ -4,6 +4,7 @@ Pipeline from the builder being edited (st.session_state["builder_config"]), fro
 edited here as YAML. Images, augmentation, Mixup/CutMix and the fast-path view all come from
 dashboard.augment_preview, which calls the engine's own code. Layout only here.
 """
+
 import random
 
 import streamlit as st
@@ -38,7 +39,7 @@ def _run_config(url, run_id):
 @st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
 def _dataset(url, name):
     # A resource, not data: the arrays are shared read-only instead of copied on every rerun.
-    from engine.registry import load_registered
+    from control.dataset_registry import load_registered
 
     return load_registered(url, name)
 
@@ -57,8 +58,10 @@ def _edit_copy(section):
 
 
 st.title("Augmentation browser")
-st.caption("What the model actually sees: the engine's own pipeline (albumentations, seeded as in training), "
-           "applied to real images of the dataset.")
+st.caption(
+    "What the model actually sees: the engine's own pipeline (albumentations, seeded as in training), "
+    "applied to real images of the dataset."
+)
 
 # ------------------------------------------------------------------------------------- pipeline
 builder = st.session_state.get("builder_config")
@@ -75,15 +78,21 @@ elif source == SRC_RUN:
     if runs.empty:
         st.info("No runs yet: edit a pipeline here instead, or build one on the **New run** page.")
     else:
-        run_id = st.selectbox("Run", runs["id"].tolist(), key="aug_run",
-                              format_func=lambda i: f"#{i} {runs.set_index('id').loc[i, 'name']}")
+        run_id = st.selectbox(
+            "Run",
+            runs["id"].tolist(),
+            key="aug_run",
+            format_func=lambda i: f"#{i} {runs.set_index('id').loc[i, 'name']}",
+        )
         augment_section, data_section = ap.sections_of(_run_config(url, int(run_id)))
 else:
     st.session_state.setdefault("aug_yaml", ap.augment_yaml(ap.DEFAULT_AUGMENT))
     st.text_area("augment section (YAML): train steps and mixup", key="aug_yaml", height=220)
 
 try:
-    augment = ap.parse_augment_yaml(st.session_state["aug_yaml"]) if source == SRC_EDIT else ap.parse_augment(augment_section)
+    augment = (
+        ap.parse_augment_yaml(st.session_state["aug_yaml"]) if source == SRC_EDIT else ap.parse_augment(augment_section)
+    )
 except ConfigError as exc:
     for field, msg in exc.errors:
         st.error(f"{field}: {msg}")
@@ -92,7 +101,9 @@ except ConfigError as exc:
 if source != SRC_EDIT:
     with st.expander("This pipeline as YAML"):
         st.code(ap.augment_yaml(augment.model_dump(mode="json", include={"train", "mixup"})), language="yaml")
-        st.button("Edit a copy here", on_click=_edit_copy, args=(augment.model_dump(mode="json", include={"train", "mixup"}),))
+        st.button(
+            "Edit a copy here", on_click=_edit_copy, args=(augment.model_dump(mode="json", include={"train", "mixup"}),)
+        )
 
 # ------------------------------------------------------------------------------------- dataset and controls
 names = _dataset_names(url)
@@ -125,9 +136,12 @@ seed = int(st.session_state["aug_seed"])
 indices = ap.pick_images(data, k, int(st.session_state["aug_image_seed"]))
 images = ap.prepare_images(data, indices, data_section)
 labels = data.train_y[indices]
-st.caption(f"{dataset}: {images.shape[1]}×{images.shape[2]}×{images.shape[3]} as trained"
-           + (f" (data.image_size = {data_section['image_size']})" if data_section.get("image_size") else "")
-           + f" · {len(augment.train)} step(s): " + (", ".join(f"{s.name} (p={s.p:g})" for s in augment.train) or "none"))
+st.caption(
+    f"{dataset}: {images.shape[1]}×{images.shape[2]}×{images.shape[3]} as trained"
+    + (f" (data.image_size = {data_section['image_size']})" if data_section.get("image_size") else "")
+    + f" · {len(augment.train)} step(s): "
+    + (", ".join(f"{s.name} (p={s.p:g})" for s in augment.train) or "none")
+)
 
 # ------------------------------------------------------------------------------------- the grid
 st.subheader("Original beside augmented")
@@ -136,19 +150,26 @@ if not augment.train:
 grid = ap.augment_grid(images, augment.train, n, seed)
 for j in range(len(images)):
     cname = data.class_names[int(labels[j])]
-    st.image([ap.for_display(images[j])] + [ap.for_display(grid[r, j]) for r in range(n)],
-             caption=[f"original · {cname}"] + [f"#{r + 1}" for r in range(n)], width=96)
+    st.image(
+        [ap.for_display(images[j])] + [ap.for_display(grid[r, j]) for r in range(n)],
+        caption=[f"original · {cname}"] + [f"#{r + 1}" for r in range(n)],
+        width=96,
+    )
 
 # ------------------------------------------------------------------------------------- mixup / cutmix
 st.subheader("Mixup / CutMix")
 m = augment.mixup
-st.caption("Mixed with the engine's timm Mixup (one λ per batch), on the images above as one batch. "
-           "The caption is the soft label the image is trained towards.")
+st.caption(
+    "Mixed with the engine's timm Mixup (one λ per batch), on the images above as one batch. "
+    "The caption is the soft label the image is trained towards."
+)
 mc = st.columns(4)
-mixup = {"mixup_alpha": mc[0].number_input("mixup_alpha", 0.0, 10.0, float(m.mixup_alpha), 0.1),
-         "cutmix_alpha": mc[1].number_input("cutmix_alpha", 0.0, 10.0, float(m.cutmix_alpha), 0.1),
-         "prob": mc[2].number_input("prob", 0.0, 1.0, float(m.prob), 0.1),
-         "switch_prob": mc[3].number_input("switch_prob", 0.0, 1.0, float(m.switch_prob), 0.1)}
+mixup = {
+    "mixup_alpha": mc[0].number_input("mixup_alpha", 0.0, 10.0, float(m.mixup_alpha), 0.1),
+    "cutmix_alpha": mc[1].number_input("cutmix_alpha", 0.0, 10.0, float(m.cutmix_alpha), 0.1),
+    "prob": mc[2].number_input("prob", 0.0, 1.0, float(m.prob), 0.1),
+    "switch_prob": mc[3].number_input("switch_prob", 0.0, 1.0, float(m.switch_prob), 0.1),
+}
 batch = len(images) - len(images) % 2
 if not (mixup["prob"] > 0 and (mixup["mixup_alpha"] > 0 or mixup["cutmix_alpha"] > 0)):
     st.info("Mixup and CutMix are off in this pipeline: set mixup_alpha or cutmix_alpha above 0 to preview them.")
@@ -156,7 +177,11 @@ elif batch < 2:
     st.info("Mixup needs at least two images: raise the number of images.")
 else:
     mixed, soft, lam = ap.mixup_preview(grid[0, :batch], labels[:batch], data.num_classes, mixup, seed)
-    st.image([ap.for_display(x) for x in mixed], caption=[ap.soft_label_caption(t, data.class_names) for t in soft], width=128)
+    st.image(
+        [ap.for_display(x) for x in mixed],
+        caption=[ap.soft_label_caption(t, data.class_names) for t in soft],
+        width=128,
+    )
     st.caption(f"λ = {lam:.2f} for this batch" + (" (not mixed this time: prob < 1)" if lam >= 0.999 else ""))
 
 # ------------------------------------------------------------------------------------- fast path
@@ -167,9 +192,14 @@ if not augment.train:
 elif not ok:
     st.info(f"Not shown: {why}.")
 else:
-    st.caption("The same steps as the GPU-resident fast path runs them (engine.batch_augment): "
-               "same meaning and probabilities, its own random numbers.")
+    st.caption(
+        "The same steps as the GPU-resident fast path runs them (engine.augment.batched): "
+        "same meaning and probabilities, its own random numbers."
+    )
     fast = ap.fast_path_grid(images, augment.train, n, seed)
     for j in range(len(images)):
-        st.image([ap.for_display(images[j])] + [ap.for_display(fast[r, j]) for r in range(n)],
-                 caption=["original"] + [f"fast #{r + 1}" for r in range(n)], width=96)
+        st.image(
+            [ap.for_display(images[j])] + [ap.for_display(fast[r, j]) for r in range(n)],
+            caption=["original"] + [f"fast #{r + 1}" for r in range(n)],
+            width=96,
+        )

@@ -4,6 +4,7 @@ The runs come from ?runs=1,2,3, else the Runs page's selection (st.session_state
 can be changed with the picker; the picker writes ?runs= back so the view is a shareable link.
 Layout only: reads are db.queries (cached), figures and tables are dashboard.plots_compare.
 """
+
 import streamlit as st
 
 from dashboard import plots_compare as pc
@@ -78,8 +79,13 @@ if "compare_select" not in st.session_state or st.session_state.get("_compare_so
         st.warning(note)
 
 col_pick, col_refresh = st.columns([6, 1], vertical_alignment="bottom")
-selected = col_pick.multiselect(f"Runs to compare ({pc.MIN_RUNS} to {pc.MAX_RUNS})", options=list(labels_all),
-                                format_func=labels_all.get, key="compare_select", max_selections=pc.MAX_RUNS)
+selected = col_pick.multiselect(
+    f"Runs to compare ({pc.MIN_RUNS} to {pc.MAX_RUNS})",
+    options=list(labels_all),
+    format_func=labels_all.get,
+    key="compare_select",
+    max_selections=pc.MAX_RUNS,
+)
 if col_refresh.button("Refresh", help="Read the latest rows (live runs keep writing)"):
     st.cache_data.clear()
 if selected:
@@ -101,7 +107,9 @@ if len(datasets) > 1:
     st.warning(f"These runs use different datasets ({', '.join(sorted(datasets))}): compare their numbers with care.")
 
 tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
-    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"])
+    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"]
+)
+
 
 # ------------------------------------------------------------------------------------- curves
 def _curves_tab(ids, labels, class_names):
@@ -118,7 +126,9 @@ def _curves_tab(ids, labels, class_names):
         log_y = c4.toggle("Log y axis", key="compare_log")
         weight = st.slider("Smoothing weight", 0.0, 0.95, 0.6, 0.05, key="compare_weight") if smooth else 0.0
         st.plotly_chart(pc.curves_figure(history, metric, labels, splits, weight, log_y), key="compare_curves")
-        st.caption("Solid = train, dashed = val. Hover a point for its value" + (" (raw and smoothed)." if smooth else "."))
+        st.caption(
+            "Solid = train, dashed = val. Hover a point for its value" + (" (raw and smoothed)." if smooth else ".")
+        )
 
 
 with tab_curves:
@@ -134,8 +144,11 @@ with tab_table:
     best = pc.best_run(table)
     if best:
         st.markdown(f"Best validation accuracy: **{best}** ({table.loc[best, 'best val acc']:.4f}).")
-    st.dataframe(table, key="compare_best_final",
-                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "epoch" not in c})
+    st.dataframe(
+        table,
+        key="compare_best_final",
+        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "epoch" not in c},
+    )
 
 # ------------------------------------------------------------------------------------- config diff
 with tab_diff:
@@ -143,15 +156,20 @@ with tab_diff:
     if diff.empty:
         st.success("The configs are identical: any difference in results comes from randomness.")
     else:
-        st.caption(f"{len(diff)} field(s) differ; fields that are the same in every run are hidden. "
-                   f"'{pc.MISSING}' = the field is absent from that run's config.")
+        st.caption(
+            f"{len(diff)} field(s) differ; fields that are the same in every run are hidden. "
+            f"'{pc.MISSING}' = the field is absent from that run's config."
+        )
         st.dataframe(diff, key="compare_diff")
+
 
 # ------------------------------------------------------------------------------------- confusion
 @st.fragment  # its widgets rerun only this part, not the whole page
 def _confusion_tab(ids, labels, class_names):
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    which = c1.radio("Matrices from", ["test: final evaluation", "val: last epoch"], horizontal=True, key="compare_cm_source")
+    which = c1.radio(
+        "Matrices from", ["test: final evaluation", "val: last epoch"], horizontal=True, key="compare_cm_source"
+    )
     normalize = c2.toggle("Normalise rows", value=True, key="compare_cm_norm")
     if which.startswith("test"):
         mats = {labels[i]: e["confusion"] for i, e in _evaluations(url, ids, "test").items() if i in labels}
@@ -172,13 +190,16 @@ def _confusion_tab(ids, labels, class_names):
             a = d1.selectbox("A", opts, index=0, key="compare_cm_a")
             b = d2.selectbox("B", opts, index=1, key="compare_cm_b")
             try:
-                st.plotly_chart(pc.confusion_difference_figure(mats[a], mats[b], a, b, class_names), key="compare_cm_diff")
+                st.plotly_chart(
+                    pc.confusion_difference_figure(mats[a], mats[b], a, b, class_names), key="compare_cm_diff"
+                )
             except ValueError as exc:
                 st.warning(str(exc))
 
 
 with tab_confusion:
     _confusion_tab(ids, labels, class_names)
+
 
 # ------------------------------------------------------------------------------------- per class
 @st.fragment  # its widgets rerun only this part, not the whole page
@@ -202,5 +223,8 @@ with tab_tta:
         st.info("None of these runs evaluated test-time augmentation. Add variants under eval.tta in the builder.")
     else:
         st.plotly_chart(pc.tta_figure(tta, labels), key="compare_tta")
-        st.dataframe(pc.tta_table(tta, labels), key="compare_tta_table",
-                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in tta["variant"].unique()})
+        st.dataframe(
+            pc.tta_table(tta, labels),
+            key="compare_tta_table",
+            column_config={c: st.column_config.NumberColumn(format="%.4f") for c in tta["variant"].unique()},
+        )

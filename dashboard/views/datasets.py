@@ -1,16 +1,17 @@
 """Datasets: what is registered (class counts, sample images, sizes, mean/std) and registering a new one.
 
-Registering goes through engine.registry, which loads the dataset with the engine's own loaders and
+Registering goes through control.dataset_registry, which loads the dataset with the engine's own loaders and
 refuses anything the engine could not train on; a refusal is shown with st.error and nothing is stored.
 Layout only here.
 """
+
 import streamlit as st
 
+from control import dataset_registry as registry
 from dashboard import plots_compare as pc
 from dashboard.augment_preview import for_display
 from dashboard.state import db_url_for_session
 from db import queries
-from engine import registry
 from engine.data import DATASET_KINDS, TORCHVISION_SETS, DatasetError
 
 url = db_url_for_session()
@@ -75,13 +76,15 @@ with tab_list:
             sizes = summary.get("image_sizes") or {}
             st.markdown(
                 f"**Mean** {', '.join(f'{v:.4f}' for v in summary['mean'])} · **std** "
-                f"{', '.join(f'{v:.4f}' for v in summary['std'])} (per channel, pixels in [0, 1])")
+                f"{', '.join(f'{v:.4f}' for v in summary['std'])} (per channel, pixels in [0, 1])"
+            )
             if sizes:
                 st.markdown(
                     f"**Image sizes** ({sizes['scanned']:,} {'files' if sizes['source'] == 'files' else 'images'}, "
                     f"{sizes['distinct']} distinct): width {sizes['width'][0]}–{sizes['width'][2]} "
                     f"(median {sizes['width'][1]}), height {sizes['height'][0]}–{sizes['height'][2]} "
-                    f"(median {sizes['height'][1]}); loaded as {sizes['loaded_as'][0]}×{sizes['loaded_as'][1]}")
+                    f"(median {sizes['height'][1]}); loaded as {sizes['loaded_as'][0]}×{sizes['loaded_as'][1]}"
+                )
             st.plotly_chart(pc.class_counts_figure(summary), key="datasets_counts")
 
             st.subheader("Samples per class")
@@ -96,7 +99,9 @@ with tab_list:
                 grid = []
             for _, cname, images in grid:
                 if cname in shown and len(images):
-                    st.image([for_display(im, 64) for im in images], caption=[cname] + [""] * (len(images) - 1), width=64)
+                    st.image(
+                        [for_display(im, 64) for im in images], caption=[cname] + [""] * (len(images) - 1), width=64
+                    )
 
 # ------------------------------------------------------------------------------------- register
 with tab_register:
@@ -108,8 +113,9 @@ with tab_register:
         path = st.text_input("Path" if kind != "torchvision" else "Root folder of the local copy", key="register_path")
         fields = {}
         if kind in ("imagefolder", "csv"):
-            fields["image_size"] = st.number_input("Resize to (px, 0 = keep; mixed sizes go to the largest)", 0, 1024, 0,
-                                                   key="register_size")
+            fields["image_size"] = st.number_input(
+                "Resize to (px, 0 = keep; mixed sizes go to the largest)", 0, 1024, 0, key="register_size"
+            )
         if kind == "csv":
             c = st.columns(4)
             fields["image_root"] = c[0].text_input("Image folder (default: the CSV's folder)", key="register_root")
@@ -130,8 +136,9 @@ with tab_register:
     if submitted:
         try:
             with st.spinner("Reading every image…"):
-                summary = registry.register_dataset(url, name, kind, path, registry.form_options(kind, **fields),
-                                                    replace=replace)
+                summary = registry.register_dataset(
+                    url, name, kind, path, registry.form_options(kind, **fields), replace=replace
+                )
         except DatasetError as exc:
             st.error(f"Not registered: {exc}")
         else:
@@ -139,6 +146,7 @@ with tab_register:
             _dataset.clear()  # a replaced dataset must be re-read
             st.session_state["_datasets_flash"] = (
                 f"Registered **{name.strip()}**: {summary['num_classes']} classes, {summary['train_count']:,} "
-                f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}.")
+                f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}."
+            )
             st.session_state["_datasets_pick_next"] = name.strip()
             st.rerun()  # so the list above shows it

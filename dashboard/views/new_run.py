@@ -1,10 +1,11 @@
 """New run: design an experiment by pointing and clicking, check it, launch it.
 
 Layout only. The fields come from the config schema (dashboard.forms.field_specs), values go
-config <-> widgets through dashboard.forms, checks are engine.preflight.validate_all, and Launch is
-engine.launcher.launch_run. Prefill: ?clone=<run id> (or st.session_state["clone_from"]), a preset,
+config <-> widgets through dashboard.forms, checks are control.preflight.validate_all, and Launch is
+control.launcher.launch_run. Prefill: ?clone=<run id> (or st.session_state["clone_from"]), a preset,
 or an uploaded YAML. The config being edited is kept in st.session_state["builder_config"].
 """
+
 import streamlit as st
 
 from dashboard import forms, plots, reads
@@ -13,6 +14,7 @@ from db import queries
 
 url = db_url_for_session()
 ss = st.session_state
+
 
 # ------------------------------------------------------------------------------- state helpers
 def _load(config: dict, notice: str | None = None) -> None:
@@ -77,8 +79,8 @@ def _request(action: str):
 
 
 def _check(url, launch: bool):
-    from engine.launcher import LaunchRefused, launch_run
-    from engine.preflight import validate_all
+    from control.launcher import LaunchRefused, launch_run
+    from control.preflight import validate_all
 
     config, errors = _current()
     ss["builder_config"] = config
@@ -93,9 +95,14 @@ def _check(url, launch: bool):
         _show_first_error(errors)
         return
     try:
-        run_id = launch_run(url, config, tags=forms.parse_tags(ss.get("builder_tags", "")),
-                            notes=ss.get("builder_notes", ""), parent_run_id=ss.get("builder_parent"),
-                            backend=ss.get("builder_backend"))
+        run_id = launch_run(
+            url,
+            config,
+            tags=forms.parse_tags(ss.get("builder_tags", "")),
+            notes=ss.get("builder_notes", ""),
+            parent_run_id=ss.get("builder_parent"),
+            backend=ss.get("builder_backend"),
+        )
     except LaunchRefused as exc:
         ss["builder_errors"] = exc.errors
         _show_first_error(exc.errors)
@@ -147,10 +154,15 @@ def _field(spec: forms.FieldSpec, field_errors: dict):
         st.toggle(spec.label, **kw)
     elif spec.kind in ("int", "float"):
         cast = int if spec.kind == "int" else float
-        st.number_input(spec.label, min_value=None if spec.min is None else cast(spec.min),
-                        max_value=None if spec.max is None else cast(spec.max), step=cast(spec.step),
-                        format="%d" if spec.kind == "int" else "%g",
-                        placeholder="none (empty)" if spec.optional else None, **kw)
+        st.number_input(
+            spec.label,
+            min_value=None if spec.min is None else cast(spec.min),
+            max_value=None if spec.max is None else cast(spec.max),
+            step=cast(spec.step),
+            format="%d" if spec.kind == "int" else "%g",
+            placeholder="none (empty)" if spec.optional else None,
+            **kw,
+        )
     elif spec.kind == "choice":
         st.selectbox(spec.label, spec.options, **kw)
     elif spec.kind == "multichoice":
@@ -158,14 +170,21 @@ def _field(spec: forms.FieldSpec, field_errors: dict):
     elif spec.kind == "dataset":
         names = reads.dataset_names(url)
         current = ss.get(spec.key) or ""
-        st.selectbox(spec.label, names + ([current] if current and current not in names else []),
-                     accept_new_options=True, **(kw | {"help": "A dataset registered on the Datasets page, "
-                                                                 "or kind:path (e.g. imagefolder:/data/pets)"}))
+        st.selectbox(
+            spec.label,
+            names + ([current] if current and current not in names else []),
+            accept_new_options=True,
+            **(kw | {"help": "A dataset registered on the Datasets page, or kind:path (e.g. imagefolder:/data/pets)"}),
+        )
     elif spec.kind == "model_name":
         source = forms.get_path(config, "model.source")
         catalogue = reads.model_catalogue(source) if source != "custom" else None
-        st.selectbox(spec.label, forms.model_name_options(source, ss.get(spec.key), catalogue),
-                     accept_new_options=source != "custom", **kw)
+        st.selectbox(
+            spec.label,
+            forms.model_name_options(source, ss.get(spec.key), catalogue),
+            accept_new_options=source != "custom",
+            **kw,
+        )
     else:  # text and comma-separated lists
         st.text_input(spec.label, placeholder="none" if spec.optional else None, **kw)
     for msg in field_errors.get(spec.path, []):
@@ -189,18 +208,45 @@ def _steps_editor(field_errors):
         c = st.columns([0.3, 2.0, 1.0, 4.2, 0.6, 0.6, 0.6], vertical_alignment="bottom")
         c[0].markdown(f"**{i + 1}.**")
         c[1].markdown(f"`{row['name']}`")
-        c[2].number_input("p", min_value=0.0, max_value=1.0, step=0.05, format="%g", key=f"aug:{uid}:p",
-                          help="Probability of applying this step to an image", persist_state="session",
-                          label_visibility="visible" if i == 0 else "collapsed")
-        c[3].text_input("params (JSON or YAML mapping)", key=f"aug:{uid}:params", persist_state="session",
-                        label_visibility="visible" if i == 0 else "collapsed",
-                        help="Keyword arguments of the albumentations transform, e.g. {\"limit\": 15}")
-        c[4].button("↑", key=f"aug:{uid}:up", on_click=forms.move_step, args=(ss, i, -1), disabled=i == 0,
-                    help="Move up", width="stretch")
-        c[5].button("↓", key=f"aug:{uid}:down", on_click=forms.move_step, args=(ss, i, 1),
-                    disabled=i == len(rows) - 1, help="Move down", width="stretch")
-        c[6].button("✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove",
-                    width="stretch")
+        c[2].number_input(
+            "p",
+            min_value=0.0,
+            max_value=1.0,
+            step=0.05,
+            format="%g",
+            key=f"aug:{uid}:p",
+            help="Probability of applying this step to an image",
+            persist_state="session",
+            label_visibility="visible" if i == 0 else "collapsed",
+        )
+        c[3].text_input(
+            "params (JSON or YAML mapping)",
+            key=f"aug:{uid}:params",
+            persist_state="session",
+            label_visibility="visible" if i == 0 else "collapsed",
+            help='Keyword arguments of the albumentations transform, e.g. {"limit": 15}',
+        )
+        c[4].button(
+            "↑",
+            key=f"aug:{uid}:up",
+            on_click=forms.move_step,
+            args=(ss, i, -1),
+            disabled=i == 0,
+            help="Move up",
+            width="stretch",
+        )
+        c[5].button(
+            "↓",
+            key=f"aug:{uid}:down",
+            on_click=forms.move_step,
+            args=(ss, i, 1),
+            disabled=i == len(rows) - 1,
+            help="Move down",
+            width="stretch",
+        )
+        c[6].button(
+            "✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove", width="stretch"
+        )
         for msg in field_errors.get(f"augment.train.{i}", []):
             st.error(msg, icon="⚠️")
     for msg in field_errors.get("augment.train", []):
@@ -208,16 +254,24 @@ def _steps_editor(field_errors):
     from engine.augment import BUILDER_DEFAULTS
 
     c = st.columns([4, 1], vertical_alignment="bottom")
-    c[0].selectbox("Add a transform", reads.transforms(), key="builder_add_transform",
-                   help="Common transforms first (with sensible params), then every albumentations transform")
-    c[1].button("➕ Add step", on_click=lambda: forms.add_step(ss, ss["builder_add_transform"], BUILDER_DEFAULTS),
-                width="stretch")
+    c[0].selectbox(
+        "Add a transform",
+        reads.transforms(),
+        key="builder_add_transform",
+        help="Common transforms first (with sensible params), then every albumentations transform",
+    )
+    c[1].button(
+        "➕ Add step",
+        on_click=lambda: forms.add_step(ss, ss["builder_add_transform"], BUILDER_DEFAULTS),
+        width="stretch",
+    )
 
 
 def _section(section: str):
     specs = [s for s in forms.specs_by_section().get(section, []) if forms.is_relevant(s, config)]
-    shown = {s.path for s in specs} | ({f"augment.train.{i}" for i in range(len(ss.get(forms.STEPS_KEY, [])))}
-                                       if section == "augment" else set())
+    shown = {s.path for s in specs} | (
+        {f"augment.train.{i}" for i in range(len(ss.get(forms.STEPS_KEY, [])))} if section == "augment" else set()
+    )
     field_errors, rest = forms.split_errors(by_section.get(section, []), shown)
     for field, msg in rest:
         st.error(f"**{forms.field_label(field)}**: {msg}", icon="⚠️")
@@ -230,8 +284,14 @@ def _section(section: str):
         c = st.columns(3)
         with c[0]:
             source_spec = next(s for s in main if s.path == "model.source")
-            st.selectbox(source_spec.label, source_spec.options, key=source_spec.key, help=source_spec.help,
-                         on_change=_on_source_change, persist_state="session")
+            st.selectbox(
+                source_spec.label,
+                source_spec.options,
+                key=source_spec.key,
+                help=source_spec.help,
+                on_change=_on_source_change,
+                persist_state="session",
+            )
         with c[1]:
             _field(next(s for s in main if s.path == "model.name"), field_errors)
         main = [s for s in main if s.path not in ("model.source", "model.name")]
@@ -247,7 +307,7 @@ def _lr_preview():
     from engine.config import ConfigError, parse_config
 
     try:
-        from engine.train import lr_trajectory
+        from engine.training.loop import lr_trajectory
 
         lrs = lr_trajectory(parse_config(config))
     except (ConfigError, ValueError):
@@ -261,8 +321,10 @@ def _lr_preview():
 
 # ------------------------------------------------------------------------------- page
 st.title("New run")
-st.caption("Design an image-classifier experiment, check it, and launch it. The engine trains it in its own "
-           "process; you can close the browser meanwhile.")
+st.caption(
+    "Design an image-classifier experiment, check it, and launch it. The engine trains it in its own "
+    "process; you can close the browser meanwhile."
+)
 
 if notice := ss.pop("builder_notice", None):
     (st.warning if notice.startswith("⚠️") else st.success)(notice.removeprefix("⚠️ "))
@@ -271,15 +333,25 @@ presets = forms.available_presets()
 with st.container(border=True):
     if presets:
         p = st.columns([5, 1], vertical_alignment="bottom")
-        p[0].selectbox("Start from a preset", list(presets), key="builder_preset",
-                       format_func=lambda n: f"{n} — {presets[n]}",
-                       help="Our users' recipes and fast known-good starts; adapted to the dataset chosen in the Data tab")
-        p[1].button("Apply preset", on_click=_apply_preset, args=(url,), width="stretch",
-                    help="Replace the form with this preset for the chosen dataset")
+        p[0].selectbox(
+            "Start from a preset",
+            list(presets),
+            key="builder_preset",
+            format_func=lambda n: f"{n} — {presets[n]}",
+            help="Our users' recipes and fast known-good starts; adapted to the dataset chosen in the Data tab",
+        )
+        p[1].button(
+            "Apply preset",
+            on_click=_apply_preset,
+            args=(url,),
+            width="stretch",
+            help="Replace the form with this preset for the chosen dataset",
+        )
     top = st.columns([5, 1], vertical_alignment="bottom")
     with top[0]:
-        st.file_uploader("Load a config (YAML or JSON)", type=["yaml", "yml", "json"], key="builder_upload",
-                         on_change=_on_upload)
+        st.file_uploader(
+            "Load a config (YAML or JSON)", type=["yaml", "yml", "json"], key="builder_upload", on_change=_on_upload
+        )
     with top[1]:
         st.button("↺ Reset to defaults", on_click=_reset, width="stretch")
         if ss.get("builder_parent"):
@@ -287,15 +359,24 @@ with st.container(border=True):
 
 general = st.columns([2, 2, 3])
 with general[0]:
-    _field(next(s for s in forms.field_specs() if s.path == "name"),
-           forms.split_errors(by_section.get("general", []), {"name"})[0])
-general[1].text_input("Tags", key="builder_tags", placeholder="baseline, digits", help="Comma-separated; "
-                      "filter and group runs by them on the Runs page", persist_state="session")
+    _field(
+        next(s for s in forms.field_specs() if s.path == "name"),
+        forms.split_errors(by_section.get("general", []), {"name"})[0],
+    )
+general[1].text_input(
+    "Tags",
+    key="builder_tags",
+    placeholder="baseline, digits",
+    help="Comma-separated; filter and group runs by them on the Runs page",
+    persist_state="session",
+)
 general[2].text_input("Notes", key="builder_notes", placeholder="What is this run testing?", persist_state="session")
 
 # The tabs track which section is open (builder_section) so that a label gaining or losing its
 # error count keeps the same tab open; a refused check opens the section of its first error.
-tab_labels = {key: title + (f" ⚠️ {len(by_section[key])}" if by_section.get(key) else "") for key, title in forms.SECTIONS}
+tab_labels = {
+    key: title + (f" ⚠️ {len(by_section[key])}" if by_section.get(key) else "") for key, title in forms.SECTIONS
+}
 ss["builder_tabs"] = tab_labels.get(ss.get("builder_section"), tab_labels["data"])
 tabs = st.tabs(list(tab_labels.values()), key="builder_tabs", on_change=_on_tab)
 for (section, _), tab in zip(forms.SECTIONS, tabs):
@@ -307,25 +388,47 @@ st.caption("**This run:** " + forms.config_summary(config))
 if errors:
     st.error("**Fix these before launching:**\n\n" + "\n".join(f"- {line}" for line in forms.summary_lines(errors)))
 elif ss.get("builder_valid_config") == config:
-    st.success("The config is valid and its checks passed (dataset, model, augmentation on a real image). "
-               "Ready to launch.")
+    st.success(
+        "The config is valid and its checks passed (dataset, model, augmentation on a real image). Ready to launch."
+    )
 
 yaml_text = forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])
 backends = forms.available_backends()
 if len(backends) > 1:  # a Slurm submit host: choose where this run executes
-    actions[3].selectbox("Run on", backends, key="builder_backend",
-                         help="local: a process on this machine (queued behind LAB_MAX_CONCURRENT runs); "
-                              "slurm: submitted with sbatch, Slurm queues it")
-actions[0].button("✔ Validate", on_click=_request, args=("validate",), width="stretch",
-                  help="Check every field, then load the dataset, build the model and push one batch through it")
-actions[1].button("🚀 Launch", type="primary", on_click=_request, args=("launch",), width="stretch",
-                  help="Validate, then start training in its own process")
-actions[2].download_button("⬇ Config YAML", data=yaml_text or "", disabled=yaml_text is None,
-                           file_name=f"{(config.get('name') or 'experiment').replace(' ', '_')}.yaml",
-                           mime="application/x-yaml", width="stretch",
-                           help="Run it without the dashboard: python -m engine train experiment.yaml"
-                           if yaml_text else "Fix the highlighted fields first")
+    actions[3].selectbox(
+        "Run on",
+        backends,
+        key="builder_backend",
+        help="local: a process on this machine (queued behind LAB_MAX_CONCURRENT runs); "
+        "slurm: submitted with sbatch, Slurm queues it",
+    )
+actions[0].button(
+    "✔ Validate",
+    on_click=_request,
+    args=("validate",),
+    width="stretch",
+    help="Check every field, then load the dataset, build the model and push one batch through it",
+)
+actions[1].button(
+    "🚀 Launch",
+    type="primary",
+    on_click=_request,
+    args=("launch",),
+    width="stretch",
+    help="Validate, then start training in its own process",
+)
+actions[2].download_button(
+    "⬇ Config YAML",
+    data=yaml_text or "",
+    disabled=yaml_text is None,
+    file_name=f"{(config.get('name') or 'experiment').replace(' ', '_')}.yaml",
+    mime="application/x-yaml",
+    width="stretch",
+    help="Run it without the dashboard: python -m engine train experiment.yaml"
+    if yaml_text
+    else "Fix the highlighted fields first",
+)
 
 with st.expander("Config as YAML"):
     st.code(yaml_text or "# the form has invalid values; fix the highlighted fields", language="yaml")

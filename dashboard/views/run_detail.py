@@ -2,23 +2,24 @@
 TTA, checkpoints, log and downloads.
 
 Layout only. Reads: db.queries through dashboard.reads (cached by progress); figures and tables:
-dashboard.plots; actions: engine.launcher (stop/resume), dashboard.actions (evaluate a checkpoint
+dashboard.plots; actions: control.launcher (stop/resume), dashboard.actions (evaluate a checkpoint
 with `python -m engine evaluate`, log tail). The run comes from ?run=<id>, else the newest running
 run, else the newest run.
 """
+
 import json
 import os
 
 import numpy as np
 import streamlit as st
 
+from control import launcher
 from dashboard import actions, forms, plots, reads
 from dashboard.state import db_url_for_session
 from db import queries
 from db.models import ACTIVE_STATUSES, QUEUED
-from engine import launcher
 from engine.config import TTA_VARIANTS
-from engine.evaluate import TTA_DESCRIPTIONS
+from engine.training.evaluate import TTA_DESCRIPTIONS
 
 RESUMABLE = ("stopped", "failed", "lost")
 
@@ -60,9 +61,11 @@ active = status in ACTIVE_STATUSES
 data_json = json.dumps(cfg.get("data", {}))
 
 head[0].title(f"Run #{run_id}" + (f" · {row['name']}" if row["name"] else ""))
-st.markdown(f"**{plots.status_label(status)}** · dataset `{row['dataset']}` · model `{row['model']}` · "
-            f"{row['epochs_done']} / {row['epochs_planned']} epochs"
-            + (f" · tags: {', '.join(row['tags'])}" if row["tags"] else ""))
+st.markdown(
+    f"**{plots.status_label(status)}** · dataset `{row['dataset']}` · model `{row['model']}` · "
+    f"{row['epochs_done']} / {row['epochs_planned']} epochs"
+    + (f" · tags: {', '.join(row['tags'])}" if row["tags"] else "")
+)
 st.caption(forms.config_summary(cfg) + (f"  \n📝 {row['notes']}" if row["notes"] else ""))
 if row["error"]:
     st.error(f"**{status}**: {row['error']}")
@@ -77,35 +80,63 @@ if b[0].button("⏹ Stop", disabled=not active, width="stretch", help="Finish th
         ss["detail_notice"] = f"Run #{run_id}: {launcher.stop_run(url, run_id)}"
     reads.clear_run_caches()
     st.rerun()
-if b[1].button("▶ Resume", disabled=status not in RESUMABLE, width="stretch",
-               help="Continue from the last checkpoint (same run)"):
+if b[1].button(
+    "▶ Resume", disabled=status not in RESUMABLE, width="stretch", help="Continue from the last checkpoint (same run)"
+):
     launcher.resume_run(url, run_id)
     reads.clear_run_caches()
     st.rerun()
 if b[2].button("🧬 Clone and edit", width="stretch", help="Open the builder prefilled with this config"):
     st.switch_page("views/new_run.py", query_params={"clone": str(run_id)})
 yaml_text = forms.config_yaml(cfg)
-b[3].download_button("⬇ Config YAML", data=yaml_text or json.dumps(cfg, indent=2), width="stretch",
-                     file_name=f"run_{run_id}.yaml" if yaml_text else f"run_{run_id}.json",
-                     help="python -m engine train run.yaml reproduces the run")
+b[3].download_button(
+    "⬇ Config YAML",
+    data=yaml_text or json.dumps(cfg, indent=2),
+    width="stretch",
+    file_name=f"run_{run_id}.yaml" if yaml_text else f"run_{run_id}.json",
+    help="python -m engine train run.yaml reproduces the run",
+)
 history = reads.history(url, run_id, row["epochs_done"], status)
-b[4].download_button("⬇ Metrics CSV", data=plots.metrics_csv(history), file_name=f"run_{run_id}_metrics.csv",
-                     mime="text/csv", width="stretch", disabled=history.empty, help="One row per epoch")
+b[4].download_button(
+    "⬇ Metrics CSV",
+    data=plots.metrics_csv(history),
+    file_name=f"run_{run_id}_metrics.csv",
+    mime="text/csv",
+    width="stretch",
+    disabled=history.empty,
+    help="One row per epoch",
+)
 best = queries.checkpoint_path(url, run_id, "best")
 best = best if best and os.path.isfile(best) else None
-b[5].download_button("⬇ Best checkpoint", data=actions.file_reader(best) if best else b"", width="stretch",
-                     file_name=f"run_{run_id}_best.pt", disabled=not best, mime="application/octet-stream",
-                     help="PyTorch state dict with class names and normalisation (other checkpoints: Checkpoints tab)")
+b[5].download_button(
+    "⬇ Best checkpoint",
+    data=actions.file_reader(best) if best else b"",
+    width="stretch",
+    file_name=f"run_{run_id}_best.pt",
+    disabled=not best,
+    mime="application/octet-stream",
+    help="PyTorch state dict with class names and normalisation (other checkpoints: Checkpoints tab)",
+)
 if notice := ss.pop("detail_notice", None):
     st.toast(notice)
 
 with st.expander("Where and how it runs"):
-    info = {"host": row["host"], "device": row["device"], "data path": row["data_path"], "backend": row["backend"],
-            "devices (processes)": (row["config"] or {}).get("train", {}).get("devices", 1),
-            "pid": row["pid"], "external id": row["external_id"], "run dir": row["run_dir"], "log": row["log_path"],
-            "created (UTC)": row["created_at"], "started (UTC)": row["started_at"], "ended (UTC)": row["ended_at"],
-            "last heartbeat (UTC)": row["heartbeat_at"],
-            "parent run": f"#{row['parent_run_id']}" if row["parent_run_id"] else None}
+    info = {
+        "host": row["host"],
+        "device": row["device"],
+        "data path": row["data_path"],
+        "backend": row["backend"],
+        "devices (processes)": (row["config"] or {}).get("train", {}).get("devices", 1),
+        "pid": row["pid"],
+        "external id": row["external_id"],
+        "run dir": row["run_dir"],
+        "log": row["log_path"],
+        "created (UTC)": row["created_at"],
+        "started (UTC)": row["started_at"],
+        "ended (UTC)": row["ended_at"],
+        "last heartbeat (UTC)": row["heartbeat_at"],
+        "parent run": f"#{row['parent_run_id']}" if row["parent_run_id"] else None,
+    }
     st.table({k: "" if v is None else str(v) for k, v in info.items()})
 
 
@@ -120,8 +151,11 @@ def live_progress():
     if not active:
         return
     done, planned = progress["epochs_done"] or 0, max(1, progress["epochs_planned"] or 1)
-    st.progress(min(1.0, done / planned), text=f"{plots.status_label(status)} — {done} of {planned} epochs done"
-                + (" (waiting for a free slot)" if status == QUEUED else ""))
+    st.progress(
+        min(1.0, done / planned),
+        text=f"{plots.status_label(status)} — {done} of {planned} epochs done"
+        + (" (waiting for a free slot)" if status == QUEUED else ""),
+    )
     with st.expander("Log (last 30 lines, live)"):
         st.code(actions.log_tail(row["log_path"], 30) or "(no log yet)", language="text")
 
@@ -142,10 +176,18 @@ if not wide.empty and len(wide.columns) > 1:
     m = st.columns(5)
     m[0].metric("Val accuracy", plots.format_pct(last.get("val_acc")), _delta("val_acc"))
     m[1].metric("Best val accuracy", plots.format_pct(wide["val_acc"].max() if "val_acc" in wide else None))
-    m[2].metric("Val loss", f"{last['val_loss']:.4f}" if "val_loss" in wide else "–",
-                _delta("val_loss", pct=False), delta_color="inverse")
-    m[3].metric("Train loss", f"{last['train_loss']:.4f}" if "train_loss" in wide else "–",
-                _delta("train_loss", pct=False), delta_color="inverse")
+    m[2].metric(
+        "Val loss",
+        f"{last['val_loss']:.4f}" if "val_loss" in wide else "–",
+        _delta("val_loss", pct=False),
+        delta_color="inverse",
+    )
+    m[3].metric(
+        "Train loss",
+        f"{last['train_loss']:.4f}" if "train_loss" in wide else "–",
+        _delta("train_loss", pct=False),
+        delta_color="inverse",
+    )
     m[4].metric("Throughput", f"{last['train_images_per_sec']:,.0f} img/s" if "train_images_per_sec" in wide else "–")
 curves = plots.learning_curves(history)
 if curves is None:
@@ -158,14 +200,21 @@ else:  # while it runs: the latest validation confusion matrix beside the curves
     latest = queries.latest_confusion(url, run_id, "val")
     if latest is not None:
         epoch, matrix = latest
-        right.plotly_chart(plots.confusion_figure(matrix, reads.class_names(url, data_json, len(matrix)),
-                                                  clickable=False, title=f"Validation confusion, epoch {epoch}"),
-                           key="detail_live_cm")
+        right.plotly_chart(
+            plots.confusion_figure(
+                matrix,
+                reads.class_names(url, data_json, len(matrix)),
+                clickable=False,
+                title=f"Validation confusion, epoch {epoch}",
+            ),
+            key="detail_live_cm",
+        )
 
 # ------------------------------------------------------------------------------- analysis tabs
 t_cm, t_err, t_cls, t_tta, t_ckpt, t_log, t_cfg = st.tabs(
     ["Confusion by epoch", "Test errors & gallery", "Per class", "TTA", "Checkpoints", "Log", "Config"],
-    key="detail_tabs")
+    key="detail_tabs",
+)
 
 with t_cm:
     mats = reads.confusions(url, run_id, "val", row["epochs_done"], status)
@@ -198,8 +247,17 @@ with t_err:
     if not tests:
         st.info("Test predictions appear when the run completes, or evaluate a checkpoint in the Checkpoints tab.")
     else:
-        which = st.selectbox("Evaluation", range(len(tests)), index=len(tests) - 1, key=f"detail_eval_{run_id}",
-                             format_func=lambda i: _eval_label(tests[i])) if len(tests) > 1 else 0
+        which = (
+            st.selectbox(
+                "Evaluation",
+                range(len(tests)),
+                index=len(tests) - 1,
+                key=f"detail_eval_{run_id}",
+                format_func=lambda i: _eval_label(tests[i]),
+            )
+            if len(tests) > 1
+            else 0
+        )
         ev = tests[which]
         preds = ev.get("predictions") or {}
         n = len(ev["confusion"])
@@ -217,9 +275,17 @@ with t_err:
         left, right = st.columns([1, 1])
         with left:
             norm = st.toggle("Normalise rows", key="detail_test_norm")
-            st.plotly_chart(plots.confusion_figure(ev["confusion"], names, normalise=norm,
-                                                   title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})"),
-                            key=chart_key, on_select=_on_cell, selection_mode="points")
+            st.plotly_chart(
+                plots.confusion_figure(
+                    ev["confusion"],
+                    names,
+                    normalise=norm,
+                    title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})",
+                ),
+                key=chart_key,
+                on_select=_on_cell,
+                selection_mode="points",
+            )
             st.caption("Click a cell to see its images.")
         with right:
             options = [None] + list(range(n))
@@ -236,18 +302,27 @@ with t_err:
                 st.warning("The dataset on disk no longer matches this run's test split; images cannot be matched.")
             else:
                 idx = plots.matching_predictions(preds, true_c, pred_c, limit=48)
-                st.caption(f"{len(idx)} image(s) shown" + (" (first 48)" if len(idx) == 48 else "")
-                           + " — wrong predictions by confidence, right ones least confident first")
+                st.caption(
+                    f"{len(idx)} image(s) shown"
+                    + (" (first 48)" if len(idx) == 48 else "")
+                    + " — wrong predictions by confidence, right ones least confident first"
+                )
                 if idx:
-                    st.image([plots.display_image(sp.test_x[i]) for i in idx],
-                             caption=[plots.prediction_caption(preds, i, names) for i in idx], width=96)
+                    st.image(
+                        [plots.display_image(sp.test_x[i]) for i in idx],
+                        caption=[plots.prediction_caption(preds, i, names) for i in idx],
+                        width=96,
+                    )
         if preds:
             sp, _ = reads.splits(url, data_json)
             st.markdown("**Highest-loss test images** — the model's most confident mistakes and hardest cases")
             if sp is not None and np.array_equal(np.asarray(preds["target"]), sp.test_y):
                 idx = plots.top_loss_indices(preds, 24)
-                st.image([plots.display_image(sp.test_x[i]) for i in idx],
-                         caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx], width=96)
+                st.image(
+                    [plots.display_image(sp.test_x[i]) for i in idx],
+                    caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
+                    width=96,
+                )
 
 with t_cls:
     if not tests:
@@ -257,23 +332,39 @@ with t_cls:
         names = reads.class_names(url, data_json, len(ev["confusion"]))
         st.caption(_eval_label(ev))
         st.plotly_chart(plots.per_class_bars(ev["per_class"], names), key="detail_per_class")
-        st.dataframe(plots.per_class_frame(ev["per_class"], names), hide_index=True, column_config={
-            "precision": st.column_config.NumberColumn(format="%.3f"),
-            "recall": st.column_config.NumberColumn(format="%.3f"),
-            "f1": st.column_config.NumberColumn("F1", format="%.3f")})
+        st.dataframe(
+            plots.per_class_frame(ev["per_class"], names),
+            hide_index=True,
+            column_config={
+                "precision": st.column_config.NumberColumn(format="%.3f"),
+                "recall": st.column_config.NumberColumn(format="%.3f"),
+                "f1": st.column_config.NumberColumn("F1", format="%.3f"),
+            },
+        )
 
 with t_tta:
     tta = reads.tta(url, run_id, status)
     if tta.empty:
-        st.info("No test-time augmentation results. Pick variants in the builder's Evaluation tab (eval.tta), "
-                "or evaluate a checkpoint with TTA in the Checkpoints tab.")
+        st.info(
+            "No test-time augmentation results. Pick variants in the builder's Evaluation tab (eval.tta), "
+            "or evaluate a checkpoint with TTA in the Checkpoints tab."
+        )
     else:
         st.plotly_chart(plots.tta_bars(tta, TTA_DESCRIPTIONS), key="detail_tta")
-        st.dataframe(plots.tta_frame(tta, TTA_DESCRIPTIONS), hide_index=True, column_config={
-            "accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
-            "gain_pp": st.column_config.NumberColumn("Gain vs none", format="%+.2f pp")})
+        st.dataframe(
+            plots.tta_frame(tta, TTA_DESCRIPTIONS),
+            hide_index=True,
+            column_config={
+                "accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
+                "gain_pp": st.column_config.NumberColumn("Gain vs none", format="%+.2f pp"),
+            },
+        )
         ckpts = list(dict.fromkeys(tta["checkpoint"]))
-        ck = st.selectbox("Per class, checkpoint", ckpts, key=f"detail_tta_ckpt_{run_id}") if len(ckpts) > 1 else ckpts[0]
+        ck = (
+            st.selectbox("Per class, checkpoint", ckpts, key=f"detail_tta_ckpt_{run_id}")
+            if len(ckpts) > 1
+            else ckpts[0]
+        )
         metric = st.radio("Per-class metric", ["accuracy", "f1"], horizontal=True, key="detail_tta_metric")
         table = plots.tta_per_class_frame(tta, reads.class_names(url, data_json, 0), metric, ck)
         if not table.empty:
@@ -285,26 +376,43 @@ with t_ckpt:
         st.info("No checkpoints yet: one is written at the end of every epoch.")
     else:
         frame = plots.checkpoints_frame(ckpts)
-        st.dataframe(frame, hide_index=True, column_config={
-            "size_mb": st.column_config.NumberColumn("Size", format="%.1f MB"),
-            "path": st.column_config.TextColumn("Path", width="large")})
+        st.dataframe(
+            frame,
+            hide_index=True,
+            column_config={
+                "size_mb": st.column_config.NumberColumn("Size", format="%.1f MB"),
+                "path": st.column_config.TextColumn("Path", width="large"),
+            },
+        )
         usable = [r for r in frame.to_dict("records") if r["on disk"]]
         if usable:
             by_label = {r["checkpoint"]: r for r in usable}
             c = st.columns([2, 3, 2], vertical_alignment="bottom")
             label = c[0].selectbox("Checkpoint", list(by_label), key=f"detail_ckpt_{run_id}")
-            tta_pick = c[1].multiselect("With TTA variants (optional)", list(TTA_VARIANTS), key="detail_ckpt_tta",
-                                        help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()))
-            if c[2].button("🧪 Evaluate on test", width="stretch", disabled=status == QUEUED,
-                           help="Runs python -m engine evaluate in a separate process; results appear in the "
-                                "Test errors, Per class and TTA tabs"):
+            tta_pick = c[1].multiselect(
+                "With TTA variants (optional)",
+                list(TTA_VARIANTS),
+                key="detail_ckpt_tta",
+                help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()),
+            )
+            if c[2].button(
+                "🧪 Evaluate on test",
+                width="stretch",
+                disabled=status == QUEUED,
+                help="Runs python -m engine evaluate in a separate process; results appear in the "
+                "Test errors, Per class and TTA tabs",
+            ):
                 with st.spinner(f"Evaluating {label} on the test split…"):
                     ok, out = actions.evaluate_checkpoint(url, run_id, label, tta_pick)
                 reads.clear_run_caches()
                 ss["detail_eval_result"] = (ok, out)
                 st.rerun()
-            st.download_button(f"⬇ Download {label}.pt", data=actions.file_reader(by_label[label]["path"]),
-                               file_name=f"run_{run_id}_{label}.pt", mime="application/octet-stream")
+            st.download_button(
+                f"⬇ Download {label}.pt",
+                data=actions.file_reader(by_label[label]["path"]),
+                file_name=f"run_{run_id}_{label}.pt",
+                mime="application/octet-stream",
+            )
         if res := ss.pop("detail_eval_result", None):
             ok, out = res
             (st.success if ok else st.error)(out or ("done" if ok else "the evaluation failed"))
@@ -315,8 +423,9 @@ with t_log:
         st.info("No log file yet." if active else "This run has no log file on this machine.")
     else:
         st.code(text, language="text")
-        st.download_button("⬇ Full log", data=actions.file_reader(row["log_path"]), file_name=f"run_{run_id}.log",
-                           mime="text/plain")
+        st.download_button(
+            "⬇ Full log", data=actions.file_reader(row["log_path"]), file_name=f"run_{run_id}.log", mime="text/plain"
+        )
 
 with t_cfg:
     st.code(yaml_text or json.dumps(cfg, indent=2), language="yaml")

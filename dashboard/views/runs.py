@@ -3,15 +3,16 @@ clone, delete or annotate them.
 
 Layout only: the table is db.queries.list_runs (runs + latest_metrics, never the metric history)
 shaped by dashboard.plots.runs_table; filters are dashboard.forms.filter_runs; actions are
-engine.launcher / db.store calls. The Compare page reads st.session_state["compare_ids"] (and ?runs=).
+control.launcher / db.store calls. The Compare page reads st.session_state["compare_ids"] (and ?runs=).
 """
+
 import streamlit as st
 
+from control import launcher
 from dashboard import forms, plots, reads
 from dashboard.state import db_url_for_session
 from db import store
 from db.models import ACTIVE_STATUSES, FINAL_STATUSES, RUNNING
-from engine import launcher
 
 RESUMABLE = ("stopped", "failed", "lost")
 
@@ -34,13 +35,16 @@ if notice := ss.pop("runs_notice", None):
 
 # ------------------------------------------------------------------------------- filters
 f = st.columns([2, 2, 2, 3])
-statuses = f[0].multiselect("Status", sorted(runs["status"].unique()), key="runs_status", persist_state="session",
-                            placeholder="all")
-datasets = f[1].multiselect("Dataset", sorted(runs["dataset"].dropna().unique()), key="runs_dataset",
-                            persist_state="session", placeholder="all")
+statuses = f[0].multiselect(
+    "Status", sorted(runs["status"].unique()), key="runs_status", persist_state="session", placeholder="all"
+)
+datasets = f[1].multiselect(
+    "Dataset", sorted(runs["dataset"].dropna().unique()), key="runs_dataset", persist_state="session", placeholder="all"
+)
 all_tags = sorted({t for tags in runs["tags"] for t in (tags or [])})
-tags = f[2].multiselect("Tags", all_tags, key="runs_tags", persist_state="session", placeholder="any",
-                        disabled=not all_tags)
+tags = f[2].multiselect(
+    "Tags", all_tags, key="runs_tags", persist_state="session", placeholder="any", disabled=not all_tags
+)
 text = f[3].text_input("Search", key="runs_search", placeholder="name, model, notes, id …", persist_state="session")
 
 COLUMNS = {
@@ -49,8 +53,9 @@ COLUMNS = {
     "status": st.column_config.TextColumn("Status"),
     "dataset": st.column_config.TextColumn("Dataset"),
     "model": st.column_config.TextColumn("Model"),
-    "best_val_acc": st.column_config.NumberColumn("Best val acc", format="percent",
-                                                  help="Best validation accuracy over the epochs so far"),
+    "best_val_acc": st.column_config.NumberColumn(
+        "Best val acc", format="percent", help="Best validation accuracy over the epochs so far"
+    ),
     "test_acc": st.column_config.NumberColumn("Test acc", format="percent", help="Final test accuracy"),
     "epochs": st.column_config.TextColumn("Epochs", help="done / planned"),
     "duration_min": st.column_config.NumberColumn("Duration", format="%.1f min"),
@@ -109,11 +114,22 @@ def _action_bar(selected, fresh):
     resumable = [i for i in ids if status[i] in RESUMABLE]
     final = [i for i in ids if status[i] in FINAL_STATUSES]
     one = len(ids) == 1
-    st.caption(f"{len(ids)} selected" + (f": {', '.join(f'#{i}' for i in ids)}" if ids else
-                                         " — tick the boxes at the left of the table to act on runs"))
+    st.caption(
+        f"{len(ids)} selected"
+        + (
+            f": {', '.join(f'#{i}' for i in ids)}"
+            if ids
+            else " — tick the boxes at the left of the table to act on runs"
+        )
+    )
     b = st.columns(6)
-    if b[0].button(f"📊 Compare ({len(ids)})", disabled=not 2 <= len(ids) <= 10, type="primary", width="stretch",
-                   help="Select 2 to 10 runs"):
+    if b[0].button(
+        f"📊 Compare ({len(ids)})",
+        disabled=not 2 <= len(ids) <= 10,
+        type="primary",
+        width="stretch",
+        help="Select 2 to 10 runs",
+    ):
         _compare(ids)
     if b[1].button("🔎 Open", disabled=not one, width="stretch", help="Curves, confusion matrix, errors, TTA"):
         _go("views/run_detail.py", run=ids[0])
@@ -121,19 +137,28 @@ def _action_bar(selected, fresh):
         _go("views/new_run.py", clone=ids[0])
     if b[3].button("⏹ Stop", disabled=not active, width="stretch", help="Stop the selected queued/running runs"):
         _stop(active)
-    if b[4].button("▶ Resume", disabled=not resumable, width="stretch",
-                   help="Continue stopped, failed or lost runs from their last checkpoint"):
+    if b[4].button(
+        "▶ Resume",
+        disabled=not resumable,
+        width="stretch",
+        help="Continue stopped, failed or lost runs from their last checkpoint",
+    ):
         _resume(resumable)
-    with b[5].popover("🗑 Delete", disabled=not final, width="stretch",
-                      help="Delete finished runs and their rows (running runs must be stopped first)"):
+    with b[5].popover(
+        "🗑 Delete",
+        disabled=not final,
+        width="stretch",
+        help="Delete finished runs and their rows (running runs must be stopped first)",
+    ):
         st.write(f"Delete {', '.join(f'#{i}' for i in final)} and all their metrics?")
         if st.button("Delete permanently", type="primary", key="runs_confirm_delete"):
             _delete(final)
     if one:
         row = fresh.set_index("id").loc[ids[0]]
         with st.expander(f"Tags and notes of #{ids[0]}"):
-            st.text_input("Tags", value=", ".join(row["tags"] or []), key=f"runs_edit_tags_{ids[0]}",
-                          help="Comma-separated")
+            st.text_input(
+                "Tags", value=", ".join(row["tags"] or []), key=f"runs_edit_tags_{ids[0]}", help="Comma-separated"
+            )
             st.text_area("Notes", value=row["notes"] or "", key=f"runs_edit_notes_{ids[0]}")
             st.button("Save", key=f"runs_save_{ids[0]}", on_click=_save_tags, args=(ids[0],))
 
@@ -158,8 +183,16 @@ def runs_table():
     if table.empty:
         st.info("No run matches these filters.")
         return
-    event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
-                         column_config=COLUMNS, width="stretch", height=min(600, 38 + 35 * len(table)))
+    event = st.dataframe(
+        table,
+        key="runs_table",
+        on_select="rerun",
+        selection_mode="multi-row",
+        hide_index=True,
+        column_config=COLUMNS,
+        width="stretch",
+        height=min(600, 38 + 35 * len(table)),
+    )
     _action_bar(table.iloc[list(event.selection.rows)], fresh)
     if active_now and not fresh["status"].isin(ACTIVE_STATUSES).any():
         st.rerun()  # the last active run ended: stop polling

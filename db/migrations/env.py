@@ -1,4 +1,5 @@
 """Alembic environment: runs on the connection init_db hands over (or on the configured URL)."""
+
 from alembic import context
 from sqlalchemy import create_engine
 
@@ -23,8 +24,12 @@ def run_migrations_online():
 
 
 def run_migrations_offline():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

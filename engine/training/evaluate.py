@@ -1,4 +1,5 @@
 """Prediction, confusion matrices, per-class metrics and test-time augmentation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,14 +21,25 @@ TTA_DESCRIPTIONS = {
 
 
 @torch.no_grad()
-def predict_probs(model, x_uint8: np.ndarray | torch.Tensor, mean, std, device, batch_size=512,
-                  channels_last=False, amp_dtype=None, view=None) -> torch.Tensor:
+def predict_probs(
+    model,
+    x_uint8: np.ndarray | torch.Tensor,
+    mean,
+    std,
+    device,
+    batch_size=512,
+    channels_last=False,
+    amp_dtype=None,
+    view=None,
+) -> torch.Tensor:
     """Softmax probabilities (N, C) on CPU. `view` maps a uint8 NHWC batch to another view of it."""
     model.eval()
     out = []
     for i in range(0, len(x_uint8), batch_size):
-        xb = x_uint8[i:i + batch_size]
-        xb = (torch.from_numpy(np.ascontiguousarray(xb)) if isinstance(xb, np.ndarray) else xb).to(device, non_blocking=True)
+        xb = x_uint8[i : i + batch_size]
+        xb = (torch.from_numpy(np.ascontiguousarray(xb)) if isinstance(xb, np.ndarray) else xb).to(
+            device, non_blocking=True
+        )
         if view is not None:
             xb = view(xb)
         xb = normalize_batch(xb, mean, std, channels_last)
@@ -38,7 +50,9 @@ def predict_probs(model, x_uint8: np.ndarray | torch.Tensor, mean, std, device, 
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def per_class_metrics(cm: np.ndarray) -> dict[str, list[float]]:
@@ -58,11 +72,19 @@ def summarize(probs: torch.Tensor, y: np.ndarray, num_classes: int, with_predict
     conf, pred = probs.max(dim=1)
     nll = -torch.log(probs[torch.arange(len(y_t)), y_t].clamp_min(1e-12))
     cm = confusion_matrix(y, pred.numpy(), num_classes)
-    result = {"accuracy": float((pred == y_t).float().mean()), "loss": float(nll.mean()),
-              "confusion": cm.tolist(), "per_class": per_class_metrics(cm)}
+    result = {
+        "accuracy": float((pred == y_t).float().mean()),
+        "loss": float(nll.mean()),
+        "confusion": cm.tolist(),
+        "per_class": per_class_metrics(cm),
+    }
     if with_predictions:
-        result["predictions"] = {"target": y.tolist(), "pred": pred.tolist(),
-                                 "confidence": [round(float(c), 5) for c in conf], "loss": [round(float(v), 5) for v in nll]}
+        result["predictions"] = {
+            "target": y.tolist(),
+            "pred": pred.tolist(),
+            "confidence": [round(float(c), 5) for c in conf],
+            "loss": [round(float(v), 5) for v in nll],
+        }
     return result
 
 
@@ -90,8 +112,11 @@ def _rot_hflip(k):
 
 def _crop(dy: int, dx: int, pad: int, h: int, w: int):
     def view(x):
-        big = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate").to(x.dtype).permute(0, 2, 3, 1)
-        return big[:, dy:dy + h, dx:dx + w, :].contiguous()
+        big = (
+            F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate").to(x.dtype).permute(0, 2, 3, 1)
+        )
+        return big[:, dy : dy + h, dx : dx + w, :].contiguous()
+
     return view
 
 
@@ -111,8 +136,13 @@ def tta_views(variant: str, height: int, width: int) -> list:
         return [f for k in range(4) for f in (_rot(k), _rot_hflip(k))] if square else [_rot(0), _hflip, _vflip, _rot(2)]
     if variant == "multicrop":  # centre + 4 corners of the image padded by 1/8 (replicated edges)
         pad = max(1, min(height, width) // 8)
-        return [_crop(pad, pad, pad, height, width), _crop(0, 0, pad, height, width), _crop(0, 2 * pad, pad, height, width),
-                _crop(2 * pad, 0, pad, height, width), _crop(2 * pad, 2 * pad, pad, height, width)]
+        return [
+            _crop(pad, pad, pad, height, width),
+            _crop(0, 0, pad, height, width),
+            _crop(0, 2 * pad, pad, height, width),
+            _crop(2 * pad, 0, pad, height, width),
+            _crop(2 * pad, 2 * pad, pad, height, width),
+        ]
     raise ValueError(f"unknown TTA variant {variant}")
 
 
@@ -129,7 +159,9 @@ def combine_vote(runs: list[torch.Tensor], num_classes: int) -> torch.Tensor:
     return p / p.sum(dim=1, keepdim=True)
 
 
-def random_passes(model, x: np.ndarray, pipeline, passes: int, seed: int, mean, std, device, **kw) -> list[torch.Tensor]:
+def random_passes(
+    model, x: np.ndarray, pipeline, passes: int, seed: int, mean, std, device, **kw
+) -> list[torch.Tensor]:
     """`passes` predictions, each on a fresh draw of the (training) augmentation pipeline, seeded."""
     from engine.augment import apply_pipeline, seed_pipeline
 
@@ -141,8 +173,22 @@ def random_passes(model, x: np.ndarray, pipeline, passes: int, seed: int, mean, 
     return runs
 
 
-def tta_probabilities(model, x: np.ndarray, variant: str, num_classes: int, mean, std, device, *, passes=5,
-                      pipeline=None, seed=0, channels_last=False, amp_dtype=None, batch_size=512) -> torch.Tensor:
+def tta_probabilities(
+    model,
+    x: np.ndarray,
+    variant: str,
+    num_classes: int,
+    mean,
+    std,
+    device,
+    *,
+    passes=5,
+    pipeline=None,
+    seed=0,
+    channels_last=False,
+    amp_dtype=None,
+    batch_size=512,
+) -> torch.Tensor:
     """(N, C) class probabilities of one TTA variant."""
     kw = dict(batch_size=batch_size, channels_last=channels_last, amp_dtype=amp_dtype)
     if variant in ("random_mean", "random_vote"):
@@ -152,16 +198,50 @@ def tta_probabilities(model, x: np.ndarray, variant: str, num_classes: int, mean
     return combine_mean([predict_probs(model, x, mean, std, device, view=v, **kw) for v in views])
 
 
-def run_tta(model, x: np.ndarray, y: np.ndarray, num_classes: int, variants, mean, std, device, *, passes=5,
-            pipeline=None, seed=0, channels_last=False, amp_dtype=None, batch_size=512) -> dict[str, dict]:
+def run_tta(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    variants,
+    mean,
+    std,
+    device,
+    *,
+    passes=5,
+    pipeline=None,
+    seed=0,
+    channels_last=False,
+    amp_dtype=None,
+    batch_size=512,
+) -> dict[str, dict]:
     """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1}}."""
     results = {}
     for variant in variants:
-        p = tta_probabilities(model, x, variant, num_classes, mean, std, device, passes=passes, pipeline=pipeline,
-                              seed=seed, channels_last=channels_last, amp_dtype=amp_dtype, batch_size=batch_size)
+        p = tta_probabilities(
+            model,
+            x,
+            variant,
+            num_classes,
+            mean,
+            std,
+            device,
+            passes=passes,
+            pipeline=pipeline,
+            seed=seed,
+            channels_last=channels_last,
+            amp_dtype=amp_dtype,
+            batch_size=batch_size,
+        )
         s = summarize(p, y, num_classes, with_predictions=False)
         pc = s["per_class"]
-        results[variant] = {"accuracy": s["accuracy"],
-                            "per_class": {"accuracy": pc["recall"], "precision": pc["precision"], "recall": pc["recall"],
-                                          "f1": pc["f1"]}}
+        results[variant] = {
+            "accuracy": s["accuracy"],
+            "per_class": {
+                "accuracy": pc["recall"],
+                "precision": pc["precision"],
+                "recall": pc["recall"],
+                "f1": pc["f1"],
+            },
+        }
     return results

@@ -5,6 +5,7 @@ Reproducibility: every epoch re-seeds torch/numpy/random/albumentations from (se
 stopped or killed run resumed from its last checkpoint repeats exactly what the uninterrupted run
 would have done (on CPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint as ckpt
-from engine import distributed
 from engine.augment import build_pipeline, seed_pipeline
 from engine.config import ExperimentConfig
 from engine.data import DatasetSpec, Splits, load_arrays, make_splits, normalize_batch
-from engine.evaluate import predict_probs, run_tta, summarize
-from engine.losses import build_loss, smoothing_at
 from engine.models import build_model, set_frozen
-from engine.optim import EpochSchedule, build_optimizer, set_lr
 from engine.sinks import EventSink
+from engine.training import checkpoint as ckpt
+from engine.training import distributed
+from engine.training.evaluate import predict_probs, run_tta, summarize
+from engine.training.losses import build_loss, smoothing_at
+from engine.training.optim import EpochSchedule, build_optimizer, set_lr
 
 HEARTBEAT_EVERY_S = 2.0
 STOP_CHECK_EVERY = 20  # steps, under DDP
@@ -81,6 +82,7 @@ class _Stopper:
     def install(self):
         def handler(signum, frame):
             self.requested = True
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 signal.signal(sig, handler)
@@ -94,7 +96,7 @@ def batches_in_memory(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bo
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         yield torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
 
 
@@ -102,11 +104,11 @@ def make_train_batches(cfg: ExperimentConfig, splits: Splits, pipeline, epoch: i
     """(uint8 NHWC, int64 labels) batches for one epoch. Which path runs, and why, is
     `fastpath.plan(...).describe()`, recorded once per run.
 
-    The GPU-resident fast path (engine.fastpath) is used when it applies; otherwise the CPU path:
+    The GPU-resident fast path (engine.training.fastpath) is used when it applies; otherwise the CPU path:
     per-image albumentations in a DataLoader (workers, pinned memory), or plain array slicing
     when there is no augmentation at all.
     """
-    from engine import fastpath
+    from engine.training import fastpath
 
     seed = epoch_seed(cfg.train.seed, epoch)
     drop_last = len(splits.train_y) > cfg.train.batch_size
@@ -121,10 +123,17 @@ def make_train_batches(cfg: ExperimentConfig, splits: Splits, pipeline, epoch: i
 
     seed_pipeline(pipeline, seed)
     workers = cfg.train.num_workers
-    loader = DataLoader(AugmentedArrays(splits.train_x, splits.train_y, pipeline), batch_size=cfg.train.batch_size,
-                        shuffle=True, drop_last=drop_last, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False, generator=torch.Generator().manual_seed(seed),
-                        worker_init_fn=_seed_worker if workers else None)
+    loader = DataLoader(
+        AugmentedArrays(splits.train_x, splits.train_y, pipeline),
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_worker if workers else None,
+    )
     return iter(loader)
 
 
@@ -151,8 +160,15 @@ def _mixup(cfg, num_classes):
     from timm.data import Mixup
 
     # Smoothing is applied by our loss (possibly scheduled), so timm's mixup gets none.
-    return Mixup(mixup_alpha=m.mixup_alpha, cutmix_alpha=m.cutmix_alpha, prob=m.prob, switch_prob=m.switch_prob,
-                 mode="batch", label_smoothing=0.0, num_classes=num_classes)
+    return Mixup(
+        mixup_alpha=m.mixup_alpha,
+        cutmix_alpha=m.cutmix_alpha,
+        prob=m.prob,
+        switch_prob=m.switch_prob,
+        mode="batch",
+        label_smoothing=0.0,
+        num_classes=num_classes,
+    )
 
 
 def mixup_active(cfg, epoch_idx: int) -> bool:
@@ -168,8 +184,16 @@ def accumulation_divisor(step: int, accumulate: int, steps_per_epoch: int) -> in
     return min(accumulate, steps_per_epoch - group_start)
 
 
-def train(cfg: ExperimentConfig, spec: DatasetSpec, run_dir: str | Path, sink: EventSink, *, resume: bool = False,
-          init_state: dict | None = None, _fault: dict | None = None) -> RunResult:
+def train(
+    cfg: ExperimentConfig,
+    spec: DatasetSpec,
+    run_dir: str | Path,
+    sink: EventSink,
+    *,
+    resume: bool = False,
+    init_state: dict | None = None,
+    _fault: dict | None = None,
+) -> RunResult:
     """Train one run. Reports through `sink`; ends with a status: completed | stopped | failed."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +209,11 @@ def train(cfg: ExperimentConfig, spec: DatasetSpec, run_dir: str | Path, sink: E
         short = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             short = "CUDA out of memory: lower train.batch_size or the image size"
-        sink.on_status("failed", error=f"{type(exc).__name__}: {short}" if not isinstance(exc, TrainingFailed) else short,
-                       traceback=traceback.format_exc())
+        sink.on_status(
+            "failed",
+            error=f"{type(exc).__name__}: {short}" if not isinstance(exc, TrainingFailed) else short,
+            traceback=traceback.format_exc(),
+        )
         return RunResult("failed", -1, None, None, None)
 
 
@@ -249,14 +276,20 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
             sink.on_log("no readable checkpoint: starting from epoch 1")
         sink.on_resume(start_epoch)
 
-    from engine import fastpath
+    from engine.training import fastpath
 
     data_path = fastpath.plan(cfg, splits, device).describe()
-    sink.on_status("running", pid=os.getpid(), device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                   data_path=data_path)
-    sink.on_log(f"{len(splits.train_y)} train / {len(splits.val_y)} val / {len(splits.test_y)} test images, "
-                f"{num_classes} classes, {splits.image_size}x{splits.image_size}x{splits.channels}; data path: {data_path}"
-                + (f"; DistributedDataParallel over {dist.world} processes" if dist.enabled else ""))
+    sink.on_status(
+        "running",
+        pid=os.getpid(),
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        data_path=data_path,
+    )
+    sink.on_log(
+        f"{len(splits.train_y)} train / {len(splits.val_y)} val / {len(splits.test_y)} test images, "
+        f"{num_classes} classes, {splits.image_size}x{splits.image_size}x{splits.channels}; data path: {data_path}"
+        + (f"; DistributedDataParallel over {dist.world} processes" if dist.enabled else "")
+    )
     last_beat = time.monotonic()
     best_metric = cfg.eval.best_metric
     epoch = start_epoch  # a run resumed after its last epoch (lost during the test evaluation) only evaluates
@@ -268,9 +301,15 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         torch.manual_seed(es)
 
         # --- phase switches: freezing, Adam -> SGD
-        if cfg.model.freeze.epochs or cfg.model.freeze.unfreeze_last is not None:  # no frozen epochs: last N from the start
+        if (
+            cfg.model.freeze.epochs or cfg.model.freeze.unfreeze_last is not None
+        ):  # no frozen epochs: last N from the start
             set_frozen(model, epoch_idx < cfg.model.freeze.epochs, cfg.model.freeze.unfreeze_last)
-        if cfg.optim.switch_to_sgd_epoch is not None and epoch_idx == cfg.optim.switch_to_sgd_epoch and optim_name != "sgd":
+        if (
+            cfg.optim.switch_to_sgd_epoch is not None
+            and epoch_idx == cfg.optim.switch_to_sgd_epoch
+            and optim_name != "sgd"
+        ):
             optim_name, base_lr = "sgd", cfg.optim.sgd_lr or cfg.optim.lr
             optimizer = build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult, "sgd", base_lr)
             schedule.attach(base_lr)
@@ -329,7 +368,11 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
             step += 1
             # Under DDP every rank must agree to stop at the same step; agreeing costs a sync, so
             # ranks compare notes every STOP_CHECK_EVERY steps (a stop waits at most that long).
-            if (stopper.requested if not dist.enabled else step % STOP_CHECK_EVERY == 0 and dist.any(stopper.requested, device)):
+            if (
+                stopper.requested
+                if not dist.enabled
+                else step % STOP_CHECK_EVERY == 0 and dist.any(stopper.requested, device)
+            ):
                 raise StopRequested
             if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
@@ -351,15 +394,30 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
 
         # --- validate (EMA weights when asked)
         eval_model = ema.module if (ema is not None and cfg.regularize.ema.evaluate_ema) else model
-        metrics = {("train", "loss"): float(loss_sum) / max(seen, 1), ("train", "acc"): float(correct) / max(seen, 1),
-                   ("train", "lr"): lr, ("train", "epoch_seconds"): train_seconds,
-                   ("train", "images_per_sec"): seen / max(train_seconds, 1e-9),
-                   ("train", "data_wait"): data_wait / max(train_seconds, 1e-9)}
+        metrics = {
+            ("train", "loss"): float(loss_sum) / max(seen, 1),
+            ("train", "acc"): float(correct) / max(seen, 1),
+            ("train", "lr"): lr,
+            ("train", "epoch_seconds"): train_seconds,
+            ("train", "images_per_sec"): seen / max(train_seconds, 1e-9),
+            ("train", "data_wait"): data_wait / max(train_seconds, 1e-9),
+        }
         confusion = {}
         if len(splits.val_y):
-            v = summarize(predict_probs(eval_model, splits.val_x, splits.mean, splits.std, device,
-                                        channels_last=t.channels_last, amp_dtype=amp_dtype),
-                          splits.val_y, num_classes, with_predictions=False)
+            v = summarize(
+                predict_probs(
+                    eval_model,
+                    splits.val_x,
+                    splits.mean,
+                    splits.std,
+                    device,
+                    channels_last=t.channels_last,
+                    amp_dtype=amp_dtype,
+                ),
+                splits.val_y,
+                num_classes,
+                with_predictions=False,
+            )
             metrics[("val", "loss")], metrics[("val", "acc")] = v["loss"], v["accuracy"]
             confusion["val"] = v["confusion"]
         schedule.observe({"val_loss": metrics.get(("val", "loss")), "val_acc": metrics.get(("val", "acc"))})
@@ -372,14 +430,29 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         if improved:
             best_value, best_epoch = value, epoch
         if es_cfg.enabled:
-            es_best, bad_epochs = early_stop_update(es_best, bad_epochs, metrics.get(("val", es_cfg.metric.removeprefix("val_"))), es_cfg)
+            es_best, bad_epochs = early_stop_update(
+                es_best, bad_epochs, metrics.get(("val", es_cfg.metric.removeprefix("val_"))), es_cfg
+            )
 
         # --- checkpoint first, then rows: a row in the DB always has a checkpoint to resume from
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-                 "scaler": scaler.state_dict() if scaler.is_enabled() else None, "optim_name": optim_name,
-                 "base_lr": base_lr, "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "es_best": es_best,
-                 "config": cfg.to_json(), "class_names": splits.class_names, "mean": splits.mean, "std": splits.std}
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "optim_name": optim_name,
+            "base_lr": base_lr,
+            "best_value": best_value,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "es_best": es_best,
+            "config": cfg.to_json(),
+            "class_names": splits.class_names,
+            "mean": splits.mean,
+            "std": splits.std,
+        }
         if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
             ckpt.save_atomic(state, run_dir / "last.pt")
             sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
@@ -398,7 +471,9 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
         if dist.any(stopper.requested, device):
             raise StopRequested
         if es_cfg.enabled and bad_epochs >= es_cfg.patience:
-            sink.on_log(f"early stopping after epoch {epoch}: no improvement of {es_cfg.metric} for {bad_epochs} epochs")
+            sink.on_log(
+                f"early stopping after epoch {epoch}: no improvement of {es_cfg.metric} for {bad_epochs} epochs"
+            )
             break
 
     # --- final evaluation on the test split
@@ -414,7 +489,9 @@ def _train(cfg, spec, run_dir, sink, stopper, resume, init_state, fault) -> RunR
 def _raise_if_nonfinite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
     step = int(bad_step)
     if step:
-        raise TrainingFailed(f"loss became {float(bad_loss)} at epoch {epoch}, step {step}: lower optim.lr or enable grad clipping")
+        raise TrainingFailed(
+            f"loss became {float(bad_loss)} at epoch {epoch}, step {step}: lower optim.lr or enable grad clipping"
+        )
 
 
 def early_stop_update(best, bad_epochs, value, es_cfg):
@@ -428,8 +505,14 @@ def early_stop_update(best, bad_epochs, value, es_cfg):
 
 
 def _weights_only(state: dict, eval_model) -> dict:
-    return {"epoch": state["epoch"], "model": eval_model.state_dict(), "config": state["config"],
-            "class_names": state["class_names"], "mean": state["mean"], "std": state["std"]}
+    return {
+        "epoch": state["epoch"],
+        "model": eval_model.state_dict(),
+        "config": state["config"],
+        "class_names": state["class_names"],
+        "mean": state["mean"],
+        "std": state["std"],
+    }
 
 
 def _load_compatible(model, state_dict, sink) -> None:
@@ -437,7 +520,9 @@ def _load_compatible(model, state_dict, sink) -> None:
     usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
-    sink.on_log(f"initialised from parent checkpoint: {len(usable)} tensors loaded, {skipped} kept fresh (shape changed)")
+    sink.on_log(
+        f"initialised from parent checkpoint: {len(usable)} tensors loaded, {skipped} kept fresh (shape changed)"
+    )
 
 
 def _final_evaluation(cfg, splits, model, ema, run_dir, device, amp_dtype, pipeline, sink) -> float:
@@ -451,23 +536,49 @@ def _final_evaluation(cfg, splits, model, ema, run_dir, device, amp_dtype, pipel
     if epoch is None:
         epoch = ckpt.load(run_dir / "last.pt")["epoch"]
     t = cfg.train
-    probs = predict_probs(eval_model, splits.test_x, splits.mean, splits.std, device, channels_last=t.channels_last, amp_dtype=amp_dtype)
+    probs = predict_probs(
+        eval_model, splits.test_x, splits.mean, splits.std, device, channels_last=t.channels_last, amp_dtype=amp_dtype
+    )
     result = summarize(probs, splits.test_y, splits.num_classes)
     sink.on_evaluation("test", epoch, which, result)
     if len(splits.val_y):
-        val = summarize(predict_probs(eval_model, splits.val_x, splits.mean, splits.std, device, channels_last=t.channels_last,
-                                      amp_dtype=amp_dtype), splits.val_y, splits.num_classes)
+        val = summarize(
+            predict_probs(
+                eval_model,
+                splits.val_x,
+                splits.mean,
+                splits.std,
+                device,
+                channels_last=t.channels_last,
+                amp_dtype=amp_dtype,
+            ),
+            splits.val_y,
+            splits.num_classes,
+        )
         sink.on_evaluation("val", epoch, which, val)
     if cfg.eval.tta:
-        tta = run_tta(eval_model, splits.test_x, splits.test_y, splits.num_classes, cfg.eval.tta, splits.mean, splits.std,
-                      device, passes=cfg.eval.tta_passes, pipeline=pipeline, seed=cfg.train.seed,
-                      channels_last=t.channels_last, amp_dtype=amp_dtype)
+        tta = run_tta(
+            eval_model,
+            splits.test_x,
+            splits.test_y,
+            splits.num_classes,
+            cfg.eval.tta,
+            splits.mean,
+            splits.std,
+            device,
+            passes=cfg.eval.tta_passes,
+            pipeline=pipeline,
+            seed=cfg.train.seed,
+            channels_last=t.channels_last,
+            amp_dtype=amp_dtype,
+        )
         sink.on_tta("test", which, tta)
     return result["accuracy"]
 
 
-def evaluate_checkpoint(path: str | Path, spec: DatasetSpec, split: str = "test", device_name: str = "auto",
-                        tta: list[str] | None = None) -> tuple[dict, dict | None, int]:
+def evaluate_checkpoint(
+    path: str | Path, spec: DatasetSpec, split: str = "test", device_name: str = "auto", tta: list[str] | None = None
+) -> tuple[dict, dict | None, int]:
     """Evaluate any stored checkpoint on a split (seed 002 found its best test score at epoch 46)."""
     state = ckpt.load(path)
     cfg = ExperimentConfig.model_validate_json(state["config"])
@@ -483,8 +594,19 @@ def evaluate_checkpoint(path: str | Path, spec: DatasetSpec, split: str = "test"
     tta_results = None
     if tta:
         pipeline = build_pipeline(cfg.augment.train, splits.image_size)
-        tta_results = run_tta(model, x, y, splits.num_classes, tta, state["mean"], state["std"], device,
-                              passes=cfg.eval.tta_passes, pipeline=pipeline, seed=cfg.train.seed)
+        tta_results = run_tta(
+            model,
+            x,
+            y,
+            splits.num_classes,
+            tta,
+            state["mean"],
+            state["std"],
+            device,
+            passes=cfg.eval.tta_passes,
+            pipeline=pipeline,
+            seed=cfg.train.seed,
+        )
     return result, tta_results, int(state["epoch"])
 
 
@@ -492,4 +614,3 @@ def lr_trajectory(cfg: ExperimentConfig, steps_per_epoch: int = 1) -> list[float
     """The LR each epoch would use, without training (for the builder's preview and tests)."""
     sched = EpochSchedule(cfg.schedule, cfg.train.epochs, steps_per_epoch).attach(cfg.optim.lr)
     return [cfg.optim.lr * sched.factor(e) for e in range(cfg.train.epochs)]
-

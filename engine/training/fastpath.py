@@ -3,18 +3,19 @@ permutation, augmented in batches with per-sample random parameters (airbench-st
 no worker processes, no per-image Python: one gather and a few tensor ops per batch, all queued on
 the device's stream, so the GPU never waits for the host.
 
-Used when every augmentation step has a batched version in engine.batch_augment (Mixup/CutMix run on
-the device in engine.train either way); otherwise the run falls back to the albumentations CPU path.
+Used when every augmentation step has a batched version in engine.augment.batched (Mixup/CutMix run on
+the device in engine.training.loop either way); otherwise the run falls back to the albumentations CPU path.
 `plan(...).describe()` is what the run's log and its DB row (`runs.data_path`) say about which path
 ran and why.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 
-from engine import batch_augment
+from engine.augment import batched as batch_augment
 
 # Put the training split on the GPU only when it takes at most this share of the card's memory: the
 # model, its activations and the optimizer state need the rest.
@@ -42,7 +43,7 @@ class FastPath:
         steps = ", ".join(self.pipeline.names) if self.pipeline and self.pipeline.names else "no augmentation"
         text = f"fast: {where}-resident uint8 tensors ({len(x)} images, {x.nbytes / 1e6:.0f} MB), batched: {steps}"
         if len(text) > DATA_PATH_MAX_CHARS:
-            text = text[:DATA_PATH_MAX_CHARS - 3] + "..."
+            text = text[: DATA_PATH_MAX_CHARS - 3] + "..."
         return text
 
     def load(self) -> None:
@@ -66,7 +67,7 @@ class FastPath:
         order = torch.randperm(n, device=self.device, generator=gen)
         stop = n - n % bs if n > bs else n
         for i in range(0, stop, bs):
-            idx = order[i:i + bs]
+            idx = order[i : i + bs]
             yield self.pipeline(x[idx], gen), y[idx]
 
 
@@ -99,8 +100,10 @@ def _decide(cfg, splits, device: torch.device) -> FastPath:
         needed = splits.train_x.nbytes
         total = torch.cuda.get_device_properties(device).total_memory
         if needed > MAX_GPU_SHARE * total:
-            return fallback(f"training split ({needed / 1e9:.1f} GB) is more than {MAX_GPU_SHARE:.0%} of GPU memory "
-                            f"({total / 1e9:.0f} GB)")
+            return fallback(
+                f"training split ({needed / 1e9:.1f} GB) is more than {MAX_GPU_SHARE:.0%} of GPU memory "
+                f"({total / 1e9:.0f} GB)"
+            )
     pipeline = batch_augment.build_batch_pipeline(cfg.augment.train, shape)
     return FastPath(True, "every augmentation step has a batched version", cfg, splits, device, pipeline)
 

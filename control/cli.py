@@ -9,6 +9,7 @@
 
 Invalid input exits with code 2 and one line per field on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ def _load_config_file(path: str):
 
 
 def cmd_validate(args) -> int:
+    from control.preflight import preflight
     from db.session import init_db
-    from engine.preflight import preflight
 
     cfg, errors = _load_config_file(args.config)
     if cfg is None:
@@ -69,13 +70,14 @@ def cmd_train(args) -> int:
         cfg, errors = _load_config_file(args.config)
         if cfg is None:
             return _print_errors(errors)
-        from engine.preflight import preflight
+        from control.preflight import preflight
 
         errors = preflight(cfg, url)
         if errors:
             return _print_errors(errors)
-        run_id = store.create_run(url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli",
-                                  parent_run_id=cfg.train.init_from_run)  # fine-tune/continue: linked to its parent
+        run_id = store.create_run(
+            url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli", parent_run_id=cfg.train.init_from_run
+        )  # fine-tune/continue: linked to its parent
         print(f"run {run_id}", flush=True)
         if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
             return _torchrun(url, run_id, cfg.train.devices, args.resume)
@@ -84,26 +86,19 @@ def cmd_train(args) -> int:
     return run_training(url, run_id, resume=args.resume)
 
 
-def engine_command(run_id: int, url: str, devices: int = 1, resume: bool = False) -> list[str]:
-    """The command that trains run `run_id`: under torchrun (one DDP process per device) when devices > 1.
-    The local launcher, the Slurm batch script and the CLI all start runs with it."""
-    train = ["-m", "engine", "train", "--run-id", str(run_id), "--db", url] + (["--resume"] if resume else [])
-    if devices > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}"] + train
-    return [sys.executable] + train
-
-
 def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
     """Re-run this command as `devices` DistributedDataParallel processes for the same run."""
     import subprocess
+
+    from control.command import engine_command
 
     return subprocess.call(engine_command(run_id, url, devices, resume))
 
 
 def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
     """Train run `run_id` in this process, reporting to the DB and the console."""
+    from control.heartbeat import Heartbeat
     from db.session import db_url
-    from engine.heartbeat import Heartbeat
 
     url = db_url(url)
     row = None
@@ -121,7 +116,7 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
             return _run_training(url, run_id, row, resume)
     finally:
         if row is not None and row["backend"] in ("local", "cli"):
-            from engine.launcher import start_queued
+            from control.launcher import start_queued
 
             start_queued(url)  # a finished run frees a local slot: start whatever waits in the queue
 
@@ -129,14 +124,14 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
 def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
     import traceback
 
+    from control.launcher import run_dir_for
+    from control.preflight import resolve_dataset
     from db import queries, store
     from db.models import FAILED
     from db.sink import DBSink
     from engine.config import parse_config
-    from engine.launcher import run_dir_for
-    from engine.preflight import resolve_dataset
     from engine.sinks import ConsoleSink, MultiSink
-    from engine.train import train
+    from engine.training.loop import train
 
     sink = MultiSink(DBSink(url, run_id), ConsoleSink())
     try:
@@ -144,12 +139,13 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
         spec = resolve_dataset(url, cfg.data.dataset)
         init_state = None
         if cfg.train.init_from_run is not None:
-            from engine.checkpoint import load
+            from engine.training.checkpoint import load
 
             init_state = load(queries.checkpoint_path(url, cfg.train.init_from_run, cfg.train.init_checkpoint))
     except Exception as exc:  # a dataset deleted since launch, a parent checkpoint gone, ...
-        store.mark_ended(url, run_id, FAILED, error=f"{type(exc).__name__}: {str(exc)[:1000]}",
-                         traceback=traceback.format_exc())
+        store.mark_ended(
+            url, run_id, FAILED, error=f"{type(exc).__name__}: {str(exc)[:1000]}", traceback=traceback.format_exc()
+        )
         print(f"run {run_id} failed before training: {exc}", file=sys.stderr)
         return 1
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
@@ -170,24 +166,38 @@ def _fault_injection() -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    from control.preflight import resolve_dataset
     from db import queries, store
     from db.session import init_db
     from engine.config import parse_config
-    from engine.preflight import resolve_dataset
-    from engine.train import evaluate_checkpoint
+    from engine.training.loop import evaluate_checkpoint
 
     url = init_db(args.db)
     row = queries.get_run(url, args.run_id)
     if row is None:
         return _print_errors([("--run-id", f"no run {args.run_id}")])
-    ckpts = {Path(c["path"]).stem if c["kind"] == "epoch" else c["kind"]: c for c in queries.checkpoints(url, args.run_id)}
+    ckpts = {
+        Path(c["path"]).stem if c["kind"] == "epoch" else c["kind"]: c for c in queries.checkpoints(url, args.run_id)
+    }
     if args.checkpoint not in ckpts:
-        return _print_errors([("--checkpoint", f"run {args.run_id} has no checkpoint '{args.checkpoint}' (has: {', '.join(ckpts)})")])
+        return _print_errors(
+            [("--checkpoint", f"run {args.run_id} has no checkpoint '{args.checkpoint}' (has: {', '.join(ckpts)})")]
+        )
     cfg = parse_config(row["config"])
     spec = resolve_dataset(url, cfg.data.dataset)
     result, tta, epoch = evaluate_checkpoint(ckpts[args.checkpoint]["path"], spec, args.split, args.device, args.tta)
-    store.add_evaluation(url, args.run_id, args.split, epoch, args.checkpoint, result["accuracy"], result["loss"],
-                         result["per_class"], result["confusion"], result["predictions"])
+    store.add_evaluation(
+        url,
+        args.run_id,
+        args.split,
+        epoch,
+        args.checkpoint,
+        result["accuracy"],
+        result["loss"],
+        result["per_class"],
+        result["confusion"],
+        result["predictions"],
+    )
     if tta:
         store.add_tta(url, args.run_id, args.split, args.checkpoint, tta)
     print(f"{args.split} accuracy of {args.checkpoint} (epoch {epoch}): {result['accuracy']:.4f}")
@@ -197,7 +207,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from engine.launcher import bootstrap
+    from control.launcher import bootstrap
 
     url = bootstrap(args.db)
     print(f"database ready: {url}")

@@ -5,6 +5,7 @@ augmentation) and trains on its slice of it; DDP averages gradients, so with Syn
 update equals the single-process one up to float rounding. Only rank 0 talks to the DB and writes
 checkpoints; epoch metrics are summed across ranks before they are reported.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ class Dist:
         out = []
         for t in tensors:
             per = len(t) // self.world
-            out.append(t[self.rank * per:(self.rank + 1) * per])
+            out.append(t[self.rank * per : (self.rank + 1) * per])
         return tuple(out)
 
     def sum(self, *values: torch.Tensor) -> list[torch.Tensor]:
@@ -63,7 +64,9 @@ class Dist:
 
 
 def world_from_env() -> Dist:
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    return Dist(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def setup(device: torch.device) -> tuple[Dist, torch.device]:

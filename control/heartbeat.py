@@ -6,6 +6,7 @@ A frozen (SIGSTOP), hung-in-C or disconnected process stops beating; `launcher.r
 its run lost once the heartbeat is older than heartbeat_stale_s(). Kept free of heavy imports so
 the first beat goes out before torch is even loaded.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,18 +8,38 @@ Any albumentations transform can be named and its parameters are checked against
 its own schema. A few composite recipes that albumentations has no single class for (RandAugment,
 pad-then-random-crop) are registered in COMPOSITES.
 """
+
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 # Transforms that are containers or change the sample layout; they are not pipeline steps.
-_NOT_STEPS = {"Compose", "OneOf", "SomeOf", "Sequential", "OneOrOther", "SelectiveChannelTransform",
-              "ReplayCompose", "BboxParams", "KeypointParams", "ToTensorV2", "Lambda", "TemplateTransform",
-              "Normalize", "FromFloat", "ToFloat", "MixUp", "OverlayElements", "Mosaic"}
+_NOT_STEPS = {
+    "Compose",
+    "OneOf",
+    "SomeOf",
+    "Sequential",
+    "OneOrOther",
+    "SelectiveChannelTransform",
+    "ReplayCompose",
+    "BboxParams",
+    "KeypointParams",
+    "ToTensorV2",
+    "Lambda",
+    "TemplateTransform",
+    "Normalize",
+    "FromFloat",
+    "ToFloat",
+    "MixUp",
+    "OverlayElements",
+    "Mosaic",
+}
 
 # The transforms our users' reports use, offered first in the builder with sensible params.
 BUILDER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,7 +76,12 @@ def available_transforms() -> list[str]:
     names = []
     for name in dir(A):
         obj = getattr(A, name)
-        if isinstance(obj, type) and issubclass(obj, A.BasicTransform) and name not in _NOT_STEPS and not name.startswith("_"):
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, A.BasicTransform)
+            and name not in _NOT_STEPS
+            and not name.startswith("_")
+        ):
             if issubclass(obj, (A.ImageOnlyTransform, A.DualTransform)):
                 names.append(name)
     return sorted(set(names) | set(COMPOSITES))
@@ -79,7 +104,7 @@ def _pad_random_crop(padding: int = 4, fill: int = 0, p: float = 1.0, _size: int
             pad = [(self.padding, self.padding), (self.padding, self.padding)] + [(0, 0)] * (img.ndim - 2)
             big = np.pad(img, pad, constant_values=self.fill)
             y, x = self.py_random.randint(0, 2 * self.padding), self.py_random.randint(0, 2 * self.padding)
-            return np.ascontiguousarray(big[y:y + h, x:x + w])
+            return np.ascontiguousarray(big[y : y + h, x : x + w])
 
     return PadRandomCrop(padding, fill, p)
 
@@ -137,6 +162,10 @@ def _tuplify(v):
     return v
 
 
+def signature_params(obj) -> set[str]:
+    return {n for n, p in inspect.signature(obj).parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
 def make_transform(name: str, params: dict[str, Any], p: float):
     """Instantiate one step; raises ValueError with a user-facing message when it cannot."""
     if not isinstance(params, dict):
@@ -157,12 +186,12 @@ def make_transform(name: str, params: dict[str, Any], p: float):
     cls = getattr(A, name, None)
     if name.startswith("_") or not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)) or name in _NOT_STEPS:
         raise ValueError(f"unknown transform '{name}'")
-    from engine.config import signature_params
-
     allowed = signature_params(cls.__init__) - {"self", "p", "always_apply"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ValueError(f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(allowed)) or 'none'})")
+        raise ValueError(
+            f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(allowed)) or 'none'})"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

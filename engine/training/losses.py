@@ -3,6 +3,7 @@
 - CE with label smoothing (optionally scheduled over epochs) and inverse-frequency class weights;
 - focal loss (Lin et al.) with per-class alpha, gamma and smoothing; gamma=0, alpha=None is CE.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,14 @@ class ClassificationLoss(nn.Module):
     - focal_alpha: per-class alpha; a sample is weighted by alpha of its target (mixed for soft targets).
     """
 
-    def __init__(self, num_classes: int, smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
-                 focal_gamma: float | None = None, focal_alpha: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None,
+        focal_gamma: float | None = None,
+        focal_alpha: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.num_classes, self.smoothing, self.focal_gamma = num_classes, smoothing, focal_gamma
         self.register_buffer("class_weights", class_weights, persistent=False)
@@ -77,7 +84,10 @@ def build_loss(cfg, num_classes: int, train_labels: np.ndarray) -> Classificatio
     alpha = None
     if cfg.name == "focal" and cfg.focal_alpha is not None:
         if len(cfg.focal_alpha) != num_classes:
-            raise ValueError(f"loss.focal_alpha: has {len(cfg.focal_alpha)} values but the dataset has {num_classes} classes")
+            raise ValueError(
+                f"loss.focal_alpha: has {len(cfg.focal_alpha)} values but the dataset has {num_classes} classes"
+            )
         alpha = torch.tensor(cfg.focal_alpha, dtype=torch.float32)
-    return ClassificationLoss(num_classes, cfg.label_smoothing, weights,
-                              cfg.focal_gamma if cfg.name == "focal" else None, alpha)
+    return ClassificationLoss(
+        num_classes, cfg.label_smoothing, weights, cfg.focal_gamma if cfg.name == "focal" else None, alpha
+    )

@@ -9,6 +9,7 @@ Resources come from the config: train.devices GPUs (when train.device is cuda, o
 train.num_workers + 1 CPUs. Site settings come from the environment: LAB_SLURM_PARTITION,
 LAB_SLURM_TIME (e.g. 24:00:00), LAB_SLURM_EXTRA (more #SBATCH flags, space separated).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,17 @@ import subprocess
 from pathlib import Path
 
 # Slurm job states -> our run statuses, for jobs that ended without the engine saying so.
-ENDED_STATES = {"COMPLETED": "lost", "FAILED": "failed", "CANCELLED": "stopped", "TIMEOUT": "failed",
-                "NODE_FAIL": "lost", "PREEMPTED": "lost", "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed",
-                "DEADLINE": "failed"}
+ENDED_STATES = {
+    "COMPLETED": "lost",
+    "FAILED": "failed",
+    "CANCELLED": "stopped",
+    "TIMEOUT": "failed",
+    "NODE_FAIL": "lost",
+    "PREEMPTED": "lost",
+    "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "failed",
+}
 
 
 class SlurmError(RuntimeError):
@@ -36,13 +45,19 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, project_root: Path) -> str:
+def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool) -> str:
     train = cfg.get("train", {})
     devices = int(train.get("devices", 1))
     gpus = devices if train.get("device") == "cuda" else int(os.environ.get("LAB_SLURM_GPUS", "0"))
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=lab-run-{run_id}", f"#SBATCH --output={run_dir / 'run.log'}",
-             "#SBATCH --open-mode=append", "#SBATCH --ntasks=1",
-             f"#SBATCH --cpus-per-task={int(train.get('num_workers', 0)) + 1}", "#SBATCH --signal=TERM@60"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=lab-run-{run_id}",
+        f"#SBATCH --output={run_dir / 'run.log'}",
+        "#SBATCH --open-mode=append",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={int(train.get('num_workers', 0)) + 1}",
+        "#SBATCH --signal=TERM@60",
+    ]
     if gpus:
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
     if os.environ.get("LAB_SLURM_PARTITION"):
@@ -51,19 +66,17 @@ def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, 
         lines.append(f"#SBATCH --time={os.environ['LAB_SLURM_TIME']}")
     for flag in shlex.split(os.environ.get("LAB_SLURM_EXTRA", "")):
         lines.append(f"#SBATCH {flag}")
-    from engine.cli import engine_command
+    from control.command import engine_command, shell_env_lines
 
     engine = engine_command(run_id, url, devices, resume)
-    lines += ["set -e", f"cd {shlex.quote(str(project_root))}",
-              f"export PYTHONPATH={shlex.quote(str(project_root))}${{PYTHONPATH:+:$PYTHONPATH}}",
-              "export PYTHONUNBUFFERED=1", "exec " + " ".join(shlex.quote(c) for c in engine), ""]
+    lines += ["set -e", *shell_env_lines(), "exec " + " ".join(shlex.quote(c) for c in engine), ""]
     return "\n".join(lines)
 
 
-def submit(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool, project_root: Path) -> str:
+def submit(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool) -> str:
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / "job.sbatch"
-    script.write_text(batch_script(run_id, url, cfg, run_dir, resume, project_root))
+    script.write_text(batch_script(run_id, url, cfg, run_dir, resume))
     return _run(["sbatch", "--parsable", str(script)]).strip().split(";")[0]
 
 

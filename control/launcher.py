@@ -6,6 +6,7 @@ scheduler daemon: runs wait as `queued` and are claimed atomically from the DB b
 calls `start_queued` (a launch, a finishing engine, the dashboard's refresh), up to
 LAB_MAX_CONCURRENT running runs (default 1) on this machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,12 +17,12 @@ import time
 import traceback
 from pathlib import Path
 
+from control.command import PROJECT_ROOT, engine_command, engine_env
+from control.heartbeat import Heartbeat, heartbeat_stale_s  # noqa: F401  (Heartbeat: re-exported)
 from db import queries, store
 from db.models import FAILED, LOST, QUEUED, RUNNING, STOPPED
 from db.session import init_db
-from engine.heartbeat import Heartbeat, heartbeat_stale_s  # noqa: F401  (Heartbeat: re-exported)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_STALE_S = float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))  # at import; see heartbeat_stale_s()
 
 
@@ -65,13 +66,22 @@ def max_concurrent() -> int:
 
 
 # ------------------------------------------------------------------------------- launch
-def launch_run(url: str, config: dict, *, name: str = "", tags=None, notes: str = "", parent_run_id=None,
-               start: bool = True, backend: str | None = None) -> int:
+def launch_run(
+    url: str,
+    config: dict,
+    *,
+    name: str = "",
+    tags=None,
+    notes: str = "",
+    parent_run_id=None,
+    start: bool = True,
+    backend: str | None = None,
+) -> int:
     """Validate (schema + preflight), record the run as queued, and start it if a slot is free.
 
     backend: "local" (a detached process here; default) or "slurm" (sbatch; Slurm is the queue).
     The default comes from LAB_BACKEND."""
-    from engine.preflight import validate_all
+    from control.preflight import validate_all
 
     cfg, errors = validate_all(config, url)
     if errors:
@@ -80,11 +90,18 @@ def launch_run(url: str, config: dict, *, name: str = "", tags=None, notes: str 
     if backend not in ("local", "slurm"):
         raise LaunchRefused([("backend", f"unknown backend '{backend}' (local or slurm)")])
     parent = parent_run_id or cfg.train.init_from_run
-    run_id = store.create_run(url, cfg.model_dump(mode="json"), name=name or cfg.name, tags=tags, notes=notes,
-                              parent_run_id=parent, backend=backend)
+    run_id = store.create_run(
+        url,
+        cfg.model_dump(mode="json"),
+        name=name or cfg.name,
+        tags=tags,
+        notes=notes,
+        parent_run_id=parent,
+        backend=backend,
+    )
     store.update_run(url, run_id, run_dir=str(run_dir_for(url, run_id)))
     if backend == "slurm":
-        from engine.slurm import SlurmError
+        from control.slurm import SlurmError
 
         try:
             _submit_slurm(url, run_id, resume=False)
@@ -98,20 +115,21 @@ def launch_run(url: str, config: dict, *, name: str = "", tags=None, notes: str 
 
 
 def _submit_slurm(url: str, run_id: int, resume: bool) -> str:
-    from engine import slurm
+    from control import slurm
 
     row = queries.get_run(url, run_id)
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
-    job_id = slurm.submit(run_id, url, row["config"], run_dir, resume, PROJECT_ROOT)
-    store.update_run(url, run_id, backend="slurm", external_id=job_id, log_path=str(run_dir / "run.log"),
-                     resume_requested=False)
+    job_id = slurm.submit(run_id, url, row["config"], run_dir, resume)
+    store.update_run(
+        url, run_id, backend="slurm", external_id=job_id, log_path=str(run_dir / "run.log"), resume_requested=False
+    )
     return job_id
 
 
 def refresh_slurm(url: str) -> list[int]:
     """Slurm jobs that ended without the engine recording it (node failure, time limit, scancel
     before start) get the matching final status."""
-    from engine import slurm
+    from control import slurm
 
     changed = []
     for row in queries.active_runs(url, backend="slurm"):
@@ -123,7 +141,9 @@ def refresh_slurm(url: str) -> list[int]:
             fresh = queries.get_run(url, row["id"])
             if fresh["status"] in (QUEUED, RUNNING):
                 status = slurm.ENDED_STATES.get(state, LOST)
-                store.mark_ended(url, row["id"], status, error=f"Slurm job {row['external_id']} ended: {state or 'unknown'}")
+                store.mark_ended(
+                    url, row["id"], status, error=f"Slurm job {row['external_id']} ended: {state or 'unknown'}"
+                )
                 changed.append(row["id"])
     return changed
 
@@ -142,8 +162,9 @@ def start_queued(url: str) -> list[int]:
         try:
             _spawn(url, run_id)
         except Exception as exc:  # no engine process: say so instead of leaving a phantom "running" run
-            store.mark_ended(url, run_id, FAILED, error=f"could not start the engine: {exc}"[:1000],
-                             traceback=traceback.format_exc())
+            store.mark_ended(
+                url, run_id, FAILED, error=f"could not start the engine: {exc}"[:1000], traceback=traceback.format_exc()
+            )
             continue
         started.append(run_id)
     return started
@@ -154,20 +175,24 @@ def _spawn(url: str, run_id: int) -> int:
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "run.log"
-    from engine.cli import engine_command
-
     devices = int(row["config"].get("train", {}).get("devices", 1))
     # resume_requested is not among get_run's columns
     cmd = engine_command(run_id, url, devices, resume=store.resume_requested(url, run_id))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env = engine_env()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)  # own session: survives the dashboard
+        proc = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )  # own session: survives the dashboard
     _CHILDREN[proc.pid] = proc
-    store.update_run(url, run_id, pid=proc.pid, log_path=str(log_path), run_dir=str(run_dir), backend="local",
-                     resume_requested=False)
+    store.update_run(
+        url, run_id, pid=proc.pid, log_path=str(log_path), run_dir=str(run_dir), backend="local", resume_requested=False
+    )
     return proc.pid
 
 
@@ -236,7 +261,7 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
     if row is None:
         raise ValueError(f"no run {run_id}")
     if row["backend"] == "slurm" and row["status"] in (QUEUED, RUNNING):
-        from engine import slurm
+        from control import slurm
 
         store.update_run(url, run_id, stop_requested=True)
         slurm.cancel(row["external_id"])
@@ -276,8 +301,7 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
             time.sleep(0.1)
     status = queries.get_run(url, run_id)["status"]
     if status == RUNNING:  # it could not say so itself
-        why = (f"killed after {timeout_s:g} s without stopping" if killed
-               else "stopped while the engine was starting")
+        why = f"killed after {timeout_s:g} s without stopping" if killed else "stopped while the engine was starting"
         store.mark_ended(url, run_id, STOPPED, error=why)
         status = STOPPED
     start_queued(url)
@@ -306,8 +330,11 @@ def resume_run(url: str, run_id: int) -> None:
         raise ValueError(f"no run {run_id}")
     if row["status"] not in (STOPPED, FAILED, LOST):
         raise ValueError(f"run {run_id} is {row['status']}; only stopped, failed or lost runs can be resumed")
-    if row["backend"] in ("local", "cli") and row["host"] in (None, socket.gethostname()) \
-            and is_engine_process(row["pid"], run_id):
+    if (
+        row["backend"] in ("local", "cli")
+        and row["host"] in (None, socket.gethostname())
+        and is_engine_process(row["pid"], run_id)
+    ):
         # A lost run whose process still exists (frozen, or hung): two engines must never share a run.
         _signal_engine(row["pid"], signal.SIGKILL)
         for _ in range(50):

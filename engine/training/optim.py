@@ -3,6 +3,7 @@
 Epoch-level stepping keeps LR curves readable in the dashboard and makes the trajectory a simple
 function of the epoch; one-cycle is the exception and steps per batch, as it is defined.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def param_groups(model: torch.nn.Module, lr: float, backbone_lr_mult: float, wei
         no_decay = [p for n, p in part if p.ndim <= 1]
         for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
             if params:
-                groups.append({"params": params, "lr": lr * mult, "initial_lr": lr * mult, "lr_mult": mult, "weight_decay": wd})
+                groups.append(
+                    {"params": params, "lr": lr * mult, "initial_lr": lr * mult, "lr_mult": mult, "weight_decay": wd}
+                )
     return groups
 
 

@@ -8,6 +8,7 @@ and nothing is written to the DB.
 The summary stored with the row (class counts, image sizes, per-channel mean/std) is what the
 Datasets page shows; it is computed here so the page never has to load a large dataset to list it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data import (DATASET_KINDS, IMAGE_EXTS, TORCHVISION_SETS, DatasetError, DatasetSpec, ImageArrays,
-                         dataset_summary, load_arrays, parse_dataset_ref)
+from engine.data import (
+    DATASET_KINDS,
+    IMAGE_EXTS,
+    TORCHVISION_SETS,
+    DatasetError,
+    DatasetSpec,
+    ImageArrays,
+    dataset_summary,
+    load_arrays,
+    parse_dataset_ref,
+)
 
 # File-based kinds whose images may come in mixed sizes (the loader resizes them to the largest side).
 _FILE_KINDS = ("imagefolder", "csv")
@@ -35,7 +45,7 @@ def check_name(url, name: str, replace: bool = False) -> str:
     if len(name) > 200:
         raise DatasetError("the dataset name is longer than 200 characters")
     if parse_dataset_ref(name) is not None:
-        # Built-in names and 'kind:path' references are resolved before the registry (engine.preflight).
+        # Built-in names and 'kind:path' references are resolved before the registry (control.preflight).
         raise DatasetError(f"'{name}' is reserved (a built-in dataset or a 'kind:path' reference); choose another name")
     if not replace and queries.get_dataset(url, name) is not None:
         raise DatasetError(f"a dataset named '{name}' is already registered")
@@ -92,8 +102,14 @@ def image_size_stats(kind: str, path: str, options: dict, data: ImageArrays) -> 
     """Sizes of the images as stored (before the loader made them one size), from file headers or arrays."""
     h, w = int(data.train_x.shape[1]), int(data.train_x.shape[2])
     if kind not in _FILE_KINDS:
-        return {"source": "arrays", "scanned": int(len(data.train_x)), "distinct": 1, "width": [w, w, w],
-                "height": [h, h, h], "loaded_as": [h, w]}
+        return {
+            "source": "arrays",
+            "scanned": int(len(data.train_x)),
+            "distinct": 1,
+            "width": [w, w, w],
+            "height": [h, h, h],
+            "loaded_as": [h, w],
+        }
     from PIL import Image
 
     files = _image_files(kind, path, options)[:_MAX_SIZE_SCAN]
@@ -102,9 +118,14 @@ def image_size_stats(kind: str, path: str, options: dict, data: ImageArrays) -> 
         with Image.open(f) as im:  # reads the header only
             sizes.append(im.size)
     ws, hs = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
-    return {"source": "files", "scanned": len(sizes), "distinct": len(set(sizes)),
-            "width": [int(ws.min()), int(np.median(ws)), int(ws.max())],
-            "height": [int(hs.min()), int(np.median(hs)), int(hs.max())], "loaded_as": [h, w]}
+    return {
+        "source": "files",
+        "scanned": len(sizes),
+        "distinct": len(set(sizes)),
+        "width": [int(ws.min()), int(np.median(ws)), int(ws.max())],
+        "height": [int(hs.min()), int(np.median(hs)), int(hs.max())],
+        "loaded_as": [h, w],
+    }
 
 
 def summarize(kind: str, path: str, options: dict, data: ImageArrays) -> dict:
@@ -113,8 +134,9 @@ def summarize(kind: str, path: str, options: dict, data: ImageArrays) -> dict:
     return summary
 
 
-def register_dataset(url, name: str, kind: str, path: str = "", options: dict | None = None, *,
-                     replace: bool = False) -> dict:
+def register_dataset(
+    url, name: str, kind: str, path: str = "", options: dict | None = None, *, replace: bool = False
+) -> dict:
     """Load, check and summarise a dataset, then upsert it into the DB; returns the summary.
 
     Raises DatasetError (and writes nothing) when the dataset cannot be used for training.
@@ -132,7 +154,7 @@ def register_dataset(url, name: str, kind: str, path: str = "", options: dict | 
 
 def load_registered(url, name: str) -> ImageArrays:
     """A registered (or built-in) dataset's arrays, as the engine would load them."""
-    from engine.preflight import resolve_dataset
+    from control.preflight import resolve_dataset
 
     spec = resolve_dataset(url, name)
     return load_checked(spec.kind, spec.path, spec.options)
@@ -163,9 +185,20 @@ def sample_grid(data: ImageArrays, per_class: int = 8, seed: int = 0) -> list[tu
     return out
 
 
-def form_options(kind: str, *, image_size: int = 0, class_names: str = "", image_root: str = "", path_column: str = "path",
-                 label_column: str = "label", split_column: str = "split", image_key: str = "images", label_key: str = "ans",
-                 torchvision_name: str = "", emnist_split: str = "") -> dict:
+def form_options(
+    kind: str,
+    *,
+    image_size: int = 0,
+    class_names: str = "",
+    image_root: str = "",
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str = "split",
+    image_key: str = "images",
+    label_key: str = "ans",
+    torchvision_name: str = "",
+    emnist_split: str = "",
+) -> dict:
     """The Datasets page's form fields -> the loader options of that kind (only the ones that apply)."""
     opts: dict = {}
     names = [n.strip() for n in class_names.split(",") if n.strip()] if class_names else []
@@ -174,8 +207,12 @@ def form_options(kind: str, *, image_size: int = 0, class_names: str = "", image
     if kind in ("idx", "hdf5") and names:
         opts["class_names"] = names
     if kind == "csv":
-        opts.update(image_root=image_root.strip(), path_column=path_column.strip() or "path",
-                    label_column=label_column.strip() or "label", split_column=split_column.strip() or "split")
+        opts.update(
+            image_root=image_root.strip(),
+            path_column=path_column.strip() or "path",
+            label_column=label_column.strip() or "label",
+            split_column=split_column.strip() or "split",
+        )
     if kind == "hdf5":
         opts.update(image_key=image_key.strip() or "images", label_key=label_key.strip() or "ans")
     if kind == "torchvision":

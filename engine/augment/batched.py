@@ -8,13 +8,14 @@ each parameter, an op is built from the albumentations object itself: the step's
 scalar limit becomes a symmetric range, ShiftScaleRotate's scale_limit is biased by 1, ...), and the
 op reads the normalised ranges off that object. A param value whose meaning we do not reproduce
 (cubic interpolation, wrap borders, inpainting, ...) makes `why_not` return a reason; the run then
-uses the albumentations CPU path and says why (engine.fastpath).
+uses the albumentations CPU path and says why (engine.training.fastpath).
 
 Every op splits into `sample(n, gen, device)` -> per-sample parameters (tensors) and
 `apply(x, params)` -> uint8 NHWC. Only tensor ops, no host syncs, so a whole epoch of augmentation
 can be queued on the GPU ahead of the model. tests/test_batch_augment.py compares `apply` with
 albumentations' own `apply` for the same parameters, and `sample` with albumentations' draws.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,13 @@ def _grid_sample_u8(x, grid, interpolation, border, fill, align) -> torch.Tensor
         fill_t = _const(fill[:c] if len(fill) >= c else fill * c, x.device).view(1, c, 1, 1)
         xf = xf - fill_t  # sample (x - fill) with zero padding, add fill back: linear, so exact
     padding = {BORDER_CONSTANT: "zeros", BORDER_REPLICATE: "border"}.get(border, "reflection")
-    out = F.grid_sample(xf, grid, mode="nearest" if interpolation == INTER_NEAREST else "bilinear",
-                        padding_mode=padding, align_corners=align)
+    out = F.grid_sample(
+        xf,
+        grid,
+        mode="nearest" if interpolation == INTER_NEAREST else "bilinear",
+        padding_mode=padding,
+        align_corners=align,
+    )
     if fill_t is not None:
         out = out + fill_t
     return _round_u8(out).permute(0, 2, 3, 1).contiguous()
@@ -183,7 +189,10 @@ class PadRandomCrop(BatchOp):
         self.padding, self.fill = int(padding), fill
 
     def _sample(self, n, gen, device):
-        return {"dy": _randint(n, 0, 2 * self.padding, gen, device), "dx": _randint(n, 0, 2 * self.padding, gen, device)}
+        return {
+            "dy": _randint(n, 0, 2 * self.padding, gen, device),
+            "dx": _randint(n, 0, 2 * self.padding, gen, device),
+        }
 
     def _transform(self, x, params):
         n, h, w, _ = x.shape
@@ -217,10 +226,16 @@ class RandomResizedCrop(BatchOp):
     def _sample(self, n, gen, device):
         h, w, tries = self.h, self.w, 10
         area = h * w
-        target = torch.rand(n, tries, generator=gen, device=device, dtype=torch.float64) * \
-            (self.scale[1] - self.scale[0]) * area + self.scale[0] * area
+        target = (
+            torch.rand(n, tries, generator=gen, device=device, dtype=torch.float64)
+            * (self.scale[1] - self.scale[0])
+            * area
+            + self.scale[0] * area
+        )
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
-        aspect = torch.exp(torch.rand(n, tries, generator=gen, device=device, dtype=torch.float64) * (log_hi - log_lo) + log_lo)
+        aspect = torch.exp(
+            torch.rand(n, tries, generator=gen, device=device, dtype=torch.float64) * (log_hi - log_lo) + log_lo
+        )
         cw, ch = torch.sqrt(target * aspect).round(), torch.sqrt(target / aspect).round()
         ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
         first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits
@@ -262,8 +277,23 @@ class AffineWarp(BatchOp):
     (w/2 - 0.5, h/2 - 0.5)): M = centre . translate . shear . rotate . scale . centre^-1, applied
     like cv2.warpAffine (each output pixel samples the input at M^-1 of its position)."""
 
-    def __init__(self, p, name, shape, *, scale, keep_ratio, balanced_scale, translate_percent, translate_px,
-                 rotate, shear, interpolation, border_mode, fill):
+    def __init__(
+        self,
+        p,
+        name,
+        shape,
+        *,
+        scale,
+        keep_ratio,
+        balanced_scale,
+        translate_percent,
+        translate_px,
+        rotate,
+        shear,
+        interpolation,
+        border_mode,
+        fill,
+    ):
         super().__init__(p)
         self.name = name
         self.h, self.w = shape
@@ -299,14 +329,24 @@ class AffineWarp(BatchOp):
         sx = self._scale(*self.scale["x"], n, gen, device)
         sy = sx if self.keep_ratio else self._scale(*self.scale["y"], n, gen, device)
         angle = _uniform(n, *self.rotate, gen, device)
-        return {"tx": tx, "ty": ty, "shear_x": shear_x, "shear_y": shear_y, "scale_x": sx, "scale_y": sy,
-                "angle": angle}
+        return {
+            "tx": tx,
+            "ty": ty,
+            "shear_x": shear_x,
+            "shear_y": shear_y,
+            "scale_x": sx,
+            "scale_y": sy,
+            "angle": angle,
+        }
 
     def _transform(self, x, params):
         n, h, w, c = x.shape
         a = torch.deg2rad(params["angle"].double())
         cos, sin = torch.cos(a), torch.sin(a)
-        kx, ky = torch.tan(torch.deg2rad(params["shear_x"].double())), torch.tan(torch.deg2rad(params["shear_y"].double()))
+        kx, ky = (
+            torch.tan(torch.deg2rad(params["shear_x"].double())),
+            torch.tan(torch.deg2rad(params["shear_y"].double())),
+        )
         sx, sy = params["scale_x"].double(), params["scale_y"].double()
         # A = shear @ rotate @ scale, with rotate = [[cos, sin], [-sin, cos]]
         r00, r01, r10, r11 = cos * sx, sin * sy, -sin * sx, cos * sy
@@ -321,9 +361,13 @@ class AffineWarp(BatchOp):
         dx, dy = ((w - 1) / 2, (h - 1) / 2) if align else (w / 2, h / 2)
         dx, dy = max(dx, 0.5), max(dy, 0.5)
         tx, ty = params["tx"].double(), params["ty"].double()
-        theta = torch.stack([
-            torch.stack([i00, i01 * dy / dx, -(i00 * tx + i01 * ty) / dx], dim=1),
-            torch.stack([i10 * dx / dy, i11, -(i10 * tx + i11 * ty) / dy], dim=1)], dim=1).float()
+        theta = torch.stack(
+            [
+                torch.stack([i00, i01 * dy / dx, -(i00 * tx + i01 * ty) / dx], dim=1),
+                torch.stack([i10 * dx / dy, i11, -(i10 * tx + i11 * ty) / dy], dim=1),
+            ],
+            dim=1,
+        ).float()
         grid = F.affine_grid(theta, [n, c, h, w], align_corners=align)
         return _grid_sample_u8(x, grid, self.interpolation, self.border_mode, self.fill, align)
 
@@ -340,8 +384,10 @@ class RandomBrightnessContrast(BatchOp):
         self.brightness_by_max, self.ensure_safe_range = brightness_by_max, ensure_safe_range
 
     def _sample(self, n, gen, device):
-        return {"alpha": 1.0 + _uniform(n, *self.contrast_limit, gen, device),
-                "beta": _uniform(n, *self.brightness_limit, gen, device)}
+        return {
+            "alpha": 1.0 + _uniform(n, *self.contrast_limit, gen, device),
+            "beta": _uniform(n, *self.brightness_limit, gen, device),
+        }
 
     def _transform(self, x, params):
         alpha, beta = params["alpha"], params["beta"]
@@ -371,8 +417,13 @@ class ColorJitter(BatchOp):
     def _sample(self, n, gen, device):
         factors = [_uniform(n, lo, hi, gen, device) for lo, hi in self.ranges]
         order = torch.rand(n, 4, generator=gen, device=device).argsort(dim=1)  # a uniform random permutation
-        return {"brightness": factors[0], "contrast": factors[1], "saturation": factors[2], "hue": factors[3],
-                "order": order}
+        return {
+            "brightness": factors[0],
+            "contrast": factors[1],
+            "saturation": factors[2],
+            "hue": factors[3],
+            "order": order,
+        }
 
     def _transform(self, x, params):
         ops = [self._brightness, self._contrast, self._saturation, self._hue]
@@ -501,8 +552,10 @@ class GaussianBlur(BatchOp):
         self.max_size = max(sizes + [_gaussian_size(0, max(self.blur_limit[1], 1))])
 
     def _sample(self, n, gen, device):
-        return {"sigma": _uniform(n, *self.sigma_limit, gen, device),
-                "ksize": _randint(n, *self.blur_limit, gen, device)}
+        return {
+            "sigma": _uniform(n, *self.sigma_limit, gen, device),
+            "ksize": _randint(n, *self.blur_limit, gen, device),
+        }
 
     def kernels(self, params: Params) -> torch.Tensor:
         """(n, max_size) per-sample 1-D kernels, zero beyond each sample's own radius."""
@@ -546,10 +599,13 @@ class _Holes(BatchOp):
         holes = self._holes(n, gen, device)
         if self.fill_mode == "random_uniform":
             k = holes["y0"].shape[1]
-            holes["colour"] = torch.randint(0, 256, (n, k, self.channels), generator=gen, device=device, dtype=torch.uint8)
+            holes["colour"] = torch.randint(
+                0, 256, (n, k, self.channels), generator=gen, device=device, dtype=torch.uint8
+            )
         elif self.fill_mode == "random":
-            holes["noise"] = torch.randint(0, 256, (n, self.h, self.w, self.channels), generator=gen, device=device,
-                                           dtype=torch.uint8)
+            holes["noise"] = torch.randint(
+                0, 256, (n, self.h, self.w, self.channels), generator=gen, device=device, dtype=torch.uint8
+            )
         return holes
 
     def masks(self, params: Params, h: int, w: int) -> torch.Tensor:
@@ -597,8 +653,12 @@ class CoarseDropout(_Holes):
             hh = (h * _uniform(n * k, *self.hole_height_range, gen, device).double()).long()
             hw = (w * _uniform(n * k, *self.hole_width_range, gen, device).double()).long()
         hh, hw = hh.view(n, k), hw.view(n, k)
-        y0 = torch.minimum((torch.rand(n, k, generator=gen, device=device, dtype=torch.float64) * (h - hh + 1)).long(), h - hh)
-        x0 = torch.minimum((torch.rand(n, k, generator=gen, device=device, dtype=torch.float64) * (w - hw + 1)).long(), w - hw)
+        y0 = torch.minimum(
+            (torch.rand(n, k, generator=gen, device=device, dtype=torch.float64) * (h - hh + 1)).long(), h - hh
+        )
+        x0 = torch.minimum(
+            (torch.rand(n, k, generator=gen, device=device, dtype=torch.float64) * (w - hw + 1)).long(), w - hw
+        )
         used = torch.arange(k, device=device).view(1, k) < count.view(n, 1)
         y1 = torch.where(used, y0 + hh, y0)  # an unused slot is an empty rectangle
         return {"count": count, "y0": y0, "x0": x0, "y1": y1, "x1": x0 + hw}
@@ -629,8 +689,12 @@ class Erasing(_Holes):
         aspect = torch.rand(n, generator=gen, device=device, dtype=torch.float64) * (hi_r - lo_r) + lo_r
         eh = torch.sqrt(area / aspect).round().long().clamp(0, h)
         ew = torch.sqrt(area * aspect).round().long().clamp(0, w)
-        top = torch.minimum((torch.rand(n, generator=gen, device=device, dtype=torch.float64) * (h - eh + 1)).long(), h - eh)
-        left = torch.minimum((torch.rand(n, generator=gen, device=device, dtype=torch.float64) * (w - ew + 1)).long(), w - ew)
+        top = torch.minimum(
+            (torch.rand(n, generator=gen, device=device, dtype=torch.float64) * (h - eh + 1)).long(), h - eh
+        )
+        left = torch.minimum(
+            (torch.rand(n, generator=gen, device=device, dtype=torch.float64) * (w - ew + 1)).long(), w - ew
+        )
         eh = torch.where(ok, eh, torch.zeros_like(eh))
         return {"y0": top.view(n, 1), "x0": left.view(n, 1), "y1": (top + eh).view(n, 1), "x1": (left + ew).view(n, 1)}
 
@@ -644,12 +708,45 @@ SUPPORTED_PARAMS: dict[str, set[str]] = {
     "RandomRotate90": set(),
     "PadRandomCrop": {"padding", "fill"},
     "RandomResizedCrop": {"size", "scale", "ratio", "interpolation", "mask_interpolation", "area_for_downscale"},
-    "Affine": {"scale", "translate_percent", "translate_px", "rotate", "shear", "interpolation", "mask_interpolation",
-               "fit_output", "keep_ratio", "rotate_method", "balanced_scale", "border_mode", "fill", "fill_mask"},
-    "ShiftScaleRotate": {"shift_limit", "scale_limit", "rotate_limit", "interpolation", "border_mode", "shift_limit_x",
-                         "shift_limit_y", "rotate_method", "mask_interpolation", "fill", "fill_mask"},
-    "Rotate": {"limit", "interpolation", "border_mode", "rotate_method", "crop_border", "mask_interpolation", "fill",
-               "fill_mask"},
+    "Affine": {
+        "scale",
+        "translate_percent",
+        "translate_px",
+        "rotate",
+        "shear",
+        "interpolation",
+        "mask_interpolation",
+        "fit_output",
+        "keep_ratio",
+        "rotate_method",
+        "balanced_scale",
+        "border_mode",
+        "fill",
+        "fill_mask",
+    },
+    "ShiftScaleRotate": {
+        "shift_limit",
+        "scale_limit",
+        "rotate_limit",
+        "interpolation",
+        "border_mode",
+        "shift_limit_x",
+        "shift_limit_y",
+        "rotate_method",
+        "mask_interpolation",
+        "fill",
+        "fill_mask",
+    },
+    "Rotate": {
+        "limit",
+        "interpolation",
+        "border_mode",
+        "rotate_method",
+        "crop_border",
+        "mask_interpolation",
+        "fill",
+        "fill_mask",
+    },
     "RandomBrightnessContrast": {"brightness_limit", "contrast_limit", "brightness_by_max", "ensure_safe_range"},
     "ColorJitter": {"brightness", "contrast", "saturation", "hue"},
     "ToGray": {"num_output_channels", "method"},
@@ -664,7 +761,9 @@ def _check_interp_border(name, t):
     if t.interpolation not in (INTER_NEAREST, INTER_LINEAR):
         raise Unsupported(f"{name}: interpolation={t.interpolation} has no batched version (0 nearest or 1 linear)")
     if t.border_mode not in (BORDER_CONSTANT, BORDER_REPLICATE, BORDER_REFLECT, BORDER_REFLECT_101):
-        raise Unsupported(f"{name}: border_mode={t.border_mode} ({_BORDER_NAMES.get(t.border_mode, '?')}) has no batched version")
+        raise Unsupported(
+            f"{name}: border_mode={t.border_mode} ({_BORDER_NAMES.get(t.border_mode, '?')}) has no batched version"
+        )
 
 
 def _build_affine(name, t, p, shape, channels):
@@ -674,24 +773,52 @@ def _build_affine(name, t, p, shape, channels):
         if t.crop_border:
             raise Unsupported("Rotate: crop_border=True changes the image size; the fast path keeps shapes static")
         zero = {"x": (0.0, 0.0), "y": (0.0, 0.0)}
-        return AffineWarp(p, name, shape, scale={"x": (1.0, 1.0), "y": (1.0, 1.0)}, keep_ratio=False,
-                          balanced_scale=False, translate_percent=None, translate_px=None, rotate=t.limit, shear=zero,
-                          interpolation=t.interpolation, border_mode=t.border_mode, fill=fill)
+        return AffineWarp(
+            p,
+            name,
+            shape,
+            scale={"x": (1.0, 1.0), "y": (1.0, 1.0)},
+            keep_ratio=False,
+            balanced_scale=False,
+            translate_percent=None,
+            translate_px=None,
+            rotate=t.limit,
+            shear=zero,
+            interpolation=t.interpolation,
+            border_mode=t.border_mode,
+            fill=fill,
+        )
     if t.fit_output:
         raise Unsupported(f"{name}: fit_output=True changes the image size; the fast path keeps shapes static")
-    return AffineWarp(p, name, shape, scale=t.scale, keep_ratio=t.keep_ratio, balanced_scale=t.balanced_scale,
-                      translate_percent=t.translate_percent, translate_px=t.translate_px, rotate=t.rotate,
-                      shear=t.shear, interpolation=t.interpolation, border_mode=t.border_mode, fill=fill)
+    return AffineWarp(
+        p,
+        name,
+        shape,
+        scale=t.scale,
+        keep_ratio=t.keep_ratio,
+        balanced_scale=t.balanced_scale,
+        translate_percent=t.translate_percent,
+        translate_px=t.translate_px,
+        rotate=t.rotate,
+        shear=t.shear,
+        interpolation=t.interpolation,
+        border_mode=t.border_mode,
+        fill=fill,
+    )
 
 
 def _build_rrc(t, p, shape):
     if t.interpolation not in (INTER_NEAREST, INTER_LINEAR):
-        raise Unsupported(f"RandomResizedCrop: interpolation={t.interpolation} has no batched version (0 nearest or 1 linear)")
+        raise Unsupported(
+            f"RandomResizedCrop: interpolation={t.interpolation} has no batched version (0 nearest or 1 linear)"
+        )
     if t.area_for_downscale is not None:
         raise Unsupported("RandomResizedCrop: area_for_downscale (INTER_AREA) has no batched version")
     if tuple(t.size) != tuple(shape):
-        raise Unsupported(f"RandomResizedCrop: size {tuple(t.size)} differs from the training images {tuple(shape)}; "
-                          "the fast path keeps shapes static")
+        raise Unsupported(
+            f"RandomResizedCrop: size {tuple(t.size)} differs from the training images {tuple(shape)}; "
+            "the fast path keeps shapes static"
+        )
     return RandomResizedCrop(p, shape, t.scale, t.ratio, t.interpolation)
 
 
@@ -708,7 +835,9 @@ def _build_blur(t, p, shape):
         raise Unsupported("GaussianBlur: a sigma of 0 has no batched version (sigma_limit must be > 0)")
     op = GaussianBlur(p, t.blur_limit, t.sigma_limit)
     if shape is not None and op.max_size // 2 >= min(shape):
-        raise Unsupported(f"GaussianBlur: kernels up to {op.max_size} px are too large for {shape[0]}x{shape[1]} images")
+        raise Unsupported(
+            f"GaussianBlur: kernels up to {op.max_size} px are too large for {shape[0]}x{shape[1]} images"
+        )
     return op
 
 
@@ -735,7 +864,9 @@ def build_op(name: str, params: dict[str, Any], p: float, image_shape: tuple | N
     if name == "RandomRotate90" and shape is not None and shape[0] != shape[1]:
         raise Unsupported("RandomRotate90: non-square images would change shape")
     if name in ("HorizontalFlip", "VerticalFlip", "RandomRotate90"):
-        return {"HorizontalFlip": HorizontalFlip, "VerticalFlip": VerticalFlip, "RandomRotate90": RandomRotate90}[name](p)
+        return {"HorizontalFlip": HorizontalFlip, "VerticalFlip": VerticalFlip, "RandomRotate90": RandomRotate90}[name](
+            p
+        )
 
     from engine.augment import make_transform
 
@@ -750,7 +881,9 @@ def build_op(name: str, params: dict[str, Any], p: float, image_shape: tuple | N
     if name == "RandomResizedCrop":
         return _build_rrc(t, p, shape or tuple(t.size))
     if name == "RandomBrightnessContrast":
-        return RandomBrightnessContrast(p, t.brightness_limit, t.contrast_limit, t.brightness_by_max, t.ensure_safe_range)
+        return RandomBrightnessContrast(
+            p, t.brightness_limit, t.contrast_limit, t.brightness_by_max, t.ensure_safe_range
+        )
     if name == "ColorJitter":
         if channels not in (None, 1, 3):
             raise Unsupported(f"ColorJitter: {channels}-channel images (albumentations takes 1 or 3)")
@@ -763,7 +896,9 @@ def build_op(name: str, params: dict[str, Any], p: float, image_shape: tuple | N
         return _build_blur(t, p, shape)
     if name == "CoarseDropout":
         _check_hole_fill(name, t)
-        return CoarseDropout(p, placeholder, channels, t.num_holes_range, t.hole_height_range, t.hole_width_range, t.fill)
+        return CoarseDropout(
+            p, placeholder, channels, t.num_holes_range, t.hole_height_range, t.hole_width_range, t.fill
+        )
     if name == "Erasing":
         _check_hole_fill(name, t)
         return Erasing(p, placeholder, channels, t.scale, t.ratio, t.fill)

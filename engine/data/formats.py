@@ -1,4 +1,4 @@
-"""Datasets as uint8 arrays in memory: loading the formats our users have, splitting, normalising.
+"""Datasets as uint8 arrays in memory: loading the formats our users have.
 
 Every dataset becomes `ImageArrays`: images uint8 (N, H, W, C) and int64 labels, for a train and a
 test split. All of our users' datasets fit in memory (Galaxy10 at 256x256 is 3.5 GB), which keeps
@@ -6,6 +6,7 @@ the CPU path simple (an array-backed Dataset) and lets the fast path put the who
 
 A dataset is named by a `DatasetSpec` (kind + path + options), stored in the DB's datasets table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,7 +21,18 @@ from pathlib import Path
 import numpy as np
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 DATASET_KINDS = ("digits", "idx", "imagefolder", "csv", "npz", "hdf5", "torchvision")
 TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "KMNIST", "EMNIST")
@@ -95,7 +107,7 @@ def _read_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
     if zero != 0 or dtype_code != 0x08:
         raise DatasetError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: truncated IDX file")
@@ -254,7 +266,9 @@ def _load_npz(spec: DatasetSpec) -> ImageArrays:
         elif {"images", "labels"} <= keys:
             tx, ty, vx, vy = z["images"], z["labels"], None, None
         else:
-            raise DatasetError(f"{path}: expected arrays x_train/y_train[/x_test/y_test] or images/labels, found {sorted(keys)}")
+            raise DatasetError(
+                f"{path}: expected arrays x_train/y_train[/x_test/y_test] or images/labels, found {sorted(keys)}"
+            )
         names = [str(n) for n in z["class_names"]] if "class_names" in keys else None
     return _finish_arrays(tx, ty, vx, vy, names, str(path))
 
@@ -301,15 +315,17 @@ def _load_torchvision(spec: DatasetSpec) -> ImageArrays:
                 return cls(spec.path, split=spec.options.get("split", "balanced"), train=train, download=download)
             return cls(spec.path, train=train, download=download)
         except RuntimeError as exc:
-            raise DatasetError(f"{name} not found under {spec.path} ({exc}); place a local copy there or allow download") from None
+            raise DatasetError(
+                f"{name} not found under {spec.path} ({exc}); place a local copy there or allow download"
+            ) from None
 
     out = []
     for train in (True, False):
         ds = get(train)
-        x = getattr(ds, "data")
+        x = ds.data
         y = getattr(ds, "targets", None)
         if y is None:
-            y = getattr(ds, "labels")
+            y = ds.labels
         x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
         y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
         out.append((x, y))
@@ -317,8 +333,15 @@ def _load_torchvision(spec: DatasetSpec) -> ImageArrays:
     return _finish_arrays(out[0][0], out[0][1], out[1][0], out[1][1], names or None, f"{name}@{spec.path}")
 
 
-LOADERS = {"digits": _load_digits, "idx": _load_idx, "imagefolder": _load_imagefolder, "csv": _load_csv,
-           "npz": _load_npz, "hdf5": _load_hdf5, "torchvision": _load_torchvision}
+LOADERS = {
+    "digits": _load_digits,
+    "idx": _load_idx,
+    "imagefolder": _load_imagefolder,
+    "csv": _load_csv,
+    "npz": _load_npz,
+    "hdf5": _load_hdf5,
+    "torchvision": _load_torchvision,
+}
 
 
 def load_arrays(spec: DatasetSpec) -> ImageArrays:
@@ -344,214 +367,6 @@ def parse_dataset_ref(ref: str) -> DatasetSpec | None:
     return None
 
 
-# ------------------------------------------------------------------------------------ splits
-@dataclass
-class Splits:
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    class_names: list[str]
-    mean: list[float]
-    std: list[float]
-    test_is_holdout: bool  # True when the test split was carved out of the training data
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def channels(self) -> int:
-        return int(self.train_x.shape[-1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.train_x.shape[1])
-
-
-def stratified_split(y: np.ndarray, fraction: float, seed: int, stratified: bool = True):
-    """Indices (keep, held_out): `fraction` of each class held out (at least one per class when possible)."""
-    rng = np.random.default_rng(seed)
-    if fraction <= 0:
-        return np.arange(len(y)), np.arange(0)
-    if not stratified:
-        perm = rng.permutation(len(y))
-        k = max(1, int(round(fraction * len(y))))
-        return np.sort(perm[k:]), np.sort(perm[:k])
-    held = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(len(idx))]
-        k = int(round(fraction * len(idx)))
-        if len(idx) > 1:
-            k = min(max(k, 1), len(idx) - 1)
-        else:
-            k = 0
-        held.append(idx[:k])
-    held_idx = np.sort(np.concatenate(held)) if held else np.arange(0)
-    keep = np.setdiff1d(np.arange(len(y)), held_idx)
-    return keep, held_idx
-
-
-def kfold_split(y: np.ndarray, k: int, fold: int, seed: int, stratified: bool = True):
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    splitter = (StratifiedKFold if stratified else KFold)(n_splits=k, shuffle=True, random_state=seed)
-    for i, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(y)), y)):
-        if i == fold:
-            return train_idx, val_idx
-    raise ValueError("fold out of range")
-
-
-def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (what normalisation divides by).
-
-    Accumulated in chunks (sum and sum of squares in float64), so a 3.5 GB dataset never becomes a
-    28 GB float copy. Cached on disk by the images' fingerprint: a dataset is measured once."""
-    cached = _stats_cache_path(x)
-    if cached is not None and cached.is_file():
-        try:
-            stats = json.loads(cached.read_text())
-            return stats["mean"], stats["std"]
-        except (OSError, ValueError, KeyError):
-            pass
-    c = x.shape[-1]
-    total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    for i in range(0, len(x), 1024):
-        chunk = x[i:i + 1024].reshape(-1, c).astype(np.float64)
-        total += chunk.sum(axis=0)
-        total_sq += np.square(chunk).sum(axis=0)
-        count += len(chunk)
-    mean = total / max(count, 1) / 255.0
-    var = np.maximum(total_sq / max(count, 1) / 255.0**2 - mean**2, 0.0)
-    std = np.sqrt(var)
-    mean_l, std_l = mean.tolist(), np.where(std < 1e-6, 1.0, std).tolist()
-    if cached is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"mean": mean_l, "std": std_l, "images": int(len(x))}))
-            os.replace(tmp, cached)
-        except OSError:
-            pass
-    return mean_l, std_l
-
-
-def _stats_cache_path(x: np.ndarray) -> Path | None:
-    """A content fingerprint of an image array: shape plus a strided sample of whole images."""
-    if len(x) < 256:  # tiny arrays: measuring is cheaper than hashing and a file
-        return None
-    h = hashlib.sha1(repr(x.shape).encode())
-    step = max(1, len(x) // 64)
-    h.update(np.ascontiguousarray(x[::step]).tobytes())
-    h.update(np.ascontiguousarray(x[-1]).tobytes())
-    return cache_dir() / "stats" / f"{h.hexdigest()[:20]}.json"
-
-
-def adapt_images(x: np.ndarray, size: int | None, channels) -> np.ndarray:
-    if size is not None and x.shape[1:3] != (size, size):
-        x = np.stack([resize(im, size) for im in x])
-    if channels == 3 and x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    elif channels == 1 and x.shape[-1] == 3:
-        x = np.round(x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None].astype(np.uint8)
-    return np.ascontiguousarray(x)
-
-
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def make_splits(data: ImageArrays, cfg) -> Splits:
-    """cfg: DataConfig. Test: the dataset's own, else a seeded stratified holdout of the training data."""
-    x, y = data.train_x, data.train_y
-    if data.test_x is not None:
-        test_x, test_y, holdout = data.test_x, data.test_y, False
-    else:
-        keep, test_idx = stratified_split(y, cfg.test_fraction, cfg.split_seed + 7919, True)
-        test_x, test_y, holdout = x[test_idx], y[test_idx], True
-        x, y = x[keep], y[keep]
-    if cfg.kfold:
-        train_idx, val_idx = kfold_split(y, cfg.kfold, cfg.fold, cfg.split_seed, cfg.stratified)
-    else:
-        train_idx, val_idx = stratified_split(y, cfg.val_fraction, cfg.split_seed, cfg.stratified)
-    val_x, val_y = x[val_idx], y[val_idx]
-    if cfg.train_on_val:
-        train_idx = np.concatenate([train_idx, val_idx])
-    train_x, train_y = x[train_idx], y[train_idx]
-    if cfg.max_train_samples and len(train_y) > cfg.max_train_samples:
-        keep, _ = stratified_split(train_y, 1 - cfg.max_train_samples / len(train_y), cfg.split_seed + 1, True)
-        train_x, train_y = train_x[keep], train_y[keep]
-    train_x, val_x, test_x = (adapt_images(a, cfg.image_size, cfg.channels) for a in (train_x, val_x, test_x))
-    if cfg.normalize == "dataset":
-        mean, std = channel_stats(train_x)
-    elif cfg.normalize == "imagenet":
-        c = train_x.shape[-1]
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ([sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3])
-    else:
-        mean, std = [0.0] * train_x.shape[-1], [1.0] * train_x.shape[-1]
-    return Splits(train_x, train_y, val_x, val_y, test_x, test_y, data.class_names, mean, std, holdout)
-
-
-# ------------------------------------------------------------------------------ to tensors
-_STATS_ON_DEVICE: dict[tuple, object] = {}
-
-
-def _stats_tensor(values, device):
-    """Per-channel stats as a (1, C, 1, 1) float tensor, made once per device: torch.as_tensor(list,
-    device=cuda) is a synchronous host-to-device copy that would stall every training step."""
-    import torch
-
-    key = (tuple(float(v) for v in values), str(device))
-    if key not in _STATS_ON_DEVICE:
-        _STATS_ON_DEVICE[key] = torch.as_tensor(key[0], device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    return _STATS_ON_DEVICE[key]
-
-
-def normalize_batch(x_uint8, mean, std, channels_last: bool = False):
-    """uint8 NHWC (CPU or GPU tensor) -> float NCHW normalised. The one place pixels become floats."""
-    import torch
-
-    x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    m = _stats_tensor(mean, x.device)
-    s = _stats_tensor(std, x.device)
-    x = (x - m) / s
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
-class AugmentedArrays:
-    """torch Dataset over uint8 arrays; applies an albumentations pipeline per image (CPU path)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, pipeline=None):
-        self.x, self.y, self.pipeline = x, y, pipeline
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        import torch
-
-        from engine.augment import apply_pipeline
-
-        img = self.x[i]
-        if self.pipeline is not None:
-            img = apply_pipeline(self.pipeline, img)
-        return torch.from_numpy(np.ascontiguousarray(img)), int(self.y[i])
-
-
-def dataset_summary(data: ImageArrays) -> dict:
-    """Class counts, image sizes and mean/std: what the Datasets page shows."""
-    counts = np.bincount(data.train_y, minlength=data.num_classes).tolist()
-    test_counts = np.bincount(data.test_y, minlength=data.num_classes).tolist() if data.test_y is not None else None
-    mean, std = channel_stats(data.train_x)
-    return {
-        "num_classes": data.num_classes, "class_names": data.class_names, "train_count": int(len(data.train_y)),
-        "test_count": int(len(data.test_y)) if data.test_y is not None else 0, "class_counts": counts,
-        "test_class_counts": test_counts, "image_shape": list(data.train_x.shape[1:]), "mean": mean, "std": std,
-    }
-
-
 def cache_dir() -> Path:
     """Derived data (e.g. the digits as .npz): $LAB_CACHE_DIR, else data_cache/ in the project."""
-    return Path(os.environ.get("LAB_CACHE_DIR") or Path(__file__).resolve().parent.parent / "data_cache")
+    return Path(os.environ.get("LAB_CACHE_DIR") or Path(__file__).resolve().parents[2] / "data_cache")

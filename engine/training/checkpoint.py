@@ -4,6 +4,7 @@ A run directory holds `last.pt` (every epoch: the resume point), `best.pt` (best
 metric) and `epoch_NNNN.pt` (every `checkpoint_every` epochs, the newest `keep_last` kept).
 Only tensors, numbers, strings, lists and dicts go in, so weights_only loading always works.
 """
+
 from __future__ import annotations
 
 import os

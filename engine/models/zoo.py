@@ -1,10 +1,6 @@
-"""Model factory: a string in the config selects an implementation.
+"""Library models (timm, torchvision) and the adapters every model goes through: pretrained weights
+from a local file, the small-image stem, the classifier head, freezing. `build_model` is the factory."""
 
-- custom: `small_cnn` (a fast baseline) and `resnet` (CIFAR-style ResNet: configurable widths and
-  depths, SE blocks, stochastic depth, ShakeDrop, dropout before the head).
-- timm: any `timm.create_model` name; torchvision: any `torchvision.models.get_model` name.
-Adapters then apply the small-image stem, replace the classifier head, and set up freezing.
-"""
 from __future__ import annotations
 
 import functools
@@ -14,121 +10,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from engine.models.custom import CUSTOM_MODELS, CifarResNet, SmallCNN
 
 
 class ModelError(ValueError):
     """A model the config asks for that cannot be built, with a user-facing message."""
-
-
-# ------------------------------------------------------------------------------ custom models
-class SmallCNN(nn.Module):
-    """Three conv blocks and a linear head: trains the digits to >0.95 in seconds on a CPU."""
-
-    def __init__(self, in_ch: int, num_classes: int, width: int = 32, dropout: float = 0.0):
-        super().__init__()
-
-        def block(i, o):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-        self.features = nn.Sequential(
-            block(in_ch, width), block(width, width), nn.MaxPool2d(2),
-            block(width, 2 * width), nn.MaxPool2d(2),
-            block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.num_features = 4 * width
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, ch: int, reduction: int = 16):
-        super().__init__()
-        hidden = max(4, ch // reduction)
-        self.fc1, self.fc2 = nn.Conv2d(ch, hidden, 1), nn.Conv2d(hidden, ch, 1)
-
-    def forward(self, x):
-        s = F.adaptive_avg_pool2d(x, 1)
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))
-
-
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop the whole residual branch per sample, rescale survivors."""
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
-
-
-class ShakeDropFn(torch.autograd.Function):
-    """ShakeDrop (Yamada et al. 2018): forward scales the branch by b + (1-b)*alpha, backward by b + (1-b)*beta."""
-
-    @staticmethod
-    def forward(ctx, x, p_drop):
-        n = x.shape[0]
-        gate = x.new_empty((n, 1, 1, 1)).bernoulli_(1.0 - p_drop)
-        alpha = x.new_empty((n, 1, 1, 1)).uniform_(-1.0, 1.0)
-        ctx.save_for_backward(gate)
-        return x * (gate + (1 - gate) * alpha)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (gate,) = ctx.saved_tensors
-        beta = grad.new_empty(gate.shape).uniform_(0.0, 1.0)
-        return grad * (gate + (1 - gate) * beta), None
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride, se: bool, drop_path_rate: float, shakedrop_p: float):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.se = SqueezeExcite(cout) if se else nn.Identity()
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.drop_path_rate, self.shakedrop_p = drop_path_rate, shakedrop_p
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.se(self.bn2(self.conv2(out)))
-        if self.shakedrop_p > 0:
-            out = ShakeDropFn.apply(out, self.shakedrop_p) if self.training else out * (1.0 - self.shakedrop_p)
-        out = drop_path(out, self.drop_path_rate, self.training)
-        return F.relu(out + self.shortcut(x), inplace=True)
-
-
-class CifarResNet(nn.Module):
-    """ResNet for small images: 3x3 stride-1 stem, no maxpool, stages of BasicBlocks.
-
-    Drop path and ShakeDrop rates grow linearly with block depth (the usual schedule)."""
-
-    def __init__(self, in_ch, num_classes, widths, depths, se=False, drop_path=0.0, shakedrop=0.0, dropout=0.0):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        total, k = sum(depths), 0
-        stages, cin = [], widths[0]
-        for s, (w, d) in enumerate(zip(widths, depths)):
-            blocks = []
-            for b in range(d):
-                frac = (k + 1) / total
-                blocks.append(BasicBlock(cin, w, 2 if (b == 0 and s > 0) else 1, se, drop_path * frac, shakedrop * frac))
-                cin, k = w, k + 1
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.num_features = cin
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-
-    def forward(self, x):
-        return self.head(self.pool(self.stages(self.stem(x))))
-
-
-CUSTOM_MODELS = ("small_cnn", "resnet")
 
 
 # ------------------------------------------------------------------------------ library models
@@ -177,7 +64,11 @@ def pretrained_cached(source: str, name: str) -> tuple[bool, str]:
             from huggingface_hub import try_to_load_from_cache
 
             repo = cfg.hf_hub_id.split("@")[0]
-            files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+            files = (
+                [cfg.hf_hub_filename]
+                if cfg.hf_hub_filename
+                else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+            )
             for f in files:
                 hit = try_to_load_from_cache(repo, f, cache_dir=_hf_cache_dir())
                 if isinstance(hit, str):
@@ -194,7 +85,9 @@ def _hf_cache_dir() -> str:
     """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
     return os.path.join(home, "hub")
 
 
@@ -218,8 +111,10 @@ def _check_pretrained_obtainable(source: str, name: str) -> None:
         return
     host = _pretrained_host(source, name)
     if not _reachable(host):
-        raise ModelError(f"model.pretrained: weights for '{name}' are not in the local cache ({where}) and {host} "
-                         f"cannot be reached (offline?); {_PRETRAINED_HINT}")
+        raise ModelError(
+            f"model.pretrained: weights for '{name}' are not in the local cache ({where}) and {host} "
+            f"cannot be reached (offline?); {_PRETRAINED_HINT}"
+        )
 
 
 def _create_timm(cfg, in_ch, num_classes):
@@ -248,8 +143,10 @@ def _create_timm(cfg, in_ch, num_classes):
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
     except Exception as exc:  # no network, no cache
         if cfg.pretrained:
-            raise ModelError(f"model.pretrained: weights for '{cfg.name}' are not in the local cache and cannot be "
-                             f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}") from None
+            raise ModelError(
+                f"model.pretrained: weights for '{cfg.name}' are not in the local cache and cannot be "
+                f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}"
+            ) from None
         raise ModelError(f"model.name: {str(exc)[:300]}") from None
 
 
@@ -268,8 +165,10 @@ def _create_torchvision(cfg, in_ch, num_classes):
         raise
     except Exception as exc:
         if weights:
-            raise ModelError(f"model.pretrained: weights for '{cfg.name}' are not in {_weights_cache_hint()} and cannot be "
-                             f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}") from None
+            raise ModelError(
+                f"model.pretrained: weights for '{cfg.name}' are not in {_weights_cache_hint()} and cannot be "
+                f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}"
+            ) from None
         raise ModelError(f"model.name: {str(exc)[:300]}") from None
     if cfg.pretrained and cfg.weights_path:
         _load_weights_file(model, cfg.weights_path)
@@ -284,8 +183,10 @@ def _torchvision_with_drop_path(tvm, cfg, weights):
         if "stochastic_depth_prob" not in str(exc):
             raise
         if cfg.drop_path > 0:
-            raise ModelError(f"model.drop_path: torchvision's '{cfg.name}' has no stochastic depth "
-                             "(EfficientNet, ConvNeXt and Swin do; or use a timm or custom model)") from None
+            raise ModelError(
+                f"model.drop_path: torchvision's '{cfg.name}' has no stochastic depth "
+                "(EfficientNet, ConvNeXt and Swin do; or use a timm or custom model)"
+            ) from None
         return tvm.get_model(cfg.name, weights=weights)
 
 
@@ -319,7 +220,9 @@ def _load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
         raise
     except Exception as exc:
         raise ModelError(f"model.weights_path: cannot read {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    state = {
+        k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if isinstance(v, torch.Tensor)
+    }
     own = model.state_dict()
     usable = {}
     for k, v in state.items():
@@ -333,8 +236,10 @@ def _load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
 
             usable[k] = adapt_input_conv(mine.shape[1], v.float()).to(mine.dtype)
     if len(usable) < 0.5 * len(own):
-        raise ModelError(f"model.weights_path: only {len(usable)} of the model's {len(own)} tensors match {path}; "
-                         "is it a checkpoint of this architecture?")
+        raise ModelError(
+            f"model.weights_path: only {len(usable)} of the model's {len(own)} tensors match {path}; "
+            "is it a checkpoint of this architecture?"
+        )
     model.load_state_dict(usable, strict=False)
     return len(usable), len(own)
 
@@ -361,8 +266,16 @@ def _adapt_in_channels(model, in_ch):
         return
     from timm.models import adapt_input_conv
 
-    new = nn.Conv2d(in_ch, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-                    bias=conv.bias is not None)
+    new = nn.Conv2d(
+        in_ch,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=conv.bias is not None,
+    )
     with torch.no_grad():
         new.weight.copy_(adapt_input_conv(in_ch, conv.weight))
         if conv.bias is not None:
@@ -388,8 +301,10 @@ def apply_small_stem(model: nn.Module, stride1_stages: int = 0) -> None:
     if conv is None:
         raise ModelError("model.small_stem: the model has no convolution to adapt")
     if "patch" in name or "conv_proj" in name or hasattr(model, "pos_embed"):
-        raise ModelError("model.small_stem: applies to convolutional models (ResNet, EfficientNet, ConvNeXt); "
-                         "for a vision transformer set data.image_size instead")
+        raise ModelError(
+            "model.small_stem: applies to convolutional models (ResNet, EfficientNet, ConvNeXt); "
+            "for a vision transformer set data.image_size instead"
+        )
     new = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
     _set_module(model, name, new)
     for mname, mod in list(model.named_modules()):
@@ -464,7 +379,7 @@ def replace_head(model: nn.Module, num_classes: int, cfg) -> None:
     if isinstance(clf, nn.Sequential):
         mods = list(clf.children())
         linear_at = [i for i, m in enumerate(mods) if isinstance(m, nn.Linear)]
-        keep = [m for m in mods[:linear_at[0]] if not isinstance(m, nn.Dropout)] if linear_at else []
+        keep = [m for m in mods[: linear_at[0]] if not isinstance(m, nn.Dropout)] if linear_at else []
         if keep:
             head = nn.Sequential(*keep, *head)
     _set_module(model, name, head)
@@ -501,9 +416,16 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
     """cfg: ModelConfig."""
     if cfg.source == "custom":
         if cfg.name == "small_cnn":
-            model = SmallCNN(in_ch, num_classes, width=cfg.widths[0] if cfg.widths != [64, 128, 256, 512] else 32, dropout=cfg.dropout)
+            model = SmallCNN(
+                in_ch,
+                num_classes,
+                width=cfg.widths[0] if cfg.widths != [64, 128, 256, 512] else 32,
+                dropout=cfg.dropout,
+            )
         elif cfg.name == "resnet":
-            model = CifarResNet(in_ch, num_classes, cfg.widths, cfg.depths, cfg.se, cfg.drop_path, cfg.shakedrop, cfg.dropout)
+            model = CifarResNet(
+                in_ch, num_classes, cfg.widths, cfg.depths, cfg.se, cfg.drop_path, cfg.shakedrop, cfg.dropout
+            )
         else:
             raise ModelError(f"model.name: unknown custom model '{cfg.name}' (choose from {', '.join(CUSTOM_MODELS)})")
         if cfg.head.kind == "mlp":
@@ -511,7 +433,9 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
         else:
             model._lab_head_name = "head"
         return model
-    model = _create_timm(cfg, in_ch, num_classes) if cfg.source == "timm" else _create_torchvision(cfg, in_ch, num_classes)
+    model = (
+        _create_timm(cfg, in_ch, num_classes) if cfg.source == "timm" else _create_torchvision(cfg, in_ch, num_classes)
+    )
     if cfg.small_stem:
         apply_small_stem(model, cfg.stride1_stages)
     replace_head(model, num_classes, cfg)

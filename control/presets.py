@@ -1,0 +1,320 @@
+"""Named presets: our users' final recipes (shared/seeds) and a fast known-good start per image size.
+
+A preset is a function of the dataset the user picks: it keeps the recipe's techniques and adapts
+what must change (image size and stem, pretrained weights that are not on this machine, freezing a
+backbone that has nothing pretrained in it). Every adaptation is explained in a note.
+
+    PRESETS                                   name -> one-line description (for the builder's list)
+    preset_config(name, dataset, size, C)     a config dict that engine.config.parse_config accepts
+    preset_notes(name, dataset, size, C)      what was adapted and why (show them next to the form)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Image side of the built-in datasets, used when the caller does not say.
+KNOWN_SIZES = {"digits": (8, 10), "fashion_mnist": (28, 10)}
+ORIENTATION_SENSITIVE = {"digits", "fashion_mnist"}  # flips/rotations change what the image means
+
+PRESETS: dict[str, str] = {
+    "galaxy10-convnext-finetune": "Galaxy10 (report 000): ConvNeXt-tiny fine-tune, MLP head + dropout, freeze then "
+    "unfreeze last 20, focal loss + inverse-frequency weights, flips/rot90, cosine, TTA",
+    "tiny200-resnet18-small-stem": "200 classes 40x40 (report 002): ResNet18 with small stem, SGD nesterov, cosine, "
+    "dropout 0.4, affine aug, every epoch kept, TTA majority vote of random passes",
+    "tiny200-resnet50-plateau": "200 classes 40x40 (report 003): ResNet50 with small stem, SGD, ReduceLROnPlateau "
+    "(patience, cooldown), dropout 0.7, flips + random erasing",
+    "stl10-resnet-se-droppath": "STL-10-like (report 004): CIFAR ResNet 64-128-256-512 + SE + drop path, AdamW "
+    "warmup+cosine, RandAugment+flip, Mixup/CutMix, label-smoothing schedule, EMA, TTA",
+    "fast-tiny": "Fast start for tiny images (<= 16 px, e.g. digits): small CNN, AdamW, cosine, 10 epochs",
+    "fast-small": "Fast start for small images (<= 32 px, e.g. Fashion-MNIST, CIFAR): 3-stage ResNet, "
+    "pad-crop + flip on the fast path, SGD one-cycle, label smoothing",
+    "fast-medium": "Fast start for medium images (<= 128 px, e.g. STL-10, 40x40 sets): 4-stage ResNet, "
+    "pad-crop + flip on the fast path, SGD one-cycle, bf16 on CUDA",
+}
+
+
+class PresetError(ValueError):
+    pass
+
+
+@dataclass
+class Preset:
+    config: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def preset_config(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None) -> dict:
+    """The preset's config for `dataset` (validates with engine.config.parse_config)."""
+    return build_preset(name, dataset, image_size, num_classes).config
+
+
+def preset_notes(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None) -> list[str]:
+    """What the preset changed from the report's recipe for this dataset, and why."""
+    return build_preset(name, dataset, image_size, num_classes).notes
+
+
+def fast_preset_for(image_size: int | None) -> str:
+    """The fast known-good preset for a dataset of this image side."""
+    if image_size is not None and image_size <= 16:
+        return "fast-tiny"
+    if image_size is not None and image_size <= 32:
+        return "fast-small"
+    return "fast-medium"
+
+
+def build_preset(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None) -> Preset:
+    if name not in PRESETS:
+        raise PresetError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    known = KNOWN_SIZES.get(dataset, (None, None))
+    size = image_size if image_size is not None else known[0]
+    classes = num_classes if num_classes is not None else known[1]
+    preset = _BUILDERS[name](dataset, size, classes)
+    preset.config = {"name": f"{name} on {dataset}", **preset.config}
+    preset.config.setdefault("data", {})["dataset"] = dataset
+    return preset
+
+
+# ------------------------------------------------------------------------------ helpers
+def _step(name: str, p: float, **params) -> dict:
+    return {"name": name, "p": p, "params": params}
+
+
+def _pretrained(source: str, model: str, notes: list[str]) -> bool:
+    """Use pretrained weights only when they are on this machine already (no surprise downloads, no offline failure)."""
+    from engine.models import pretrained_cached
+
+    cached, where = pretrained_cached(source, model)
+    if not cached:
+        notes.append(
+            f"pretrained weights for {model} are not on this machine ({where}): training from scratch "
+            "(model.pretrained off). Put the weights in the cache or give model.weights_path to fine-tune."
+        )
+    return cached
+
+
+def _stem(size: int | None, notes: list[str], small_below: int = 64) -> dict:
+    """ImageNet stems divide the image by 4 before the first stage: small images get the 3x3 stride-1 stem."""
+    if size is not None and size < small_below:
+        notes.append(f"{size}x{size} images: small-image stem (3x3 stride-1 first conv, no max-pool)")
+        return {"small_stem": True}
+    return {}
+
+
+def _orientation_note(dataset: str, notes: list[str]) -> None:
+    if dataset in ORIENTATION_SENSITIVE:
+        notes.append(
+            f"the recipe flips/rotates images; for {dataset} orientation matters (a flipped digit or shoe "
+            "is another image): consider removing those augmentations and TTA views"
+        )
+
+
+def _resize_large(size: int | None, notes: list[str], limit: int = 256, to: int = 224) -> dict:
+    if size is not None and size > limit:
+        notes.append(f"{size}x{size} images resized to {to}x{to} (the recipe's fine-tuning resolution)")
+        return {"image_size": to}
+    return {}
+
+
+# ------------------------------------------------------------------------------ the reports' recipes
+def _galaxy10(dataset, size, classes) -> Preset:
+    notes: list[str] = []
+    pretrained = _pretrained("timm", "convnext_tiny", notes)
+    epochs = 30
+    freeze = {"epochs": 2, "unfreeze_last": 20} if pretrained else {"epochs": 0}
+    if not pretrained:
+        notes.append(
+            "no pretrained backbone: freezing it first would train the head on random features, so freezing is off"
+        )
+    _orientation_note(dataset, notes)
+    hidden = 256 if (classes or 10) <= 256 else 512
+    return Preset(
+        {
+            "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
+            "model": {
+                "source": "timm",
+                "name": "convnext_tiny",
+                "pretrained": pretrained,
+                **_stem(size, notes),
+                "head": {"kind": "mlp", "hidden": [hidden], "dropout": 0.3},
+                "freeze": freeze,
+            },
+            "augment": {
+                "train": [
+                    _step("RandomResizedCrop", 1.0, scale=[0.8, 1.0]),
+                    _step("HorizontalFlip", 0.5),
+                    _step("VerticalFlip", 0.5),
+                    _step("RandomRotate90", 0.5),
+                    _step("RandomBrightnessContrast", 0.2, brightness_limit=0.2, contrast_limit=0.2),
+                    _step(
+                        "Affine", 0.5, translate_percent=[-0.0625, 0.0625], scale=[0.9, 1.1], rotate=[-45, 45]
+                    ),  # ShiftScaleRotate
+                ]
+            },
+            "optim": {"name": "adamw", "lr": 1e-4 if pretrained else 1e-3, "weight_decay": 0.05},
+            "schedule": {"name": "cosine", "t_max": epochs},
+            "loss": {"name": "focal", "focal_gamma": 2.0, "label_smoothing": 0.1, "class_weights": "inverse_frequency"},
+            "train": {"epochs": epochs, "batch_size": 32, "keep_last": 3},
+            "eval": {"tta": ["none", "hflip", "vflip", "rot90", "dihedral8"], "best_metric": "val_acc"},
+        },
+        notes,
+    )
+
+
+def _tiny200_resnet18(dataset, size, classes) -> Preset:
+    notes: list[str] = []
+    stem = _stem(size, notes)
+    if stem and size is not None and size <= 48:
+        stem["stride1_stages"] = 1  # the report also kept the resolution of the first downsampling stage
+    _orientation_note(dataset, notes)
+    epochs = 30
+    return Preset(
+        {
+            "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
+            "model": {"source": "torchvision", "name": "resnet18", "pretrained": False, "dropout": 0.4, **stem},
+            "augment": {
+                "train": [
+                    _step("HorizontalFlip", 0.5),
+                    _step("Affine", 0.6, translate_percent=[-0.125, 0.125]),
+                    _step("Affine", 0.6, rotate=[-10, 10]),
+                ]
+            },
+            "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+            "schedule": {"name": "cosine", "t_max": epochs},
+            "train": {"epochs": epochs, "batch_size": 64, "checkpoint_every": 1, "keep_last": 10},
+            "eval": {"tta": ["none", "random_vote", "random_mean"], "tta_passes": 10},
+        },
+        notes,
+    )
+
+
+def _tiny200_resnet50(dataset, size, classes) -> Preset:
+    notes: list[str] = [
+        "to reproduce the report's second stage, start a new run from this one "
+        "(train.init_from_run) with RandAugment and a new learning rate"
+    ]
+    _orientation_note(dataset, notes)
+    return Preset(
+        {
+            "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
+            "model": {
+                "source": "torchvision",
+                "name": "resnet50",
+                "pretrained": False,
+                "dropout": 0.7,
+                **_stem(size, notes),
+            },
+            "augment": {
+                "train": [
+                    _step("HorizontalFlip", 0.5),
+                    _step("VerticalFlip", 0.5),
+                    _step("Erasing", 0.5, scale=[0.02, 0.2]),
+                ]
+            },
+            "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
+            "schedule": {
+                "name": "plateau",
+                "plateau_metric": "val_loss",
+                "plateau_patience": 5,
+                "plateau_cooldown": 2,
+                "plateau_factor": 0.1,
+            },
+            "train": {"epochs": 100, "batch_size": 64, "keep_last": 5},
+            "eval": {"tta": ["none", "hflip"]},
+        },
+        notes,
+    )
+
+
+def _stl10(dataset, size, classes) -> Preset:
+    notes: list[str] = []
+    epochs = 120
+    if dataset in ORIENTATION_SENSITIVE:
+        notes.append(f"the recipe flips images horizontally; for {dataset} that changes what a digit means")
+    return Preset(
+        {
+            "data": {
+                "val_fraction": 0.1,
+                "split_seed": 0,
+                "normalize": "dataset",
+                **_resize_large(size, notes, 128, 96),
+            },
+            "model": {
+                "source": "custom",
+                "name": "resnet",
+                "widths": [64, 128, 256, 512],
+                "depths": [2, 2, 2, 2],
+                "se": True,
+                "drop_path": 0.1,
+                "dropout": 0.2,
+            },
+            "augment": {
+                "train": [_step("HorizontalFlip", 0.5), _step("RandAugment", 1.0, num_ops=2, magnitude=9)],
+                "mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5, "stop_epoch": 100},
+            },
+            "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+            "schedule": {"name": "cosine", "warmup_epochs": 5, "warmup_start_factor": 0.1, "eta_min": 1e-6},
+            "loss": {"name": "ce", "label_smoothing": 0.1, "smoothing_end": 0.0},
+            "regularize": {
+                "ema": {"enabled": True, "decay": 0.999},
+                "early_stopping": {"enabled": True, "metric": "val_acc", "patience": 20},
+            },
+            "train": {"epochs": epochs, "batch_size": 64, "seed": 0, "keep_last": 3},
+            "eval": {"tta": ["none", "hflip"]},
+        },
+        notes,
+    )
+
+
+# ------------------------------------------------------------------------------ fast, known-good starts
+def _fast_tiny(dataset, size, classes) -> Preset:
+    notes = []
+    if size is not None and size > 16:
+        notes.append(f"{size}x{size} images: fast-tiny is meant for <= 16 px; {fast_preset_for(size)} fits better")
+    return Preset(
+        {
+            "model": {"source": "custom", "name": "small_cnn", "widths": [32]},
+            "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01},
+            "schedule": {"name": "cosine"},
+            "train": {"epochs": 10, "batch_size": 64},
+            "eval": {"tta": ["none"]},
+        },
+        notes,
+    )
+
+
+def _fast_resnet(widths: list[int], epochs: int, amp: str):
+    def build(dataset, size, classes) -> Preset:
+        notes: list[str] = []
+        pad = max(1, (size or 32) // 8)
+        steps = [_step("PadRandomCrop", 1.0, padding=pad)]
+        if dataset in ORIENTATION_SENSITIVE:
+            notes.append(f"no horizontal flip: orientation matters for {dataset}")
+        else:
+            steps.append(_step("HorizontalFlip", 0.5))
+        return Preset(
+            {
+                "data": {"val_fraction": 0.1, **_resize_large(size, notes, 128, 96)},
+                "model": {"source": "custom", "name": "resnet", "widths": widths, "depths": [1] * len(widths)},
+                "augment": {"train": steps},
+                "optim": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+                "schedule": {"name": "onecycle", "onecycle_pct_start": 0.25},
+                "loss": {"label_smoothing": 0.1},
+                "train": {"epochs": epochs, "batch_size": 128, "amp": amp, "channels_last": amp != "off"},
+                "eval": {"tta": ["none"] if dataset in ORIENTATION_SENSITIVE else ["none", "hflip"]},
+            },
+            notes,
+        )
+
+    return build
+
+
+_BUILDERS = {
+    "galaxy10-convnext-finetune": _galaxy10,
+    "tiny200-resnet18-small-stem": _tiny200_resnet18,
+    "tiny200-resnet50-plateau": _tiny200_resnet50,
+    "stl10-resnet-se-droppath": _stl10,
+    "fast-tiny": _fast_tiny,
+    "fast-small": _fast_resnet([32, 64, 128], 10, "off"),
+    "fast-medium": _fast_resnet([32, 64, 128, 256], 15, "bf16"),
+}
