@@ -32,8 +32,9 @@ import plotly.express  # noqa: E402,F401  (as dashboard/app.py: pandas/plotly fi
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
 from db import queries  # noqa: E402
-from db.models import COMPLETED, ConfusionMatrix, Evaluation, LatestMetric, Metric, Run, TTAResult, utcnow  # noqa: E402
+from db.models import ConfusionMatrix, Evaluation, LatestMetric, Metric, Run, RunStatus, TTAResult, utcnow  # noqa: E402
 from db.session import get_engine, init_db, read  # noqa: E402
+from engine.metrics import lower_is_better  # noqa: E402
 
 NUM_CLASSES = 10
 METRICS = [
@@ -44,7 +45,6 @@ METRICS = [
     ("train", "lr"),
     ("train", "epoch_seconds"),
 ]
-LOWER_IS_BETTER = {"loss", "epoch_seconds"}
 
 
 # ------------------------------------------------------------------------------------- filling the DB
@@ -109,7 +109,7 @@ def fill(url: str, n_runs: int, epochs: int, seed: int = 0) -> dict:
                 "id": i,
                 "name": cfg["name"],
                 "config": cfg,
-                "status": COMPLETED,
+                "status": RunStatus.COMPLETED,
                 "dataset": cfg["data"]["dataset"],
                 "model": "custom:small_cnn",
                 "tags": ["bench"] if i % 3 == 0 else [],
@@ -132,7 +132,7 @@ def fill(url: str, n_runs: int, epochs: int, seed: int = 0) -> dict:
                 {"run_id": i, "epoch": e + 1, "split": split, "name": name, "value": float(v)}
                 for e, v in enumerate(values)
             )
-            best_i = int(np.argmin(values) if name in LOWER_IS_BETTER else np.argmax(values))
+            best_i = int(np.argmin(values) if lower_is_better(name) else np.argmax(values))
             latest.append(
                 {
                     "run_id": i,

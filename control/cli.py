@@ -6,6 +6,8 @@
   python -m engine validate config.yaml              exit 0 if it would run, 2 with messages if not
   python -m engine evaluate --run-id N --checkpoint best|last|epoch_0046 [--tta hflip ...]
   python -m engine init                              create/upgrade the DB, register built-in datasets
+  python -m engine study create|show|stop|resume ...  a study: a designed set of runs (control.study_cli)
+  python -m engine lr-find|export|predict ...         LR range test, ONNX/TorchScript export, predict files (control.diagnose_cli)
 
 Invalid input exits with code 2 and one line per field on stderr.
 """
@@ -16,6 +18,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from control.command import display_url
 
 EXIT_INVALID = 2
 
@@ -59,30 +63,26 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     if args.run_id is not None:  # spawned by the launcher: beat first, import torch after
         return run_training(args.db, args.run_id, resume=args.resume)
+    from control.preflight import preflight
     from db import store
-    from db.models import RUNNING
+    from db.models import RunStatus
     from db.session import init_db
 
     url = init_db(args.db)
-    if args.run_id is None:
-        if not args.config:
-            return _print_errors([("config", "give a config file or --run-id")])
-        cfg, errors = _load_config_file(args.config)
-        if cfg is None:
-            return _print_errors(errors)
-        from control.preflight import preflight
-
-        errors = preflight(cfg, url)
-        if errors:
-            return _print_errors(errors)
-        run_id = store.create_run(
-            url, cfg.model_dump(mode="json"), status=RUNNING, backend="cli", parent_run_id=cfg.train.init_from_run
-        )  # fine-tune/continue: linked to its parent
-        print(f"run {run_id}", flush=True)
-        if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
-            return _torchrun(url, run_id, cfg.train.devices, args.resume)
-    else:
-        run_id = args.run_id
+    if not args.config:
+        return _print_errors([("config", "give a config file or --run-id")])
+    cfg, errors = _load_config_file(args.config)
+    if cfg is None:
+        return _print_errors(errors)
+    errors = preflight(cfg, url)
+    if errors:
+        return _print_errors(errors)
+    run_id = store.create_run(
+        url, cfg.model_dump(mode="json"), status=RunStatus.RUNNING, backend="cli", parent_run_id=cfg.train.init_from_run
+    )  # fine-tune/continue: linked to its parent
+    print(f"run {run_id}", flush=True)
+    if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(url, run_id, cfg.train.devices, args.resume)
     return run_training(url, run_id, resume=args.resume)
 
 
@@ -90,9 +90,9 @@ def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
     """Re-run this command as `devices` DistributedDataParallel processes for the same run."""
     import subprocess
 
-    from control.command import engine_command
+    from control.command import engine_command, engine_env
 
-    return subprocess.call(engine_command(run_id, url, devices, resume))
+    return subprocess.call(engine_command(run_id, devices, resume), env=engine_env(url))
 
 
 def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
@@ -112,9 +112,13 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
             init_db(url)
             row = queries.get_run(url, run_id)
             if row is None:
-                return _print_errors([("--run-id", f"no run {run_id} in {url}")])
+                return _print_errors([("--run-id", f"no run {run_id} in {display_url(url)}")])
             return _run_training(url, run_id, row, resume)
     finally:
+        if row is not None:
+            from control.studies import on_run_end
+
+            on_run_end(url, run_id)  # a study's trial: tell its result, queue the next trial
         if row is not None and row["backend"] in ("local", "cli"):
             from control.launcher import start_queued
 
@@ -126,14 +130,15 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
 
     from control.launcher import run_dir_for
     from control.preflight import resolve_dataset
+    from control.studies import study_sinks
     from db import queries, store
-    from db.models import FAILED
+    from db.models import RunStatus
     from db.sink import DBSink
     from engine.config import parse_config
     from engine.sinks import ConsoleSink, MultiSink
     from engine.training.loop import train
 
-    sink = MultiSink(DBSink(url, run_id), ConsoleSink())
+    sink = MultiSink(DBSink(url, run_id), ConsoleSink(), *study_sinks(url, run_id))  # a study's pruner last
     try:
         cfg = parse_config(row["config"])
         spec = resolve_dataset(url, cfg.data.dataset)
@@ -144,25 +149,30 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
             init_state = load(queries.checkpoint_path(url, cfg.train.init_from_run, cfg.train.init_checkpoint))
     except Exception as exc:  # a dataset deleted since launch, a parent checkpoint gone, ...
         store.mark_ended(
-            url, run_id, FAILED, error=f"{type(exc).__name__}: {str(exc)[:1000]}", traceback=traceback.format_exc()
+            url,
+            run_id,
+            RunStatus.FAILED,
+            error=f"{type(exc).__name__}: {str(exc)[:1000]}",
+            traceback=traceback.format_exc(),
         )
         print(f"run {run_id} failed before training: {exc}", file=sys.stderr)
         return 1
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     store.update_run(url, run_id, run_dir=str(run_dir))
-    fault = _fault_injection()
-    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, _fault=fault)
-    return 0 if result.status in ("completed", "stopped") else 1
+    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=_fault_injection())
+    return 0 if result.status in (RunStatus.COMPLETED, RunStatus.STOPPED) else 1
 
 
-def _fault_injection() -> dict:
+def _fault_injection():
     """Tests inject faults through LAB_FAULT (JSON), e.g. {"nan_at_step": 3}. Never set in normal use."""
     raw = os.environ.get("LAB_FAULT")
     if not raw:
-        return {}
+        return None
     import json
 
-    return json.loads(raw)
+    from engine.training.hooks import FaultInjection
+
+    return FaultInjection(**json.loads(raw))
 
 
 def cmd_evaluate(args) -> int:
@@ -210,7 +220,7 @@ def cmd_init(args) -> int:
     from control.launcher import bootstrap
 
     url = bootstrap(args.db)
-    print(f"database ready: {url}")
+    print(f"database ready: {display_url(url)}")
     return 0
 
 
@@ -238,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("init", help="create/upgrade the database and register built-in datasets")
     i.add_argument("--db")
     i.set_defaults(fn=cmd_init)
+    from control.study_cli import add_study_parser
+
+    add_study_parser(sub)
+    from control.diagnose_cli import add_diagnose_parsers
+
+    add_diagnose_parsers(sub)
     return p
 
 

@@ -1,6 +1,6 @@
 """Launching, queueing, stopping and resuming runs. The dashboard's buttons call these; so do tests.
 
-Each run is a detached process (`python -m engine train --run-id N --db URL`) in its own session
+Each run is a detached process (`python -m engine train --run-id N`, the DB URL in its environment) in its own session
 and process group, with its output in runs/<id>/run.log, so it outlives the dashboard. There is no
 scheduler daemon: runs wait as `queued` and are claimed atomically from the DB by whoever next
 calls `start_queued` (a launch, a finishing engine, the dashboard's refresh), up to
@@ -18,12 +18,10 @@ import traceback
 from pathlib import Path
 
 from control.command import PROJECT_ROOT, engine_command, engine_env
-from control.heartbeat import Heartbeat, heartbeat_stale_s  # noqa: F401  (Heartbeat: re-exported)
+from control.heartbeat import heartbeat_stale_s
 from db import queries, store
-from db.models import FAILED, LOST, QUEUED, RUNNING, STOPPED
+from db.models import ACTIVE, RESUMABLE, RunStatus
 from db.session import init_db
-
-HEARTBEAT_STALE_S = float(os.environ.get("LAB_HEARTBEAT_STALE_S", "60"))  # at import; see heartbeat_stale_s()
 
 
 class LaunchRefused(ValueError):
@@ -36,9 +34,11 @@ class LaunchRefused(ValueError):
 
 def bootstrap(url: str | None = None) -> str:
     """Create/upgrade the DB and register the built-in datasets that exist on this machine."""
+    from control.optuna_db import ensure_optuna_tables
     from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR
 
     url = init_db(url)
+    ensure_optuna_tables(url)  # studies keep their Optuna study on this same DB
     existing = {d["name"] for d in queries.list_datasets(url)}
     for name, spec in BUILTIN_SPECS.items():
         if name in existing:
@@ -76,11 +76,12 @@ def launch_run(
     parent_run_id=None,
     start: bool = True,
     backend: str | None = None,
+    trial: tuple[int, int] | None = None,
 ) -> int:
     """Validate (schema + preflight), record the run as queued, and start it if a slot is free.
 
     backend: "local" (a detached process here; default) or "slurm" (sbatch; Slurm is the queue).
-    The default comes from LAB_BACKEND."""
+    The default comes from LAB_BACKEND. trial: (study id, trial number) when a study queues it."""
     from control.preflight import validate_all
 
     cfg, errors = validate_all(config, url)
@@ -98,6 +99,7 @@ def launch_run(
         notes=notes,
         parent_run_id=parent,
         backend=backend,
+        **(dict(zip(("study_id", "trial_number"), trial)) if trial else {}),
     )
     store.update_run(url, run_id, run_dir=str(run_dir_for(url, run_id)))
     if backend == "slurm":
@@ -106,7 +108,7 @@ def launch_run(
         try:
             _submit_slurm(url, run_id, resume=False)
         except SlurmError as exc:  # nothing was submitted: leave no run behind
-            store.mark_ended(url, run_id, FAILED, error=str(exc))
+            store.mark_ended(url, run_id, RunStatus.FAILED, error=str(exc))
             store.delete_run(url, run_id)
             raise LaunchRefused([("backend", str(exc))]) from None
     elif start:
@@ -139,8 +141,8 @@ def refresh_slurm(url: str) -> list[int]:
             continue
         if state is None or state in slurm.ENDED_STATES:
             fresh = queries.get_run(url, row["id"])
-            if fresh["status"] in (QUEUED, RUNNING):
-                status = slurm.ENDED_STATES.get(state, LOST)
+            if fresh["status"] in ACTIVE:
+                status = slurm.ENDED_STATES.get(state, RunStatus.LOST)
                 store.mark_ended(
                     url, row["id"], status, error=f"Slurm job {row['external_id']} ended: {state or 'unknown'}"
                 )
@@ -163,7 +165,11 @@ def start_queued(url: str) -> list[int]:
             _spawn(url, run_id)
         except Exception as exc:  # no engine process: say so instead of leaving a phantom "running" run
             store.mark_ended(
-                url, run_id, FAILED, error=f"could not start the engine: {exc}"[:1000], traceback=traceback.format_exc()
+                url,
+                run_id,
+                RunStatus.FAILED,
+                error=f"could not start the engine: {exc}"[:1000],
+                traceback=traceback.format_exc(),
             )
             continue
         started.append(run_id)
@@ -177,8 +183,8 @@ def _spawn(url: str, run_id: int) -> int:
     log_path = run_dir / "run.log"
     devices = int(row["config"].get("train", {}).get("devices", 1))
     # resume_requested is not among get_run's columns
-    cmd = engine_command(run_id, url, devices, resume=store.resume_requested(url, run_id))
-    env = engine_env()
+    cmd = engine_command(run_id, devices, resume=store.resume_requested(url, run_id))
+    env = engine_env(url)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -260,20 +266,20 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
     row = queries.get_run(url, run_id)
     if row is None:
         raise ValueError(f"no run {run_id}")
-    if row["backend"] == "slurm" and row["status"] in (QUEUED, RUNNING):
+    if row["backend"] == "slurm" and row["status"] in ACTIVE:
         from control import slurm
 
         store.update_run(url, run_id, stop_requested=True)
         slurm.cancel(row["external_id"])
-        if row["status"] == QUEUED:
-            store.mark_ended(url, run_id, STOPPED, error="cancelled before it started")
-            return STOPPED
-        return RUNNING  # the engine marks itself stopped when SIGTERM reaches it
-    if row["status"] == QUEUED:
+        if row["status"] == RunStatus.QUEUED:
+            store.mark_ended(url, run_id, RunStatus.STOPPED, error="cancelled before it started")
+            return RunStatus.STOPPED
+        return RunStatus.RUNNING  # the engine marks itself stopped when SIGTERM reaches it
+    if row["status"] == RunStatus.QUEUED:
         if store.stop_if_queued(url, run_id):
-            return STOPPED
+            return RunStatus.STOPPED
         row = queries.get_run(url, run_id)  # a launcher claimed it a moment ago: stop it like a running one
-    if row["status"] != RUNNING:
+    if row["status"] != RunStatus.RUNNING:
         return row["status"]
     store.update_run(url, run_id, stop_requested=True)  # engines also see this at their next heartbeat
     deadline = time.monotonic() + timeout_s
@@ -282,10 +288,10 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
         time.sleep(0.1)
         row = queries.get_run(url, run_id)
         pid = row["pid"]
-    if row["status"] != RUNNING:
+    if row["status"] != RunStatus.RUNNING:
         return row["status"]
     if row["backend"] not in ("local", "cli") or row["host"] not in (None, socket.gethostname()):
-        return RUNNING  # another machine's engine: it stops itself when its heartbeat sees stop_requested
+        return RunStatus.RUNNING  # another machine's engine: it stops itself when its heartbeat sees stop_requested
     if not is_engine_process(pid, run_id):
         refresh_lost(url)
         return queries.get_run(url, run_id)["status"]
@@ -300,10 +306,10 @@ def stop_run(url: str, run_id: int, timeout_s: float = 30.0) -> str:
                 break
             time.sleep(0.1)
     status = queries.get_run(url, run_id)["status"]
-    if status == RUNNING:  # it could not say so itself
+    if status == RunStatus.RUNNING:  # it could not say so itself
         why = f"killed after {timeout_s:g} s without stopping" if killed else "stopped while the engine was starting"
-        store.mark_ended(url, run_id, STOPPED, error=why)
-        status = STOPPED
+        store.mark_ended(url, run_id, RunStatus.STOPPED, error=why)
+        status = RunStatus.STOPPED
     start_queued(url)
     return status
 
@@ -320,15 +326,12 @@ def _signal_engine(pid: int, sig) -> None:
         pass
 
 
-_signal_group = _signal_engine  # old name
-
-
 def resume_run(url: str, run_id: int) -> None:
     """Queue a stopped, failed or lost run to continue from its last checkpoint (same run id)."""
     row = queries.get_run(url, run_id)
     if row is None:
         raise ValueError(f"no run {run_id}")
-    if row["status"] not in (STOPPED, FAILED, LOST):
+    if row["status"] not in RESUMABLE:
         raise ValueError(f"run {run_id} is {row['status']}; only stopped, failed or lost runs can be resumed")
     if (
         row["backend"] in ("local", "cli")

@@ -1,4 +1,4 @@
-"""Named presets: our users' final recipes (shared/seeds) and a fast known-good start per image size.
+"""Named presets: our users' final recipes and a fast known-good start per image size.
 
 A preset is a function of the dataset the user picks: it keeps the recipe's techniques and adapts
 what must change (image size and stem, pretrained weights that are not on this machine, freezing a
@@ -18,13 +18,13 @@ KNOWN_SIZES = {"digits": (8, 10), "fashion_mnist": (28, 10)}
 ORIENTATION_SENSITIVE = {"digits", "fashion_mnist"}  # flips/rotations change what the image means
 
 PRESETS: dict[str, str] = {
-    "galaxy10-convnext-finetune": "Galaxy10 (report 000): ConvNeXt-tiny fine-tune, MLP head + dropout, freeze then "
+    "galaxy10-convnext-finetune": "Imbalanced 10-class galaxy images: pretrained ConvNeXt-tiny fine-tune, MLP head + dropout, freeze then "
     "unfreeze last 20, focal loss + inverse-frequency weights, flips/rot90, cosine, TTA",
-    "tiny200-resnet18-small-stem": "200 classes 40x40 (report 002): ResNet18 with small stem, SGD nesterov, cosine, "
+    "tiny200-resnet18-small-stem": "200 classes 40x40: ResNet18 with small stem, SGD nesterov, cosine, "
     "dropout 0.4, affine aug, every epoch kept, TTA majority vote of random passes",
-    "tiny200-resnet50-plateau": "200 classes 40x40 (report 003): ResNet50 with small stem, SGD, ReduceLROnPlateau "
+    "tiny200-resnet50-plateau": "200 classes 40x40: ResNet50 with small stem, SGD, ReduceLROnPlateau "
     "(patience, cooldown), dropout 0.7, flips + random erasing",
-    "stl10-resnet-se-droppath": "STL-10-like (report 004): CIFAR ResNet 64-128-256-512 + SE + drop path, AdamW "
+    "stl10-resnet-se-droppath": "STL-10-like: CIFAR ResNet 64-128-256-512 + SE + drop path, AdamW "
     "warmup+cosine, RandAugment+flip, Mixup/CutMix, label-smoothing schedule, EMA, TTA",
     "fast-tiny": "Fast start for tiny images (<= 16 px, e.g. digits): small CNN, AdamW, cosine, 10 epochs",
     "fast-small": "Fast start for small images (<= 32 px, e.g. Fashion-MNIST, CIFAR): 3-stage ResNet, "
@@ -50,7 +50,7 @@ def preset_config(name: str, dataset: str, image_size: int | None = None, num_cl
 
 
 def preset_notes(name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None) -> list[str]:
-    """What the preset changed from the report's recipe for this dataset, and why."""
+    """What the preset changed from its recipe for this dataset, and why."""
     return build_preset(name, dataset, image_size, num_classes).notes
 
 
@@ -116,7 +116,7 @@ def _resize_large(size: int | None, notes: list[str], limit: int = 256, to: int 
     return {}
 
 
-# ------------------------------------------------------------------------------ the reports' recipes
+# ------------------------------------------------------------------------------ the users' recipes
 def _galaxy10(dataset, size, classes) -> Preset:
     notes: list[str] = []
     pretrained = _pretrained("timm", "convnext_tiny", notes)
@@ -165,7 +165,7 @@ def _tiny200_resnet18(dataset, size, classes) -> Preset:
     notes: list[str] = []
     stem = _stem(size, notes)
     if stem and size is not None and size <= 48:
-        stem["stride1_stages"] = 1  # the report also kept the resolution of the first downsampling stage
+        stem["stride1_stages"] = 1  # at <= 48 px the first downsampling stage keeps its resolution too
     _orientation_note(dataset, notes)
     epochs = 30
     return Preset(
@@ -190,7 +190,7 @@ def _tiny200_resnet18(dataset, size, classes) -> Preset:
 
 def _tiny200_resnet50(dataset, size, classes) -> Preset:
     notes: list[str] = [
-        "to reproduce the report's second stage, start a new run from this one "
+        "for the recipe's second stage, start a new run from this one "
         "(train.init_from_run) with RandAugment and a new learning rate"
     ]
     _orientation_note(dataset, notes)

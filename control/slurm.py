@@ -17,17 +17,19 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from db.models import RunStatus
+
 # Slurm job states -> our run statuses, for jobs that ended without the engine saying so.
 ENDED_STATES = {
-    "COMPLETED": "lost",
-    "FAILED": "failed",
-    "CANCELLED": "stopped",
-    "TIMEOUT": "failed",
-    "NODE_FAIL": "lost",
-    "PREEMPTED": "lost",
-    "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed",
-    "DEADLINE": "failed",
+    "COMPLETED": RunStatus.LOST,
+    "FAILED": RunStatus.FAILED,
+    "CANCELLED": RunStatus.STOPPED,
+    "TIMEOUT": RunStatus.FAILED,
+    "NODE_FAIL": RunStatus.LOST,
+    "PREEMPTED": RunStatus.LOST,
+    "OUT_OF_MEMORY": RunStatus.FAILED,
+    "BOOT_FAIL": RunStatus.FAILED,
+    "DEADLINE": RunStatus.FAILED,
 }
 
 
@@ -45,39 +47,51 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def batch_script(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool) -> str:
+def _setting(name: str, default: str = "") -> str:
+    """A LAB_SLURM_* setting; one with a line break would add lines to the batch script: refused."""
+    value = os.environ.get(name, default)
+    if "\n" in value or "\r" in value:
+        raise SlurmError(f"{name} contains a line break; give it on one line")
+    return value
+
+
+def batch_script(run_id: int, cfg: dict, url_file: Path, resume: bool) -> str:
+    """The job script. It holds no database URL (that is read from `url_file`, 0600, at run time) and
+    no path of the runs folder in #SBATCH lines (the log path goes on sbatch's own command line, so a
+    folder with a space in its name works)."""
     train = cfg.get("train", {})
     devices = int(train.get("devices", 1))
-    gpus = devices if train.get("device") == "cuda" else int(os.environ.get("LAB_SLURM_GPUS", "0"))
+    gpus = devices if train.get("device") == "cuda" else int(_setting("LAB_SLURM_GPUS", "0") or 0)
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=lab-run-{run_id}",
-        f"#SBATCH --output={run_dir / 'run.log'}",
-        "#SBATCH --open-mode=append",
+        f"#SBATCH --job-name=lab-run-{int(run_id)}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(train.get('num_workers', 0)) + 1}",
         "#SBATCH --signal=TERM@60",
     ]
     if gpus:
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
-    if os.environ.get("LAB_SLURM_PARTITION"):
-        lines.append(f"#SBATCH --partition={os.environ['LAB_SLURM_PARTITION']}")
-    if os.environ.get("LAB_SLURM_TIME"):
-        lines.append(f"#SBATCH --time={os.environ['LAB_SLURM_TIME']}")
-    for flag in shlex.split(os.environ.get("LAB_SLURM_EXTRA", "")):
+    for name, flag in (("LAB_SLURM_PARTITION", "--partition"), ("LAB_SLURM_TIME", "--time")):
+        if _setting(name):
+            lines.append(f"#SBATCH {flag}={_setting(name)}")
+    for flag in shlex.split(_setting("LAB_SLURM_EXTRA")):
         lines.append(f"#SBATCH {flag}")
     from control.command import engine_command, shell_env_lines
 
-    engine = engine_command(run_id, url, devices, resume)
-    lines += ["set -e", *shell_env_lines(), "exec " + " ".join(shlex.quote(c) for c in engine), ""]
+    engine = engine_command(run_id, devices, resume)
+    lines += ["set -e", *shell_env_lines(url_file), "exec " + " ".join(shlex.quote(c) for c in engine), ""]
     return "\n".join(lines)
 
 
 def submit(run_id: int, url: str, cfg: dict, run_dir: Path, resume: bool) -> str:
+    from control.command import write_secret
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    url_file = write_secret(run_dir / ".db_url", url)
     script = run_dir / "job.sbatch"
-    script.write_text(batch_script(run_id, url, cfg, run_dir, resume))
-    return _run(["sbatch", "--parsable", str(script)]).strip().split(";")[0]
+    script.write_text(batch_script(run_id, cfg, url_file, resume))
+    log = run_dir / "run.log"
+    return _run(["sbatch", "--parsable", f"--output={log}", "--open-mode=append", str(script)]).strip().split(";")[0]
 
 
 def job_state(job_id: str) -> str | None:

@@ -16,12 +16,12 @@ def evaluate_checkpoint(
     """Run `python -m engine evaluate` for one checkpoint; the engine writes the evaluation (and TTA)
     rows. Returns (succeeded, the command's output). A separate process keeps torch and a possible
     crash out of the dashboard."""
-    cmd = evaluate_command(run_id, url, checkpoint, split, tta)
+    cmd = evaluate_command(run_id, checkpoint, split, tta)
     try:
         proc = subprocess.run(
             cmd,
             cwd=PROJECT_ROOT,
-            env=engine_env(),
+            env=engine_env(url),
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -3,7 +3,7 @@
 on a freshly started server).
 
 pandas and plotly are imported here, at the top of the entry script, before any page: on a cold
-server a page importing plotly.express first can hit a partially initialised pandas (DESIGN.md).
+server a page importing plotly.express first can hit a partially initialised pandas.
 """
 
 import sys

@@ -3,7 +3,8 @@
 Nothing here re-implements an augmentation. The per-image pipeline is `engine.augment.build_pipeline`
 seeded with `seed_pipeline` and applied with `apply_pipeline`, image by image, exactly as the CPU
 training path's `engine.data.AugmentedArrays` does; Mixup/CutMix is the engine's own `timm.data.Mixup`
-(built by `engine.training.loop._mixup`); the fast-path view is `engine.augment.batched.preview` when that exists.
+(built by `engine.training.loop._mixup`); the fast-path view is `engine.augment.batched.preview`, shown
+when `engine.augment.batched.why_not` finds a batched op for every step (as the fast path decides).
 Images are prepared like the engine's splits (`engine.data.adapt_images`: resize, grey/colour).
 
 No Streamlit here: the page lays out what these functions return.
@@ -102,17 +103,16 @@ def augment_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
     return np.stack([np.stack([apply_pipeline(pipeline, img) for img in images]) for _ in range(n)])
 
 
-def fast_path_support(steps) -> tuple[bool, str]:
-    """Whether the batched (GPU) path can run these steps, and why not."""
+def fast_path_support(steps, image_shape: tuple | None = None) -> tuple[bool, str]:
+    """Whether the batched (GPU) path can run these steps on images of this (H, W, C) shape, and why not:
+    the fast path's own decision."""
     try:
         from engine.augment import batched as batch_augment
     except Exception as exc:  # torch missing or the module broken: say so, never crash the page
         return False, f"engine.augment.batched is not importable ({type(exc).__name__})"
-    if not hasattr(batch_augment, "preview"):
-        return False, "engine.augment.batched.preview is not available in this version of the engine"
-    unsupported = [s.name for s in steps if not batch_augment.supports(s.name, dict(s.params))]
-    if unsupported:
-        return False, f"no batched version of {', '.join(unsupported)}: the engine uses the CPU path for this pipeline"
+    reasons = [r for r in (batch_augment.why_not(s.name, dict(s.params), image_shape) for s in steps) if r]
+    if reasons:
+        return False, f"{'; '.join(reasons)}: the engine uses the CPU path for this pipeline"
     return True, "every step has a batched version"
 
 
@@ -165,13 +165,3 @@ def soft_label_caption(target_row: np.ndarray, class_names: list[str], top: int 
         f"{target_row[c]:.2f} {class_names[c] if c < len(class_names) else c}" for c in order if target_row[c] > 0.005
     ]
     return " + ".join(parts)
-
-
-# ------------------------------------------------------------------------------- display
-def for_display(img: np.ndarray, min_side: int = 96) -> np.ndarray:
-    """Nearest-neighbour upscale of small images (8x8 digits) so pixels stay visible; grey -> (H, W)."""
-    h, w = img.shape[:2]
-    f = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
-    if f > 1:
-        img = np.repeat(np.repeat(img, f, axis=0), f, axis=1)
-    return img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img

@@ -1,8 +1,9 @@
 """The run builder's logic, free of Streamlit: widget values <-> config dict, and errors by field.
 
 The builder shows one widget per leaf field of `ExperimentConfig`. The list of fields is read from
-the pydantic model itself (`field_specs`), so a field added to the config appears in the builder
-with its description as help text and its range as widget bounds, without touching the page.
+the pydantic model itself (`field_specs`): label, help, advanced, step and when the field is shown
+(show_if) come from each field's `ui(...)` metadata in engine.config, its range from the schema, so
+a field added to the config appears in the builder without touching the page or this module.
 Widgets are keyed `cfg:<dotted path>` ("cfg:optim.lr"); the augmentation list is edited as steps
 keyed by a stable uid ("aug:<uid>:p", "aug:<uid>:params") so reordering never mixes up params.
 
@@ -17,8 +18,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import annotated_types
@@ -43,186 +43,6 @@ SECTIONS: list[tuple[str, str]] = [
     ("eval", "Evaluation"),
 ]
 SECTION_TITLES = dict(SECTIONS) | {"general": "General"}
-
-# Labels a person reads; units in brackets. Fields not listed get their name, humanised.
-LABELS: dict[str, str] = {
-    "name": "Run name",
-    "data.dataset": "Dataset",
-    "data.val_fraction": "Validation share (of train)",
-    "data.stratified": "Stratified splits",
-    "data.split_seed": "Split seed",
-    "data.test_fraction": "Test share (no test split only)",
-    "data.image_size": "Image size [px, square]",
-    "data.channels": "Channels",
-    "data.normalize": "Normalisation",
-    "data.kfold": "K-fold: number of folds",
-    "data.fold": "Validation fold",
-    "data.train_on_val": "Retrain on train + val",
-    "data.max_train_samples": "Cap training images",
-    "model.source": "Model family",
-    "model.name": "Architecture",
-    "model.pretrained": "Pretrained weights",
-    "model.weights_path": "Local weights file",
-    "model.small_stem": "Small-image stem",
-    "model.stride1_stages": "Stride-1 stages",
-    "model.widths": "Stage widths [channels]",
-    "model.depths": "Stage depths [blocks]",
-    "model.se": "Squeeze-and-excitation",
-    "model.drop_path": "Stochastic depth (max rate)",
-    "model.shakedrop": "ShakeDrop (max p)",
-    "model.dropout": "Dropout before classifier",
-    "model.head.kind": "Head",
-    "model.head.hidden": "Head hidden sizes",
-    "model.head.dropout": "Head dropout",
-    "model.freeze.epochs": "Head-only epochs",
-    "model.freeze.unfreeze_last": "Then unfreeze last N tensors",
-    "model.backbone_lr_mult": "Backbone LR multiplier [x]",
-    "augment.train": "Training augmentation pipeline",
-    "augment.mixup.mixup_alpha": "Mixup alpha",
-    "augment.mixup.cutmix_alpha": "CutMix alpha",
-    "augment.mixup.prob": "Mix probability (per batch)",
-    "augment.mixup.switch_prob": "CutMix instead of Mixup (prob.)",
-    "augment.mixup.stop_epoch": "Stop mixing at epoch",
-    "augment.fast_path": "Batched GPU augmentation",
-    "optim.name": "Optimizer",
-    "optim.lr": "Learning rate",
-    "optim.momentum": "Momentum",
-    "optim.nesterov": "Nesterov",
-    "optim.weight_decay": "Weight decay",
-    "optim.betas": "Betas (β1, β2)",
-    "optim.eps": "Epsilon",
-    "optim.switch_to_sgd_epoch": "Switch to SGD at epoch",
-    "optim.sgd_lr": "LR after the switch",
-    "optim.grad_clip": "Clip gradient norm at",
-    "optim.accumulate": "Gradient accumulation [steps]",
-    "schedule.name": "Schedule",
-    "schedule.warmup_epochs": "Warmup [epochs]",
-    "schedule.warmup_start_factor": "Warmup starts at [x LR]",
-    "schedule.t_max": "Cosine period [epochs]",
-    "schedule.eta_min": "Minimum LR",
-    "schedule.milestones": "Milestones [epochs]",
-    "schedule.gamma": "Decay factor (gamma)",
-    "schedule.step_size": "Step size [epochs]",
-    "schedule.plateau_metric": "Plateau: watch",
-    "schedule.plateau_patience": "Plateau: patience [epochs]",
-    "schedule.plateau_cooldown": "Plateau: cooldown [epochs]",
-    "schedule.plateau_factor": "Plateau: factor",
-    "schedule.onecycle_pct_start": "One-cycle: rising share",
-    "loss.name": "Loss",
-    "loss.label_smoothing": "Label smoothing",
-    "loss.smoothing_end": "Smoothing at the last epoch",
-    "loss.class_weights": "Class weights",
-    "loss.focal_gamma": "Focal gamma",
-    "loss.focal_alpha": "Focal alpha (per class)",
-    "regularize.ema.enabled": "EMA of weights",
-    "regularize.ema.decay": "EMA decay",
-    "regularize.ema.evaluate_ema": "Evaluate the EMA weights",
-    "regularize.early_stopping.enabled": "Early stopping",
-    "regularize.early_stopping.metric": "Early stopping: watch",
-    "regularize.early_stopping.patience": "Early stopping: patience [epochs]",
-    "regularize.early_stopping.min_delta": "Early stopping: min. improvement",
-    "train.epochs": "Epochs",
-    "train.batch_size": "Batch size [images]",
-    "train.seed": "Seed",
-    "train.deterministic": "Deterministic (slower)",
-    "train.device": "Device",
-    "train.devices": "GPUs",
-    "train.amp": "Mixed precision",
-    "train.channels_last": "Channels-last memory format",
-    "train.compile": "torch.compile",
-    "train.num_workers": "Data loader workers",
-    "train.checkpoint_every": "Checkpoint every [epochs]",
-    "train.keep_last": "Keep last N epoch checkpoints",
-    "train.init_from_run": "Initialise from run #",
-    "train.init_checkpoint": "…from its checkpoint",
-    "train.max_steps_per_epoch": "Cap steps per epoch",
-    "train.sync_bn": "Sync batch norm (multi-GPU)",
-    "eval.best_metric": "Best checkpoint by",
-    "eval.tta": "Test-time augmentation variants",
-    "eval.tta_passes": "Random TTA passes",
-    "eval.test_checkpoint": "Test the checkpoint",
-}
-
-# Help for fields whose config has no description.
-HELP: dict[str, str] = {
-    "name": "Shown in the Runs table; optional.",
-    "model.source": "custom: our small CNN / ResNet; timm or torchvision: any model by name.",
-    "model.name": "custom: small_cnn or resnet. timm / torchvision: any model name (type to search or enter a new one).",
-    "model.head.kind": "linear, or an MLP with the hidden sizes below",
-    "model.head.hidden": "comma-separated, e.g. 512, 256",
-    "model.widths": "comma-separated channels per stage, e.g. 64, 128, 256, 512",
-    "model.depths": "comma-separated residual blocks per stage, e.g. 2, 2, 2, 2",
-    "optim.betas": "two numbers in [0, 1), e.g. 0.9, 0.999",
-    "optim.nesterov": "SGD with momentum only",
-    "schedule.milestones": "comma-separated epochs where LR is multiplied by gamma, e.g. 30, 60",
-    "loss.focal_alpha": "comma-separated, one per class; empty = none",
-    "loss.label_smoothing": "0 = none; 0.1 is a common choice",
-    "eval.tta": "each variant is evaluated on the test split at the end; 'none' is the plain prediction",
-    "train.seed": "Seeds weights, shuffling and augmentation",
-    "optim.momentum": "SGD and RMSprop",
-    "optim.weight_decay": "decoupled for AdamW, L2 for the others",
-    "augment.mixup.mixup_alpha": "0 = off; 0.2 to 1 are common",
-    "augment.mixup.cutmix_alpha": "0 = off; 1 is common",
-}
-
-# Shown in an "Advanced" expander of their section instead of at the top.
-ADVANCED = {
-    "data.stratified",
-    "data.split_seed",
-    "data.test_fraction",
-    "data.kfold",
-    "data.fold",
-    "data.train_on_val",
-    "data.max_train_samples",
-    "data.channels",
-    "data.normalize",
-    "model.weights_path",
-    "model.stride1_stages",
-    "model.shakedrop",
-    "model.head.kind",
-    "model.head.hidden",
-    "model.head.dropout",
-    "model.freeze.epochs",
-    "model.freeze.unfreeze_last",
-    "model.backbone_lr_mult",
-    "augment.fast_path",
-    "optim.eps",
-    "optim.switch_to_sgd_epoch",
-    "optim.sgd_lr",
-    "optim.grad_clip",
-    "optim.accumulate",
-    "schedule.warmup_start_factor",
-    "schedule.plateau_cooldown",
-    "loss.smoothing_end",
-    "loss.class_weights",
-    "train.deterministic",
-    "train.devices",
-    "train.amp",
-    "train.channels_last",
-    "train.compile",
-    "train.sync_bn",
-    "train.num_workers",
-    "train.checkpoint_every",
-    "train.keep_last",
-    "train.init_from_run",
-    "train.init_checkpoint",
-    "train.max_steps_per_epoch",
-    "eval.test_checkpoint",
-}
-
-# Number-input step sizes where the automatic one is awkward.
-STEPS: dict[str, float] = {
-    "optim.lr": 1e-4,
-    "optim.weight_decay": 1e-4,
-    "optim.sgd_lr": 1e-4,
-    "schedule.eta_min": 1e-5,
-    "optim.eps": 1e-9,
-    "regularize.ema.decay": 1e-4,
-    "regularize.early_stopping.min_delta": 1e-3,
-    "data.val_fraction": 0.05,
-    "data.test_fraction": 0.05,
-    "optim.momentum": 0.01,
-}
 
 DEFAULT_MODEL_NAME = {"custom": "small_cnn", "timm": "resnet18", "torchvision": "resnet18"}
 CUSTOM_MODELS = ["small_cnn", "resnet"]
@@ -275,10 +95,12 @@ class FieldSpec:
     default: Any
     optional: bool = False  # None is a valid value (empty widget)
     options: tuple = ()
-    min: float | None = None  # inclusive widget bounds from the schema's ge/gt/le/lt
+    min: float | None = None  # inclusive bounds, strictly inside the schema's gt/lt
     max: float | None = None
     step: float | None = None
     advanced: bool = False
+    show_if: Any = field(default=None, compare=False)  # engine.config.ShowIf; None = always shown
+    range_text: str = ""  # the schema's range in words, e.g. "> 0 and ≤ 10"
 
     @property
     def key(self) -> str:
@@ -300,16 +122,35 @@ def _unwrap_optional(tp):
 JS_SAFE_INT = 2**53 - 1  # a browser number input cannot hold more; larger schema bounds mean "no bound"
 
 
-def _bounds(metadata) -> tuple[float | None, float | None]:
+def _inside(limit: float, kind: str, up: bool) -> float:
+    """The value next to an exclusive limit, on the allowed side (gt=0 -> the smallest float above 0)."""
+    if kind == "int":
+        return math.floor(limit) + 1 if up else math.ceil(limit) - 1
+    return math.nextafter(limit, math.inf if up else -math.inf)
+
+
+# (schema limit, its attribute, in words, a lower bound?, exclusive?)
+_LIMITS = (
+    (annotated_types.Ge, "ge", "≥", True, False),
+    (annotated_types.Gt, "gt", ">", True, True),
+    (annotated_types.Le, "le", "≤", False, False),
+    (annotated_types.Lt, "lt", "<", False, True),
+)
+
+
+def _bounds(metadata, kind: str) -> tuple[float | None, float | None, str]:
+    """(inclusive min, inclusive max, the range in words) from the schema's ge/gt/le/lt."""
     lo = hi = None
+    words = []
     for m in metadata:
-        if isinstance(m, (annotated_types.Ge, annotated_types.Gt)):
-            lo = m.ge if isinstance(m, annotated_types.Ge) else m.gt
-        elif isinstance(m, (annotated_types.Le, annotated_types.Lt)):
-            hi = m.le if isinstance(m, annotated_types.Le) else m.lt
-    lo = None if lo is not None and lo < -JS_SAFE_INT else lo
-    hi = None if hi is not None and hi > JS_SAFE_INT else hi
-    return lo, hi
+        for cls, attr, sign, lower, exclusive in _LIMITS:
+            limit = getattr(m, attr, None)
+            if not isinstance(m, cls) or (limit < -JS_SAFE_INT if lower else limit > JS_SAFE_INT):
+                continue
+            bound = _inside(limit, kind, up=lower) if exclusive else limit
+            lo, hi = (bound, hi) if lower else (lo, bound)
+            words.append(f"{sign} {int(limit) if float(limit).is_integer() else limit!r}")
+    return lo, hi, " and ".join(words)
 
 
 def _kind(tp) -> tuple[str, tuple]:
@@ -358,25 +199,26 @@ def _walk(model: type[BaseModel], prefix: str = ""):
         if isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not AugmentStep:
             yield from _walk(tp, path + ".")
             continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        ui = extra.get("ui", {})  # engine.config.ui(...)
         kind, options = _kind(tp)
-        if path == "model.name":
-            kind = "model_name"
-        elif path == "data.dataset":
-            kind = "dataset"
+        kind = ui.get("widget", kind)
         default = info.get_default(call_default_factory=True)
-        lo, hi = _bounds(info.metadata)
+        lo, hi, range_text = _bounds(info.metadata, kind) if kind in ("int", "float") else (None, None, "")
         yield FieldSpec(
             path=path,
             kind=kind,
-            label=LABELS.get(path, _humanise(path)),
-            help=HELP.get(path) or info.description or "",
+            label=ui.get("label") or _humanise(path),
+            help=ui.get("help") or info.description or "",
             default=default,
             optional=optional,
             options=options,
             min=lo,
             max=hi,
-            step=STEPS.get(path, _default_step(kind, default, lo, hi)),
-            advanced=path in ADVANCED,
+            step=ui.get("step") or _default_step(kind, default, lo, hi),
+            advanced=bool(ui.get("advanced")),
+            show_if=ui.get("show_if"),
+            range_text=range_text,
         )
 
 
@@ -472,6 +314,16 @@ def to_widget(spec: FieldSpec, value):
     return value
 
 
+def out_of_range(spec: FieldSpec, value) -> str | None:
+    """Why a number the user typed is outside the field's range, or None. The page's number inputs
+    carry no bounds on purpose: a browser silently keeps the last in-range value otherwise."""
+    if spec.kind not in ("int", "float") or not isinstance(value, (int, float)):
+        return None
+    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        return f"{_num_text(value)} is out of range: must be {spec.range_text}"
+    return None
+
+
 def from_widget(spec: FieldSpec, value):
     """What the widget holds -> a config value; raises ValueError for text that does not parse."""
     if spec.kind in ("int_list", "float_list"):
@@ -541,6 +393,9 @@ def remove_step(state: dict, index: int) -> None:
     state[STEPS_KEY] = steps
 
 
+_P_MIN, _P_MAX, _P_RANGE = _bounds(AugmentStep.model_fields["p"].metadata, "float")
+
+
 def steps_from_state(state) -> tuple[list[dict], list[tuple[str, str]]]:
     """The pipeline as config dicts, plus parse errors keyed 'augment.train.<i>'."""
     steps, errors = [], []
@@ -552,7 +407,10 @@ def steps_from_state(state) -> tuple[list[dict], list[tuple[str, str]]]:
             errors.append((f"augment.train.{i}", str(exc)))
             params = {}
         p = state.get(f"aug:{uid}:p", 0.5)
-        steps.append({"name": row["name"], "p": 0.5 if p is None else float(p), "params": params})
+        p = 0.5 if p is None else float(p)
+        if not _P_MIN <= p <= _P_MAX:
+            errors.append((f"augment.train.{i}", f"p = {_num_text(p)} is out of range: must be {_P_RANGE}"))
+        steps.append({"name": row["name"], "p": p, "params": params})
     return steps, errors
 
 
@@ -575,10 +433,11 @@ def config_to_state(config: dict) -> dict:
 
 
 def state_to_config(state, base: dict | None = None) -> tuple[dict, list[tuple[str, str]]]:
-    """Session state (widget values) -> config dict and parse errors [(field, message)].
+    """Session state (widget values) -> config dict and the form's errors [(field, message)].
 
     Fields whose widget is not in `state` (hidden because irrelevant) keep their value from `base`
-    (the last config the builder produced), else the default."""
+    (the last config the builder produced), else the default. A number out of its range is put in
+    the config as typed and reported: it is never replaced by an earlier value."""
     config = merge(default_config(), base or {})
     errors: list[tuple[str, str]] = []
     for spec in field_specs():
@@ -587,9 +446,13 @@ def state_to_config(state, base: dict | None = None) -> tuple[dict, list[tuple[s
         if spec.key not in state:
             continue
         try:
-            set_path(config, spec.path, from_widget(spec, state[spec.key]))
+            value = from_widget(spec, state[spec.key])
         except ValueError as exc:
             errors.append((spec.path, str(exc)))
+            continue
+        set_path(config, spec.path, value)
+        if (problem := out_of_range(spec, value)) is not None:
+            errors.append((spec.path, problem))
     steps, step_errors = steps_from_state(state)
     config.setdefault("augment", {})["train"] = steps
     return config, errors + step_errors
@@ -604,72 +467,33 @@ def merge(base: dict, over: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------- relevance
-# A field is shown only when it can matter for the config being built; hidden fields keep their value.
-_RELEVANT: dict[str, Callable[[dict], bool]] = {
-    "data.fold": lambda c: bool(get_path(c, "data.kfold")),
-    "model.pretrained": lambda c: get_path(c, "model.source") != "custom",
-    "model.weights_path": lambda c: get_path(c, "model.source") != "custom" and bool(get_path(c, "model.pretrained")),
-    "model.small_stem": lambda c: not _is_small_cnn(c),
-    "model.stride1_stages": lambda c: not _is_small_cnn(c) and bool(get_path(c, "model.small_stem")),
-    "model.widths": lambda c: _is_custom_resnet(c),
-    "model.depths": lambda c: _is_custom_resnet(c),
-    "model.se": lambda c: _is_custom_resnet(c),
-    "model.drop_path": lambda c: not _is_small_cnn(c),
-    "model.shakedrop": lambda c: _is_custom_resnet(c),
-    "model.head.hidden": lambda c: get_path(c, "model.head.kind") == "mlp",
-    "model.freeze.unfreeze_last": lambda c: (get_path(c, "model.freeze.epochs") or 0) > 0,
-    "augment.mixup.prob": lambda c: _mixing(c),
-    "augment.mixup.switch_prob": lambda c: (
-        (get_path(c, "augment.mixup.mixup_alpha") or 0) > 0 and (get_path(c, "augment.mixup.cutmix_alpha") or 0) > 0
-    ),
-    "augment.mixup.stop_epoch": lambda c: _mixing(c),
-    "optim.momentum": lambda c: get_path(c, "optim.name") in ("sgd", "rmsprop"),
-    "optim.nesterov": lambda c: get_path(c, "optim.name") == "sgd",
-    "optim.betas": lambda c: get_path(c, "optim.name") in ("adam", "adamw"),
-    "optim.eps": lambda c: get_path(c, "optim.name") != "sgd",
-    "optim.switch_to_sgd_epoch": lambda c: get_path(c, "optim.name") != "sgd",
-    "optim.sgd_lr": lambda c: (
-        get_path(c, "optim.name") != "sgd" and get_path(c, "optim.switch_to_sgd_epoch") is not None
-    ),
-    "schedule.t_max": lambda c: get_path(c, "schedule.name") == "cosine",
-    "schedule.eta_min": lambda c: get_path(c, "schedule.name") == "cosine",
-    "schedule.milestones": lambda c: get_path(c, "schedule.name") == "multistep",
-    "schedule.gamma": lambda c: get_path(c, "schedule.name") in ("multistep", "step"),
-    "schedule.step_size": lambda c: get_path(c, "schedule.name") == "step",
-    "schedule.plateau_metric": lambda c: get_path(c, "schedule.name") == "plateau",
-    "schedule.plateau_patience": lambda c: get_path(c, "schedule.name") == "plateau",
-    "schedule.plateau_cooldown": lambda c: get_path(c, "schedule.name") == "plateau",
-    "schedule.plateau_factor": lambda c: get_path(c, "schedule.name") == "plateau",
-    "schedule.onecycle_pct_start": lambda c: get_path(c, "schedule.name") == "onecycle",
-    "schedule.warmup_start_factor": lambda c: (get_path(c, "schedule.warmup_epochs") or 0) > 0,
-    "loss.focal_gamma": lambda c: get_path(c, "loss.name") == "focal",
-    "loss.focal_alpha": lambda c: get_path(c, "loss.name") == "focal",
-    "regularize.ema.decay": lambda c: bool(get_path(c, "regularize.ema.enabled")),
-    "regularize.ema.evaluate_ema": lambda c: bool(get_path(c, "regularize.ema.enabled")),
-    "regularize.early_stopping.metric": lambda c: bool(get_path(c, "regularize.early_stopping.enabled")),
-    "regularize.early_stopping.patience": lambda c: bool(get_path(c, "regularize.early_stopping.enabled")),
-    "regularize.early_stopping.min_delta": lambda c: bool(get_path(c, "regularize.early_stopping.enabled")),
-    "train.init_checkpoint": lambda c: get_path(c, "train.init_from_run") is not None,
-    "train.amp": lambda c: get_path(c, "train.device") != "cpu",
-    "eval.tta_passes": lambda c: bool({"random_mean", "random_vote"} & set(get_path(c, "eval.tta") or [])),
-}
+# A field is shown only when it can matter for the config being built (its show_if holds); hidden
+# fields keep their value.
+def _test_holds(test, value) -> bool:
+    if isinstance(test, dict):
+        if "not" in test:
+            return not _test_holds(test["not"], value)
+        if "gt" in test:
+            return isinstance(value, (int, float)) and value > test["gt"]
+        if "set" in test:
+            return (value is not None) == bool(test["set"])
+        raise ValueError(f"unknown show_if test {test!r}")
+    if isinstance(test, list):
+        return any(v in test for v in (value if isinstance(value, list) else [value]))
+    return value == test
 
 
-def _is_small_cnn(c) -> bool:
-    return get_path(c, "model.source") == "custom" and get_path(c, "model.name") == "small_cnn"
-
-
-def _is_custom_resnet(c) -> bool:
-    return get_path(c, "model.source") == "custom" and get_path(c, "model.name") == "resnet"
-
-
-def _mixing(c) -> bool:
-    return (get_path(c, "augment.mixup.mixup_alpha") or 0) > 0 or (get_path(c, "augment.mixup.cutmix_alpha") or 0) > 0
+def condition_holds(condition, config: dict) -> bool:
+    """A show-if condition (engine.config.ShowIf) on a config dict."""
+    if condition is None:
+        return True
+    if isinstance(condition, list):
+        return any(condition_holds(c, config) for c in condition)
+    return all(_test_holds(test, get_path(config, path)) for path, test in condition.items())
 
 
 def is_relevant(spec: FieldSpec, config: dict) -> bool:
-    rule = _RELEVANT.get(spec.path)
-    return True if rule is None else bool(rule(config))
+    return condition_holds(spec.show_if, config)
 
 
 def model_name_options(source: str, current: str | None, catalogue: list[str] | None = None) -> list[str]:
@@ -685,36 +509,24 @@ def model_name_options(source: str, current: str | None, catalogue: list[str] | 
 
 
 # ------------------------------------------------------------------------------- errors
-_FIELD_IN_MESSAGE = re.compile(r"^((?:{})(?:\.[A-Za-z_0-9]+)+)\s*:?\s*".format("|".join(k for k, _ in SECTIONS)))
-
-
-def error_field(loc: str, message: str) -> tuple[str, str]:
-    """(field, message) as reported -> (the field it is about, the message without the field name).
-
-    Cross-field rules are reported on the whole config ("(root)") with the field named in the
-    message ("schedule.milestones: 12 is beyond..."); that field is where the error belongs."""
-    m = _FIELD_IN_MESSAGE.match(message or "")
-    if loc in ("(root)", "", None) and m:
-        return m.group(1), message[m.end() :] if message[m.end() :] else message
-    if m and m.group(1) == loc:
-        return loc, message[m.end() :] or message
-    return (loc or "(root)"), message
-
-
-def normalise_errors(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [error_field(str(loc), str(msg)) for loc, msg in errors]
-
-
+# Errors arrive as (dotted field, message): the schema locates even its cross-field rules.
 def errors_by_section(errors: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
-    for field, msg in normalise_errors(errors):
-        out.setdefault(section_of(field), []).append((field, msg))
+    for loc, msg in errors:
+        out.setdefault(section_of(loc), []).append((loc, msg))
     return out
 
 
+def without_fields(errors: list[tuple[str, str]], fields) -> list[tuple[str, str]]:
+    """errors minus those on `fields` (a field the form already refuses is reported once)."""
+    taken = set(fields)
+    return [(f, m) for f, m in errors if f not in taken]
+
+
 def field_label(path: str) -> str:
-    if path in LABELS:
-        return LABELS[path]
+    spec = next((s for s in field_specs() if s.path == path), None)
+    if spec is not None:
+        return spec.label
     m = re.match(r"augment\.train\.(\d+)", path)
     if m:
         return f"Augmentation step {int(m.group(1)) + 1}"
@@ -726,19 +538,19 @@ def split_errors(errors: list[tuple[str, str]], shown_paths: set[str]):
     (model.widths owns model.widths.2); augmentation steps own augment.train.<i>."""
     by_field: dict[str, list[str]] = {}
     rest: list[tuple[str, str]] = []
-    for field, msg in normalise_errors(errors):
+    for loc, msg in errors:
         owner = next(
-            (p for p in sorted(shown_paths, key=len, reverse=True) if field == p or field.startswith(p + ".")), None
+            (p for p in sorted(shown_paths, key=len, reverse=True) if loc == p or loc.startswith(p + ".")), None
         )
         if owner is None:
-            rest.append((field, msg))
+            rest.append((loc, msg))
         else:
             by_field.setdefault(owner, []).append(msg)
     return by_field, rest
 
 
 def summary_lines(errors: list[tuple[str, str]]) -> list[str]:
-    return [f"**{SECTION_TITLES[section_of(f)]} › {field_label(f)}**: {m}" for f, m in normalise_errors(errors)]
+    return [f"**{SECTION_TITLES[section_of(f)]} › {field_label(f)}**: {m}" for f, m in errors]
 
 
 # ------------------------------------------------------------------------------- run metadata & files

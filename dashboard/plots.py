@@ -13,7 +13,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-STATUS_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️", "lost": "❓"}
+from db.models import RunStatus
+
+STATUS_ICONS = {
+    RunStatus.QUEUED: "⏳",
+    RunStatus.RUNNING: "🏃",
+    RunStatus.COMPLETED: "✅",
+    RunStatus.FAILED: "❌",
+    RunStatus.STOPPED: "⏹️",
+    RunStatus.LOST: "❓",
+    RunStatus.PRUNED: "✂️",
+}
 SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 PRF_COLORS = {"precision": "#4c78a8", "recall": "#f58518", "f1": "#54a24b"}
 
@@ -189,6 +199,12 @@ def normalise_rows(matrix) -> np.ndarray:
     return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
 
 
+def class_names_for(n: int, names: list | None) -> list[str]:
+    """Exactly n class labels: the given names in order, '<index>' where names run out."""
+    given = [str(c) for c in (names or [])][:n]
+    return given + [str(i) for i in range(len(given), n)]
+
+
 def confusion_figure(
     matrix, class_names: list[str] | None = None, normalise: bool = False, title: str = "", clickable: bool = True
 ) -> go.Figure:
@@ -198,9 +214,7 @@ def confusion_figure(
     through Streamlit's plotly selection (heatmap cells themselves cannot be selected)."""
     counts = np.asarray(matrix, dtype=float)
     n = counts.shape[0]
-    names = [str(c) for c in (class_names or range(n))][:n]
-    if len(names) < n:
-        names += [str(i) for i in range(len(names), n)]
+    names = class_names_for(n, class_names)
     share = normalise_rows(counts)
     z = share if normalise else counts
     text = [
@@ -278,7 +292,7 @@ def top_confusions(matrix, class_names: list[str], k: int = 5) -> list[tuple[int
 # ------------------------------------------------------------------------------- per class
 def per_class_frame(per_class: dict, class_names: list[str]) -> pd.DataFrame:
     n = len(per_class.get("f1", []))
-    names = (list(class_names) + [str(i) for i in range(len(class_names), n)])[:n]
+    names = class_names_for(n, class_names)
     df = pd.DataFrame({"class": names})
     for k in ("precision", "recall", "f1", "support"):
         if k in per_class:
@@ -374,7 +388,7 @@ def tta_per_class_frame(
     if not cols:
         return pd.DataFrame()
     n = max(len(v) for v in cols.values())
-    names = (list(class_names) + [str(i) for i in range(len(class_names), n)])[:n]
+    names = class_names_for(n, class_names)
     return pd.DataFrame(cols, index=pd.Index(names, name="class"))
 
 
@@ -419,11 +433,12 @@ def prediction_caption(predictions: dict, i: int, class_names: list[str], with_l
 
 
 def display_image(img: np.ndarray, px: int = 96) -> np.ndarray:
-    """uint8 HWC -> an image at least `px` wide, enlarged by whole pixels (no blur on 8x8 digits)."""
+    """uint8 HWC -> an image whose shorter side is at least `px`, enlarged by whole pixels (nearest
+    neighbour: the pixels of 8x8 digits stay sharp squares); grey comes out as (H, W)."""
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    scale = max(1, px // max(1, a.shape[1]))
+    scale = max(1, math.ceil(px / max(1, min(a.shape[:2]))))
     if scale > 1:
         a = np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
     return np.ascontiguousarray(a)

@@ -14,8 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from dashboard.plots import class_names_for, normalise_rows
+from engine.metrics import lower_is_better
+
 MIN_RUNS, MAX_RUNS = 2, 10
-LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}  # as db.store: every other metric is higher-is-better
 SPLIT_DASH = {"train": "solid", "val": "dash", "test": "dot"}
 PALETTE = qualitative.Plotly + qualitative.D3  # >= 10 distinguishable run colours
 MISSING = "—"  # a key one run's config does not have
@@ -228,26 +230,14 @@ def best_final_table(
 
 
 def best_run(table: pd.DataFrame, column: str = "best val acc") -> str | None:
+    """The run with the best value in `column` ('best val loss': the lowest, 'best val acc': the highest)."""
     if table.empty or column not in table or table[column].isna().all():
         return None
-    return str(table[column].idxmax())
+    lowest = lower_is_better(column.rsplit(" ", 1)[-1])
+    return str(table[column].idxmin() if lowest else table[column].idxmax())
 
 
 # ------------------------------------------------------------------------------- confusion matrices
-def row_normalize(matrix) -> np.ndarray:
-    m = np.asarray(matrix, dtype=np.float64)
-    s = m.sum(axis=1, keepdims=True)
-    return np.divide(m, s, out=np.zeros_like(m), where=s > 0)
-
-
-def class_names_for(n: int, *sources: list | None) -> list[str]:
-    """The first list of n names among `sources` (dataset summary, options...), else '0'..'n-1'."""
-    for names in sources:
-        if names and len(names) == n:
-            return [str(x) for x in names]
-    return [str(i) for i in range(n)]
-
-
 def _grid_axes(n: int, cols: int, hgap: float = 0.06, vgap: float = 0.1) -> list[tuple[str, dict, dict]]:
     """Axis ids and domains of an n-panel grid, row by row (what make_subplots does, without its ~80 ms)."""
     rows = math.ceil(n / cols)
@@ -278,7 +268,7 @@ def confusion_grid_figure(
     traces, layout, titles = [], {}, []
     for i, (label, (k, xaxis, yaxis)) in enumerate(zip(labels, _grid_axes(len(labels), cols))):
         counts = np.asarray(matrices[label], dtype=np.float64)
-        z = row_normalize(counts) if normalize else counts
+        z = normalise_rows(counts) if normalize else counts
         names = class_names_for(len(counts), class_names)
         traces.append(
             go.Heatmap(
@@ -329,7 +319,7 @@ def confusion_grid_figure(
 
 def confusion_difference_figure(a: list, b: list, label_a: str, label_b: str, class_names: list[str]) -> go.Figure:
     """Row-normalised B − A: red where B confuses (or gets right) more often than A, blue where less."""
-    za, zb = row_normalize(a), row_normalize(b)
+    za, zb = normalise_rows(a), normalise_rows(b)
     if za.shape != zb.shape:
         raise ValueError(f"the runs have different numbers of classes ({za.shape[0]} vs {zb.shape[0]})")
     diff = zb - za

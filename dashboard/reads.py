@@ -1,14 +1,16 @@
-"""Cached reads for the Runs, Run detail and New run pages.
+"""Cached reads for every page: st.cache_data around db.queries, st.cache_resource around loaded datasets.
 
 Live data is cached by what makes it change (a run's epochs_done and status) rather than by a
 clock, so a page polling every 2 s re-reads the metric history only when an epoch has finished.
 The run list gets a short TTL: it is one query on runs + latest_metrics, fast at 1,000 runs.
+The Compare page reads several runs at once with a 5 s TTL (its Refresh button clears them).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.plots import class_names_for
 from db import queries
 
 
@@ -42,15 +44,86 @@ def checkpoints(url: str, run_id: int, epochs_done: int, status: str) -> list[di
     return queries.checkpoints(url, run_id)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def dataset_names(url: str) -> list[str]:
-    return [d["name"] for d in queries.list_datasets(url)]
-
-
 def clear_run_caches() -> None:
     """After an action that changes a run outside the engine (evaluate, stop, delete, tags)."""
     for fn in (runs, evaluations, tta, checkpoints):
         fn.clear()
+
+
+# ------------------------------------------------------------------- several runs (Compare, Augmentations)
+@st.cache_data(ttl=5, show_spinner=False)
+def run_choices(url: str):
+    return queries.run_choices(url)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def runs_with_configs(url: str, ids: tuple[int, ...]) -> list[dict]:
+    return queries.runs_with_configs(url, list(ids))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def run_config(url: str, run_id: int) -> dict:
+    found = queries.runs_with_configs(url, [run_id])
+    return found[0]["config"] if found else {}
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def histories(url: str, ids: tuple[int, ...]):
+    return queries.metric_history(url, list(ids))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def latest_metrics(url: str, ids: tuple[int, ...]):
+    return queries.latest_metrics(url, list(ids))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def final_evaluations(url: str, ids: tuple[int, ...], split: str) -> dict[int, dict]:
+    return queries.final_evaluations(url, list(ids), split)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def last_confusions(url: str, ids: tuple[int, ...], split: str) -> dict[int, tuple[int, list]]:
+    found = {i: queries.latest_confusion(url, i, split) for i in ids}
+    return {i: m for i, m in found.items() if m is not None}
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def tta_of(url: str, ids: tuple[int, ...]):
+    return queries.tta_results(url, list(ids))
+
+
+# ------------------------------------------------------------------------------- datasets
+@st.cache_data(ttl=10, show_spinner=False)
+def datasets(url: str) -> list[dict]:
+    return queries.list_datasets(url)
+
+
+def dataset_names(url: str) -> list[str]:
+    return [d["name"] for d in datasets(url)]
+
+
+def dataset_class_names(url: str, name: str) -> list[str]:
+    """A registered dataset's class names as its row records them (summary, else options); [] if unknown."""
+    row = next((d for d in datasets(url) if d["name"] == name), None)
+    if row is None:
+        return []
+    return list((row.get("summary") or {}).get("class_names") or (row.get("options") or {}).get("class_names") or [])
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
+def dataset_arrays(url: str, name: str):
+    """A registered dataset, loaded. A resource, not data: the arrays are shared read-only instead of
+    pickled and copied on every rerun."""
+    from control.dataset_registry import load_registered
+
+    return load_registered(url, name)
+
+
+def clear_dataset_caches() -> None:
+    """After registering, replacing or summarising a dataset."""
+    datasets.clear()
+    dataset_arrays.clear()
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the dataset…")
@@ -72,7 +145,7 @@ def class_names(url: str, data_config_json: str, n: int) -> list[str]:
     """Class names of a run's dataset (from the loaded split), falling back to 0..n-1."""
     sp, _ = splits(url, data_config_json)
     names = list(sp.class_names) if sp is not None else []
-    return names if len(names) >= n else names + [str(i) for i in range(len(names), n)]
+    return class_names_for(max(n, len(names)), names)  # n = 0: all of them
 
 
 @st.cache_resource(show_spinner=False)

@@ -5,8 +5,20 @@ aggregates the full history."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -18,10 +30,23 @@ class Base(DeclarativeBase):
     pass
 
 
-# Run status values. queued -> running -> completed | failed | stopped | lost
-QUEUED, RUNNING, COMPLETED, FAILED, STOPPED, LOST = "queued", "running", "completed", "failed", "stopped", "lost"
-ACTIVE_STATUSES = (QUEUED, RUNNING)
-FINAL_STATUSES = (COMPLETED, FAILED, STOPPED, LOST)
+class RunStatus(StrEnum):
+    """A run's lifecycle: queued -> running -> completed | failed | stopped | lost; stopped, failed and
+    lost runs can be queued again to resume. The values are what runs.status stores."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    LOST = "lost"
+    PRUNED = "pruned"  # a study trial its pruner stopped early: keeps its finished epochs, never resumed
+
+
+ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})  # holds or waits for a slot; can be stopped
+FINAL = frozenset(RunStatus) - ACTIVE  # ended; can be deleted
+RESUMABLE = frozenset({RunStatus.STOPPED, RunStatus.FAILED, RunStatus.LOST})  # can continue from a checkpoint
+RUN_STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in RunStatus))
 
 
 class Dataset(Base):
@@ -40,7 +65,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     config: Mapped[dict] = mapped_column(JSON)  # ExperimentConfig, verbatim
-    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)
     dataset: Mapped[str] = mapped_column(String(200), default="", index=True)
     model: Mapped[str] = mapped_column(String(200), default="")
     parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
@@ -66,8 +91,27 @@ class Run(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
     epochs_planned: Mapped[int] = mapped_column(Integer, default=0)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    # a study's trial: the study it belongs to and its Optuna trial number
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lab_studies.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     checkpoints: Mapped[list[Checkpoint]] = relationship(back_populates="run", cascade="all, delete-orphan")
+    __table_args__ = (CheckConstraint(RUN_STATUS_CHECK, name="ck_runs_status"),)
+
+
+class Study(Base):
+    """A designed set of runs (control.studies): its spec, and the Optuna study on this same DB."""
+
+    __tablename__ = "lab_studies"  # "studies" is Optuna's own table, on the same DB
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict] = mapped_column(JSON)  # the study file, plus the resolved base config
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped | completed
+    optuna_study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    configs_asked: Mapped[int] = mapped_column(Integer, default=0)  # configurations handed out so far
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Metric(Base):

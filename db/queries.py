@@ -5,7 +5,19 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import select
 
-from db.models import Checkpoint, ConfusionMatrix, Dataset, Evaluation, LatestMetric, Metric, Run, TTAResult
+from db.models import (
+    ACTIVE,
+    Checkpoint,
+    ConfusionMatrix,
+    Dataset,
+    Evaluation,
+    LatestMetric,
+    Metric,
+    Run,
+    RunStatus,
+    Study,
+    TTAResult,
+)
 from db.session import read
 
 RUN_COLUMNS = (
@@ -267,7 +279,7 @@ def run_statuses(url, run_ids: list[int]) -> dict[int, str]:
     return read(url, lambda s: dict(s.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids))).all()))
 
 
-def count_runs(url, status: str, backend: str = "local") -> int:
+def count_runs(url, status: RunStatus, backend: str = "local") -> int:
     from sqlalchemy import func
 
     return read(
@@ -278,22 +290,19 @@ def count_runs(url, status: str, backend: str = "local") -> int:
 
 def oldest_queued(url, backend: str = "local") -> int | None:
     """The next run the local queue should start (Slurm runs are queued by Slurm itself)."""
-    from db.models import QUEUED
-
     return read(
         url,
         lambda s: s.scalar(
-            select(Run.id).where(Run.status == QUEUED, Run.backend == backend).order_by(Run.id).limit(1)
+            select(Run.id).where(Run.status == RunStatus.QUEUED, Run.backend == backend).order_by(Run.id).limit(1)
         ),
     )
 
 
 def active_runs(url, backend: str | None = None) -> list[dict]:
     """Queued or running runs (optionally of one launcher backend)."""
-    from db.models import ACTIVE_STATUSES
 
     def fn(s):
-        q = select(Run).where(Run.status.in_(ACTIVE_STATUSES))
+        q = select(Run).where(Run.status.in_(ACTIVE))
         if backend:
             q = q.where(Run.backend == backend)
         return [_run_dict(r, with_config=False) for r in s.scalars(q.order_by(Run.id))]
@@ -375,10 +384,9 @@ def final_evaluations(url, run_ids: list[int], split: str = "test") -> dict[int,
 # ---------------------------------------------------------------------------------- run detail page
 def default_run_id(url) -> int | None:
     """The run the Run detail page opens on: the newest running run, else the newest run."""
-    from db.models import RUNNING
 
     def fn(s):
-        running = s.scalar(select(Run.id).where(Run.status == RUNNING).order_by(Run.id.desc()).limit(1))
+        running = s.scalar(select(Run.id).where(Run.status == RunStatus.RUNNING).order_by(Run.id.desc()).limit(1))
         return running if running is not None else s.scalar(select(Run.id).order_by(Run.id.desc()).limit(1))
 
     return read(url, fn)
@@ -397,6 +405,76 @@ def run_progress(url, run_id: int) -> dict | None:
             None
             if row is None
             else dict(zip(("status", "epochs_done", "epochs_planned", "heartbeat_at", "ended_at", "error"), row))
+        )
+
+    return read(url, fn)
+
+
+# ---------------------------------------------------------------------------------- studies
+def _study_dict(st: Study) -> dict:
+    return {
+        "id": st.id,
+        "name": st.name,
+        "spec": st.spec,
+        "status": st.status,
+        "optuna_study_name": st.optuna_study_name,
+        "configs_asked": st.configs_asked,
+        "created_at": st.created_at,
+    }
+
+
+def get_study(url, study_id: int) -> dict | None:
+    def fn(s):
+        st = s.get(Study, study_id)
+        return _study_dict(st) if st else None
+
+    return read(url, fn)
+
+
+def list_studies(url) -> list[dict]:
+    """Every study, newest first (without its spec)."""
+
+    def fn(s):
+        rows = s.execute(select(Study.id, Study.name, Study.status, Study.created_at).order_by(Study.id.desc())).all()
+        return [dict(zip(("id", "name", "status", "created_at"), r)) for r in rows]
+
+    return read(url, fn)
+
+
+def study_runs(url, study_id: int) -> list[dict]:
+    """The study's trial runs in trial order: id, trial_number, status, config, progress, error."""
+
+    def fn(s):
+        rows = s.execute(
+            select(Run.id, Run.trial_number, Run.status, Run.config, Run.epochs_done, Run.epochs_planned, Run.error)
+            .where(Run.study_id == study_id)
+            .order_by(Run.trial_number, Run.id)
+        ).all()
+        keys = ("id", "trial_number", "status", "config", "epochs_done", "epochs_planned", "error")
+        return [dict(zip(keys, r)) for r in rows]
+
+    return read(url, fn)
+
+
+def run_study(url, run_id: int) -> tuple[int, int] | None:
+    """(study id, trial number) of a study's trial run, else None."""
+
+    def fn(s):
+        row = s.execute(select(Run.study_id, Run.trial_number).where(Run.id == run_id)).first()
+        return tuple(row) if row and row[0] is not None else None
+
+    return read(url, fn)
+
+
+def final_test_predictions(url, run_id: int) -> dict | None:
+    """The run's most recent test-split predictions ({target, pred, ...}), or None."""
+
+    def fn(s):
+        return s.scalar(
+            select(Evaluation.predictions)
+            .where(Evaluation.run_id == run_id, Evaluation.split == "test", Evaluation.predictions.is_not(None))
+            .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+            .limit(1)
         )
 
     return read(url, fn)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from db import store
-from db.models import RUNNING
+from db.models import RunStatus
 from engine.sinks import EventSink
 
 
@@ -12,7 +12,8 @@ class DBSink(EventSink):
         self.url, self.run_id = url, run_id
 
     def on_status(self, status, **info):
-        if status == RUNNING:
+        status = RunStatus(status)  # the engine's words for its states are the run statuses
+        if status == RunStatus.RUNNING:
             store.mark_started(self.url, self.run_id, info["pid"], info.get("device", ""), info.get("data_path"))
         else:
             store.mark_ended(self.url, self.run_id, status, info.get("error"), info.get("traceback"))

@@ -8,13 +8,9 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select, text, update
 
 from db.models import (
-    ACTIVE_STATUSES,
-    FAILED,
-    FINAL_STATUSES,
-    LOST,
-    QUEUED,
-    RUNNING,
-    STOPPED,
+    ACTIVE,
+    FINAL,
+    RESUMABLE,
     Checkpoint,
     ConfusionMatrix,
     Dataset,
@@ -22,13 +18,13 @@ from db.models import (
     LatestMetric,
     Metric,
     Run,
+    RunStatus,
+    Study,
     TTAResult,
     utcnow,
 )
 from db.session import read, write
-
-# Metrics where lower is better; for everything else higher is better.
-LOWER_IS_BETTER = {"loss", "epoch_seconds", "data_wait"}
+from engine.metrics import is_better
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -50,10 +46,6 @@ def upsert_dataset(
     return write(url, fn)
 
 
-def delete_dataset(url, name: str) -> None:
-    write(url, lambda s: s.execute(delete(Dataset).where(Dataset.name == name)))
-
-
 # ---------------------------------------------------------------------------------- runs
 def create_run(
     url,
@@ -64,10 +56,14 @@ def create_run(
     tags=None,
     notes: str = "",
     backend: str = "local",
-    status: str = QUEUED,
+    status: RunStatus = RunStatus.QUEUED,
+    study_id: int | None = None,
+    trial_number: int | None = None,
 ) -> int:
     def fn(s):
         run = Run(
+            study_id=study_id,
+            trial_number=trial_number,
             name=name or config.get("name") or "",
             config=config,
             status=status,
@@ -96,7 +92,7 @@ def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None 
     update_run(
         url,
         run_id,
-        status=RUNNING,
+        status=RunStatus.RUNNING,
         pid=pid,
         host=socket.gethostname(),
         device=device,
@@ -110,7 +106,7 @@ def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None 
     )
 
 
-def mark_ended(url, run_id: int, status: str, error: str | None = None, traceback: str | None = None) -> None:
+def mark_ended(url, run_id: int, status: RunStatus, error: str | None = None, traceback: str | None = None) -> None:
     update_run(url, run_id, status=status, ended_at=utcnow(), error=error, traceback=traceback)
 
 
@@ -140,13 +136,13 @@ def claim_next_queued(url, max_running: int) -> int | None:
         running = s.scalar(
             select(func.count())
             .select_from(Run)
-            .where(Run.status == RUNNING, Run.backend.in_(("local", "cli")), Run.host == host)
+            .where(Run.status == RunStatus.RUNNING, Run.backend.in_(("local", "cli")), Run.host == host)
         )
         if running >= max_running:
             return None
         run_id = s.scalar(
             select(Run.id)
-            .where(Run.status == QUEUED, Run.backend == "local")
+            .where(Run.status == RunStatus.QUEUED, Run.backend == "local")
             .order_by(Run.id)
             .limit(1)
             .with_for_update()
@@ -156,9 +152,14 @@ def claim_next_queued(url, max_running: int) -> int | None:
         now = utcnow()
         s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status == QUEUED)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
             .values(
-                status=RUNNING, pid=None, host=socket.gethostname(), started_at=now, heartbeat_at=now, ended_at=None
+                status=RunStatus.RUNNING,
+                pid=None,
+                host=socket.gethostname(),
+                started_at=now,
+                heartbeat_at=now,
+                ended_at=None,
             )
         )
         return run_id
@@ -172,8 +173,8 @@ def stop_if_queued(url, run_id: int) -> bool:
     def fn(s):
         res = s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status == QUEUED)
-            .values(status=STOPPED, ended_at=utcnow(), error="stopped before it started")
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .values(status=RunStatus.STOPPED, ended_at=utcnow(), error="stopped before it started")
         )
         return res.rowcount == 1
 
@@ -186,9 +187,9 @@ def requeue_for_resume(url, run_id: int) -> bool:
     def fn(s):
         res = s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status.in_((STOPPED, FAILED, LOST)))
+            .where(Run.id == run_id, Run.status.in_(RESUMABLE))
             .values(
-                status=QUEUED,
+                status=RunStatus.QUEUED,
                 resume_requested=True,
                 ended_at=None,
                 error=None,
@@ -207,20 +208,6 @@ def resume_requested(url, run_id: int) -> bool:
     return bool(read(url, lambda s: s.scalar(select(Run.resume_requested).where(Run.id == run_id))))
 
 
-def claim_queued_run(url, run_id: int, pid: int) -> bool:
-    """Atomically move one queued run to running for this process; False if someone else got it."""
-
-    def fn(s):
-        res = s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == QUEUED)
-            .values(status=RUNNING, pid=pid, host=socket.gethostname(), started_at=utcnow(), heartbeat_at=utcnow())
-        )
-        return res.rowcount == 1
-
-    return write(url, fn)
-
-
 def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
     """Runs marked running whose process is gone (same host) or whose heartbeat is stale -> lost.
 
@@ -231,13 +218,13 @@ def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
     def fn(s):
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         lost = []
-        for run in s.scalars(select(Run).where(Run.status == RUNNING)):
+        for run in s.scalars(select(Run).where(Run.status == RunStatus.RUNNING)):
             gone = (
                 run.host == host and run.backend in ("local", "cli") and run.pid is not None and not pid_alive(run.pid)
             )
             stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff
             if gone or stale:
-                run.status, run.ended_at = LOST, utcnow()
+                run.status, run.ended_at = RunStatus.LOST, utcnow()
                 run.error = "the engine process is gone" if gone else f"no heartbeat for {stale_after_s:.0f} s"
                 lost.append(run.id)
         return lost
@@ -250,11 +237,12 @@ def set_tags_notes(url, run_id: int, tags: list[str], notes: str) -> None:
 
 
 def delete_run(url, run_id: int) -> None:
+    """Delete a finished run; its metrics, checkpoints, evaluations and TTA rows go with it (ON DELETE
+    CASCADE). Runs fine-tuned from it stay, unlinked: parent_run_id has no ON DELETE rule."""
+
     def fn(s):
-        for table in (Metric, LatestMetric, ConfusionMatrix, Checkpoint, Evaluation, TTAResult):
-            s.execute(delete(table).where(table.run_id == run_id))
         s.execute(update(Run).where(Run.parent_run_id == run_id).values(parent_run_id=None))
-        s.execute(delete(Run).where(Run.id == run_id, Run.status.in_(FINAL_STATUSES)))
+        s.execute(delete(Run).where(Run.id == run_id, Run.status.in_(FINAL)))
 
     write(url, fn)
 
@@ -262,7 +250,6 @@ def delete_run(url, run_id: int) -> None:
 # ---------------------------------------------------------------------------------- metrics
 def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: float) -> None:
     row = s.get(LatestMetric, (run_id, split, name))
-    lower = name in LOWER_IS_BETTER
     if row is None:
         s.add(
             LatestMetric(
@@ -272,7 +259,7 @@ def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: fl
         return
     if epoch >= row.epoch:
         row.epoch, row.value = epoch, value
-    if (value < row.best_value) if lower else (value > row.best_value):
+    if is_better(name, value, row.best_value):
         row.best_value, row.best_epoch = value, epoch
 
 
@@ -397,4 +384,43 @@ def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, di
 
 
 def active_run_ids(url) -> list[int]:
-    return read(url, lambda s: list(s.scalars(select(Run.id).where(Run.status.in_(ACTIVE_STATUSES)))))
+    return read(url, lambda s: list(s.scalars(select(Run.id).where(Run.status.in_(ACTIVE)))))
+
+
+# ---------------------------------------------------------------------------------- studies
+def create_study(url, name: str, spec: dict, optuna_study_name: str) -> int:
+    def fn(s):
+        study = Study(name=name, spec=spec, status="running", optuna_study_name=optuna_study_name, configs_asked=0)
+        s.add(study)
+        s.flush()
+        return study.id
+
+    return write(url, fn)
+
+
+def set_study_status(url, study_id: int, status: str, only_from: str | None = None) -> bool:
+    """Set the study's status (only when it is `only_from`, if given); False if it was not."""
+    q = update(Study).where(Study.id == study_id)
+    if only_from is not None:
+        q = q.where(Study.status == only_from)
+    return write(url, lambda s: s.execute(q.values(status=status)).rowcount == 1)
+
+
+def claim_study_config(url, study_id: int, limit: int) -> int | None:
+    """Hand out the next configuration number of a study (0, 1, ...) below `limit`, once, even when
+    several processes ask at the same time; None when the budget is spent."""
+
+    def fn(s):
+        asked = s.scalar(select(Study.configs_asked).where(Study.id == study_id))
+        if asked is None or asked >= limit:
+            return None
+        res = s.execute(
+            update(Study).where(Study.id == study_id, Study.configs_asked == asked).values(configs_asked=asked + 1)
+        )
+        return asked if res.rowcount == 1 else None
+
+    return write(url, fn)
+
+
+def mark_pruned(url, run_id: int, epoch: int) -> None:
+    update_run(url, run_id, status=RunStatus.PRUNED, error=f"pruned after epoch {epoch}")

@@ -1,10 +1,12 @@
 """ExperimentConfig: the one contract between the dashboard, the database and the engine.
 
 The dashboard builds it, the DB stores it verbatim (JSON) on the run, the engine reads only it.
-Every field has a type and a range; cross-field rules live in `model_validator`s so a bad config
-is refused, field by field, before anything runs. Rules that need the outside world (does the
-dataset exist, is the batch larger than the training split, are pretrained weights available
-offline) live in `control.preflight`.
+Every field has a type and a range; cross-field rules live in `model_validator`s and name the field
+they are about (`field_error`), so a bad config is refused, field by field, before anything runs.
+Each field also carries how the run builder shows it (`ui(...)`: label, help, advanced, step,
+show-if), so the dashboard keeps no list of fields of its own. Rules that need the outside world
+(does the dataset exist, is the batch larger than the training split, are pretrained weights
+available offline) live in `control.preflight`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,40 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+# A show-if condition: {dotted path: test, ...} where every test holds, or a list of such dicts of
+# which one must hold. A test is a value (equal), a list (one of them; for a list field, any
+# element), {"gt": n}, {"set": True} (not None) or {"not": test}.
+ShowIf = dict[str, Any] | list[dict[str, Any]]
+
+
+def ui(
+    label: str,
+    *,
+    help: str | None = None,
+    advanced: bool = False,
+    step: float | None = None,
+    show_if: ShowIf | None = None,
+    widget: str | None = None,
+) -> dict[str, Any]:
+    """How the run builder shows a field, kept on the field itself (json_schema_extra) so that a new
+    field appears in the builder without an edit of the dashboard. help defaults to the description;
+    widget names a special editor ("model_name", "dataset")."""
+    extra = {"label": label, "help": help, "advanced": advanced, "step": step, "show_if": show_if, "widget": widget}
+    return {"ui": {k: v for k, v in extra.items() if v is not None and v is not False}}
+
+
+def field_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field rule's refusal located on the field it is about (dotted, relative to the model
+    whose validator raises it), so errors_from_validation reports it there and not on the whole model."""
+    return PydanticCustomError("cross_field", "{message}", {"field": field, "message": message})
+
+
+CUSTOM_RESNET: ShowIf = {"model.source": "custom", "model.name": "resnet"}
+NOT_SMALL_CNN: ShowIf = [{"model.source": {"not": "custom"}}, {"model.name": {"not": "small_cnn"}}]
+EARLY_STOPPING: ShowIf = {"regularize.early_stopping.enabled": True}
+MIXING: ShowIf = [{"augment.mixup.mixup_alpha": {"gt": 0}}, {"augment.mixup.cutmix_alpha": {"gt": 0}}]
 
 
 class Section(BaseModel):
@@ -25,41 +61,102 @@ class Section(BaseModel):
 
 # ----------------------------------------------------------------------------------------- data
 class DataConfig(Section):
-    dataset: str = Field("digits", min_length=1, max_length=200, description="Registered dataset name")
-    val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Share of the training split held out for validation")
-    stratified: bool = True
-    split_seed: int = Field(0, ge=0, le=2**31 - 1)
+    dataset: str = Field(
+        "digits",
+        min_length=1,
+        max_length=200,
+        description="Registered dataset name",
+        json_schema_extra=ui("Dataset", widget="dataset"),
+    )
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of the training split held out for validation",
+        json_schema_extra=ui("Validation share (of train)", step=0.05),
+    )
+    stratified: bool = Field(True, json_schema_extra=ui("Stratified splits", advanced=True))
+    split_seed: int = Field(0, ge=0, le=2**31 - 1, json_schema_extra=ui("Split seed", advanced=True))
     test_fraction: float = Field(
-        0.2, gt=0.0, le=0.5, description="Used only when the dataset has no test split of its own"
+        0.2,
+        gt=0.0,
+        le=0.5,
+        description="Used only when the dataset has no test split of its own",
+        json_schema_extra=ui("Test share (no test split only)", advanced=True, step=0.05),
     )
     image_size: int | None = Field(
-        None, ge=4, le=1024, description="Resize images to this square size; None keeps them"
+        None,
+        ge=4,
+        le=1024,
+        description="Resize images to this square size; None keeps them",
+        json_schema_extra=ui("Image size [px, square]"),
     )
-    channels: Literal["auto", 1, 3] = Field("auto", description="Force grey (1) or colour (3) input")
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="Force grey (1) or colour (3) input", json_schema_extra=ui("Channels", advanced=True)
+    )
     normalize: Literal["dataset", "imagenet", "none"] = Field(
-        "dataset", description="dataset = mean/std of the training split"
+        "dataset",
+        description="dataset = mean/std of the training split",
+        json_schema_extra=ui("Normalisation", advanced=True),
     )
-    kfold: int | None = Field(None, ge=2, le=20, description="K-fold cross-validation: K folds of train+val")
-    fold: int = Field(0, ge=0, le=19, description="Which fold is the validation fold")
-    train_on_val: bool = Field(False, description="Retrain on train+val (final model); val metrics are then optimistic")
+    kfold: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="K-fold cross-validation: K folds of train+val",
+        json_schema_extra=ui("K-fold: number of folds", advanced=True),
+    )
+    fold: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Which fold is the validation fold",
+        json_schema_extra=ui("Validation fold", advanced=True, show_if={"data.kfold": {"set": True}}),
+    )
+    train_on_val: bool = Field(
+        False,
+        description="Retrain on train+val (final model); val metrics are then optimistic",
+        json_schema_extra=ui("Retrain on train + val", advanced=True),
+    )
     max_train_samples: int | None = Field(
-        None, ge=1, le=10**9, description="Cap the training split (quick experiments)"
+        None,
+        ge=1,
+        le=10**9,
+        description="Cap the training split (quick experiments)",
+        json_schema_extra=ui("Cap training images", advanced=True),
     )
 
     @model_validator(mode="after")
     def _fold_in_range(self):
         if self.kfold is not None and self.fold >= self.kfold:
-            raise ValueError(f"fold must be < kfold ({self.kfold})")
+            raise field_error("fold", f"must be < kfold ({self.kfold})")
         if self.kfold is not None and self.train_on_val:
-            raise ValueError("train_on_val and kfold are exclusive")
+            raise field_error("train_on_val", "train_on_val and kfold are exclusive")
         return self
 
 
 # ---------------------------------------------------------------------------------------- model
 class HeadConfig(Section):
-    kind: Literal["linear", "mlp"] = "linear"
-    hidden: list[int] = Field(default_factory=lambda: [256], max_length=4)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before each linear layer of the head")
+    kind: Literal["linear", "mlp"] = Field(
+        "linear", json_schema_extra=ui("Head", advanced=True, help="linear, or an MLP with the hidden sizes below")
+    )
+    hidden: list[int] = Field(
+        default_factory=lambda: [256],
+        max_length=4,
+        json_schema_extra=ui(
+            "Head hidden sizes",
+            advanced=True,
+            help="comma-separated, e.g. 512, 256",
+            show_if={"model.head.kind": "mlp"},
+        ),
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout before each linear layer of the head",
+        json_schema_extra=ui("Head dropout", advanced=True),
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -70,32 +167,122 @@ class HeadConfig(Section):
 
 
 class FreezeConfig(Section):
-    epochs: int = Field(0, ge=0, le=10000, description="Train only the head for this many epochs")
+    epochs: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        description="Train only the head for this many epochs",
+        json_schema_extra=ui("Head-only epochs", advanced=True),
+    )
     unfreeze_last: int | None = Field(
         None,
         ge=0,
         le=100_000,
         description="After that, unfreeze only the last N parameter tensors of the backbone (None = all)",
+        json_schema_extra=ui("Then unfreeze last N tensors", advanced=True, show_if={"model.freeze.epochs": {"gt": 0}}),
     )
 
 
 class ModelConfig(Section):
-    source: Literal["custom", "timm", "torchvision"] = "custom"
-    name: str = Field("small_cnn", min_length=1, max_length=200)
-    pretrained: bool = False
-    weights_path: str | None = Field(None, max_length=4096, description="Local weights file for pretrained models")
-    small_stem: bool = Field(False, description="3x3 stride-1 first conv, no maxpool (for small images)")
-    stride1_stages: int = Field(0, ge=0, le=4, description="Also set stride 1 in the first N stride-2 stages")
+    source: Literal["custom", "timm", "torchvision"] = Field(
+        "custom",
+        json_schema_extra=ui(
+            "Model family", help="custom: our small CNN / ResNet; timm or torchvision: any model by name."
+        ),
+    )
+    name: str = Field(
+        "small_cnn",
+        min_length=1,
+        max_length=200,
+        json_schema_extra=ui(
+            "Architecture",
+            widget="model_name",
+            help="custom: small_cnn or resnet. timm / torchvision: any model name (type to search or enter a new one).",
+        ),
+    )
+    pretrained: bool = Field(
+        False, json_schema_extra=ui("Pretrained weights", show_if={"model.source": {"not": "custom"}})
+    )
+    weights_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="Local weights file for pretrained models",
+        json_schema_extra=ui(
+            "Local weights file",
+            advanced=True,
+            show_if={"model.source": {"not": "custom"}, "model.pretrained": True},
+        ),
+    )
+    small_stem: bool = Field(
+        False,
+        description="3x3 stride-1 first conv, no maxpool (for small images)",
+        json_schema_extra=ui("Small-image stem", show_if=NOT_SMALL_CNN),
+    )
+    stride1_stages: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="Also set stride 1 in the first N stride-2 stages",
+        json_schema_extra=ui(
+            "Stride-1 stages", advanced=True, show_if=[c | {"model.small_stem": True} for c in NOT_SMALL_CNN]
+        ),
+    )
     # custom resnet family
-    widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1, max_length=6)
-    depths: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1, max_length=6)
-    se: bool = Field(False, description="Squeeze-and-excitation blocks")
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth, max rate (linear over blocks)")
-    shakedrop: float = Field(0.0, ge=0.0, lt=1.0, description="ShakeDrop max drop probability")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier")
+    widths: list[int] = Field(
+        default_factory=lambda: [64, 128, 256, 512],
+        min_length=1,
+        max_length=6,
+        json_schema_extra=ui(
+            "Stage widths [channels]",
+            help="comma-separated channels per stage, e.g. 64, 128, 256, 512",
+            show_if=CUSTOM_RESNET,
+        ),
+    )
+    depths: list[int] = Field(
+        default_factory=lambda: [2, 2, 2, 2],
+        min_length=1,
+        max_length=6,
+        json_schema_extra=ui(
+            "Stage depths [blocks]",
+            help="comma-separated residual blocks per stage, e.g. 2, 2, 2, 2",
+            show_if=CUSTOM_RESNET,
+        ),
+    )
+    se: bool = Field(
+        False,
+        description="Squeeze-and-excitation blocks",
+        json_schema_extra=ui("Squeeze-and-excitation", show_if=CUSTOM_RESNET),
+    )
+    drop_path: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Stochastic depth, max rate (linear over blocks)",
+        json_schema_extra=ui("Stochastic depth (max rate)", show_if=NOT_SMALL_CNN),
+    )
+    shakedrop: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="ShakeDrop max drop probability",
+        json_schema_extra=ui("ShakeDrop (max p)", advanced=True, show_if=CUSTOM_RESNET),
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout before the classifier",
+        json_schema_extra=ui("Dropout before classifier"),
+    )
     head: HeadConfig = Field(default_factory=HeadConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
-    backbone_lr_mult: float = Field(1.0, ge=0.0, le=100.0, description="Backbone LR = optimizer LR x this")
+    backbone_lr_mult: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="Backbone LR = optimizer LR x this",
+        json_schema_extra=ui("Backbone LR multiplier [x]", advanced=True),
+    )
 
     @field_validator("widths", "depths")
     @classmethod
@@ -107,7 +294,10 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _same_length(self):
         if self.source == "custom" and self.name == "resnet" and len(self.widths) != len(self.depths):
-            raise ValueError("widths and depths must have the same length")
+            raise field_error(
+                "depths",
+                f"has {len(self.depths)} stages but widths has {len(self.widths)}; they must have the same length",
+            )
         return self
 
 
@@ -126,13 +316,34 @@ class AugmentStep(Section):
 
 
 class MixupConfig(Section):
-    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
-    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
-    prob: float = Field(1.0, ge=0.0, le=1.0, description="Probability of applying mixup or cutmix to a batch")
-    switch_prob: float = Field(
-        0.5, ge=0.0, le=1.0, description="Probability of cutmix instead of mixup when both are on"
+    mixup_alpha: float = Field(
+        0.0, ge=0.0, le=10.0, json_schema_extra=ui("Mixup alpha", help="0 = off; 0.2 to 1 are common")
     )
-    stop_epoch: int | None = Field(None, ge=0, le=10000, description="Turn mixup/cutmix off from this epoch on")
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0, json_schema_extra=ui("CutMix alpha", help="0 = off; 1 is common"))
+    prob: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of applying mixup or cutmix to a batch",
+        json_schema_extra=ui("Mix probability (per batch)", show_if=MIXING),
+    )
+    switch_prob: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Probability of cutmix instead of mixup when both are on",
+        json_schema_extra=ui(
+            "CutMix instead of Mixup (prob.)",
+            show_if={"augment.mixup.mixup_alpha": {"gt": 0}, "augment.mixup.cutmix_alpha": {"gt": 0}},
+        ),
+    )
+    stop_epoch: int | None = Field(
+        None,
+        ge=0,
+        le=10000,
+        description="Turn mixup/cutmix off from this epoch on",
+        json_schema_extra=ui("Stop mixing at epoch", show_if=MIXING),
+    )
 
     @property
     def enabled(self) -> bool:
@@ -140,28 +351,83 @@ class MixupConfig(Section):
 
 
 class AugmentConfig(Section):
-    train: list[AugmentStep] = Field(default_factory=list, max_length=50)
+    train: list[AugmentStep] = Field(
+        default_factory=list, max_length=50, json_schema_extra=ui("Training augmentation pipeline")
+    )
     mixup: MixupConfig = Field(default_factory=MixupConfig)
     fast_path: Literal["auto", "off"] = Field(
-        "auto", description="Batched tensor augmentation when every step has a batched version"
+        "auto",
+        description="Batched tensor augmentation when every step has a batched version",
+        json_schema_extra=ui("Batched GPU augmentation", advanced=True),
     )
 
 
 # ------------------------------------------------------------------------------------ optimizer
 class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0, le=1.0)
-    switch_to_sgd_epoch: int | None = Field(
-        None, ge=1, le=10000, description="Adam-family -> SGD at this epoch (SWATS-style)"
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", json_schema_extra=ui("Optimizer"))
+    lr: float = Field(1e-3, gt=0.0, le=10.0, json_schema_extra=ui("Learning rate", step=1e-4))
+    momentum: float = Field(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        json_schema_extra=ui("Momentum", help="SGD and RMSprop", step=0.01, show_if={"optim.name": ["sgd", "rmsprop"]}),
     )
-    sgd_lr: float | None = Field(None, gt=0.0, le=10.0, description="LR after the switch (default: lr)")
-    grad_clip: float | None = Field(None, gt=0.0, le=1e6, description="Clip the global grad norm")
-    accumulate: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
+    nesterov: bool = Field(
+        False, json_schema_extra=ui("Nesterov", help="SGD with momentum only", show_if={"optim.name": "sgd"})
+    )
+    weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        json_schema_extra=ui("Weight decay", help="decoupled for AdamW, L2 for the others", step=1e-4),
+    )
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999),
+        json_schema_extra=ui(
+            "Betas (β1, β2)",
+            help="two numbers in [0, 1), e.g. 0.9, 0.999",
+            show_if={"optim.name": ["adam", "adamw"]},
+        ),
+    )
+    eps: float = Field(
+        1e-8,
+        gt=0.0,
+        le=1.0,
+        json_schema_extra=ui("Epsilon", advanced=True, step=1e-9, show_if={"optim.name": {"not": "sgd"}}),
+    )
+    switch_to_sgd_epoch: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Adam-family -> SGD at this epoch (SWATS-style)",
+        json_schema_extra=ui("Switch to SGD at epoch", advanced=True, show_if={"optim.name": {"not": "sgd"}}),
+    )
+    sgd_lr: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="LR after the switch (default: lr)",
+        json_schema_extra=ui(
+            "LR after the switch",
+            advanced=True,
+            step=1e-4,
+            show_if={"optim.name": {"not": "sgd"}, "optim.switch_to_sgd_epoch": {"set": True}},
+        ),
+    )
+    grad_clip: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        description="Clip the global grad norm",
+        json_schema_extra=ui("Clip gradient norm at", advanced=True),
+    )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Gradient accumulation steps",
+        json_schema_extra=ui("Gradient accumulation [steps]", advanced=True),
+    )
 
     @field_validator("betas")
     @classmethod
@@ -173,27 +439,76 @@ class OptimConfig(Section):
     @model_validator(mode="after")
     def _nesterov(self):
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+            raise field_error("nesterov", "needs optimizer sgd with momentum > 0")
         if self.switch_to_sgd_epoch is not None and self.name == "sgd":
-            raise ValueError("switch_to_sgd_epoch needs an Adam-family optimizer")
+            raise field_error("switch_to_sgd_epoch", "needs an Adam-family optimizer")
         return self
 
 
 # ------------------------------------------------------------------------------------- schedule
 class ScheduleConfig(Section):
-    name: Literal["none", "cosine", "multistep", "step", "plateau", "onecycle"] = "none"
-    warmup_epochs: int = Field(0, ge=0, le=10000, description="Linear warmup from warmup_start_factor x lr")
-    warmup_start_factor: float = Field(0.1, gt=0.0, le=1.0)
-    t_max: int | None = Field(None, ge=1, le=10000, description="Cosine period in epochs (default: epochs - warmup)")
-    eta_min: float = Field(0.0, ge=0.0, le=10.0)
-    milestones: list[int] = Field(default_factory=list, max_length=100)
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-    step_size: int = Field(10, ge=1, le=10000)
-    plateau_metric: Literal["val_loss", "val_acc"] = "val_loss"
-    plateau_patience: int = Field(5, ge=0, le=10000)
-    plateau_cooldown: int = Field(0, ge=0, le=10000)
-    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
-    onecycle_pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    name: Literal["none", "cosine", "multistep", "step", "plateau", "onecycle"] = Field(
+        "none", json_schema_extra=ui("Schedule")
+    )
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        description="Linear warmup from warmup_start_factor x lr",
+        json_schema_extra=ui("Warmup [epochs]"),
+    )
+    warmup_start_factor: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        json_schema_extra=ui("Warmup starts at [x LR]", advanced=True, show_if={"schedule.warmup_epochs": {"gt": 0}}),
+    )
+    t_max: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Cosine period in epochs (default: epochs - warmup)",
+        json_schema_extra=ui("Cosine period [epochs]", show_if={"schedule.name": "cosine"}),
+    )
+    eta_min: float = Field(
+        0.0, ge=0.0, le=10.0, json_schema_extra=ui("Minimum LR", step=1e-5, show_if={"schedule.name": "cosine"})
+    )
+    milestones: list[int] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra=ui(
+            "Milestones [epochs]",
+            help="comma-separated epochs where LR is multiplied by gamma, e.g. 30, 60",
+            show_if={"schedule.name": "multistep"},
+        ),
+    )
+    gamma: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        json_schema_extra=ui("Decay factor (gamma)", show_if={"schedule.name": ["multistep", "step"]}),
+    )
+    step_size: int = Field(
+        10, ge=1, le=10000, json_schema_extra=ui("Step size [epochs]", show_if={"schedule.name": "step"})
+    )
+    plateau_metric: Literal["val_loss", "val_acc"] = Field(
+        "val_loss", json_schema_extra=ui("Plateau: watch", show_if={"schedule.name": "plateau"})
+    )
+    plateau_patience: int = Field(
+        5, ge=0, le=10000, json_schema_extra=ui("Plateau: patience [epochs]", show_if={"schedule.name": "plateau"})
+    )
+    plateau_cooldown: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        json_schema_extra=ui("Plateau: cooldown [epochs]", advanced=True, show_if={"schedule.name": "plateau"}),
+    )
+    plateau_factor: float = Field(
+        0.1, gt=0.0, lt=1.0, json_schema_extra=ui("Plateau: factor", show_if={"schedule.name": "plateau"})
+    )
+    onecycle_pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, json_schema_extra=ui("One-cycle: rising share", show_if={"schedule.name": "onecycle"})
+    )
 
     @field_validator("milestones")
     @classmethod
@@ -205,20 +520,49 @@ class ScheduleConfig(Section):
     @model_validator(mode="after")
     def _onecycle_warmup(self):
         if self.name == "onecycle" and self.warmup_epochs:
-            raise ValueError("warmup_epochs: one-cycle has its own warmup (onecycle_pct_start); set warmup_epochs to 0")
+            raise field_error(
+                "warmup_epochs", "one-cycle has its own warmup (onecycle_pct_start); set warmup_epochs to 0"
+            )
         return self
 
 
 # ----------------------------------------------------------------------------------------- loss
 class LossConfig(Section):
-    name: Literal["ce", "focal"] = "ce"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    smoothing_end: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Label smoothing moves linearly to this by the last epoch"
+    name: Literal["ce", "focal", "poly1"] = Field("ce", json_schema_extra=ui("Loss"))
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, json_schema_extra=ui("Label smoothing", help="0 = none; 0.1 is a common choice")
     )
-    class_weights: Literal["none", "inverse_frequency"] = "none"
-    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
-    focal_alpha: list[float] | None = Field(None, max_length=100_000, description="Per-class alpha for focal loss")
+    smoothing_end: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Label smoothing moves linearly to this by the last epoch",
+        json_schema_extra=ui("Smoothing at the last epoch", advanced=True),
+    )
+    class_weights: Literal["none", "inverse_frequency"] = Field(
+        "none", json_schema_extra=ui("Class weights", advanced=True)
+    )
+    focal_gamma: float = Field(
+        2.0, ge=0.0, le=10.0, json_schema_extra=ui("Focal gamma", show_if={"loss.name": "focal"})
+    )
+    focal_alpha: list[float] | None = Field(
+        None,
+        max_length=100_000,
+        description="Per-class alpha for focal loss",
+        json_schema_extra=ui(
+            "Focal alpha (per class)",
+            help="comma-separated, one per class; empty = none",
+            show_if={"loss.name": "focal"},
+        ),
+    )
+    # -1 is the lowest epsilon that keeps CE + epsilon * (1 - p_t) decreasing in p_t.
+    poly_epsilon: float = Field(
+        1.0,
+        ge=-1.0,
+        le=100.0,
+        description="Poly-1: CE + epsilon x (1 - p_t); 0 is plain CE",
+        json_schema_extra=ui("Poly-1 epsilon", step=0.1, show_if={"loss.name": "poly1"}),
+    )
 
     @field_validator("focal_alpha")
     @classmethod
@@ -230,16 +574,31 @@ class LossConfig(Section):
 
 # ---------------------------------------------------------------------------------- regularize
 class EMAConfig(Section):
-    enabled: bool = False
-    decay: float = Field(0.999, gt=0.0, lt=1.0)
-    evaluate_ema: bool = Field(True, description="Validate and test the EMA weights instead of the raw ones")
+    enabled: bool = Field(False, json_schema_extra=ui("EMA of weights"))
+    decay: float = Field(
+        0.999, gt=0.0, lt=1.0, json_schema_extra=ui("EMA decay", step=1e-4, show_if={"regularize.ema.enabled": True})
+    )
+    evaluate_ema: bool = Field(
+        True,
+        description="Validate and test the EMA weights instead of the raw ones",
+        json_schema_extra=ui("Evaluate the EMA weights", show_if={"regularize.ema.enabled": True}),
+    )
 
 
 class EarlyStopConfig(Section):
-    enabled: bool = False
-    metric: Literal["val_loss", "val_acc"] = "val_acc"
-    patience: int = Field(10, ge=1, le=10000)
-    min_delta: float = Field(0.0, ge=0.0, le=1e6)
+    enabled: bool = Field(False, json_schema_extra=ui("Early stopping"))
+    metric: Literal["val_loss", "val_acc"] = Field(
+        "val_acc", json_schema_extra=ui("Early stopping: watch", show_if=EARLY_STOPPING)
+    )
+    patience: int = Field(
+        10, ge=1, le=10000, json_schema_extra=ui("Early stopping: patience [epochs]", show_if=EARLY_STOPPING)
+    )
+    min_delta: float = Field(
+        0.0,
+        ge=0.0,
+        le=1e6,
+        json_schema_extra=ui("Early stopping: min. improvement", step=1e-3, show_if=EARLY_STOPPING),
+    )
 
 
 class RegularizeConfig(Section):
@@ -249,24 +608,65 @@ class RegularizeConfig(Section):
 
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(64, ge=1, le=65536)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    deterministic: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    devices: int = Field(1, ge=1, le=64, description="Number of GPUs (>1 launches under torchrun)")
-    sync_bn: bool = Field(False, description="SyncBatchNorm across devices (multi-device runs)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="Autocast dtype on CUDA")
-    channels_last: bool = False
-    compile: bool = False
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers for the CPU augmentation path")
-    checkpoint_every: int = Field(1, ge=1, le=10000)
-    keep_last: int = Field(3, ge=1, le=10000, description="Epoch checkpoints kept on disk (best is kept separately)")
-    init_from_run: int | None = Field(
-        None, ge=1, le=2**62, description="Start from this run's checkpoint (fine-tune / continue)"
+    epochs: int = Field(10, ge=1, le=10000, json_schema_extra=ui("Epochs"))
+    batch_size: int = Field(64, ge=1, le=65536, json_schema_extra=ui("Batch size [images]"))
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, json_schema_extra=ui("Seed", help="Seeds weights, shuffling and augmentation")
     )
-    init_checkpoint: Literal["best", "last"] = "last"
-    max_steps_per_epoch: int | None = Field(None, ge=1, le=10**9, description="Cap steps per epoch (smoke tests)")
+    deterministic: bool = Field(False, json_schema_extra=ui("Deterministic (slower)", advanced=True))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=ui("Device"))
+    devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Number of GPUs (>1 launches under torchrun)",
+        json_schema_extra=ui("GPUs", advanced=True),
+    )
+    sync_bn: bool = Field(
+        False,
+        description="SyncBatchNorm across devices (multi-device runs)",
+        json_schema_extra=ui("Sync batch norm (multi-GPU)", advanced=True),
+    )
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off",
+        description="Autocast dtype on CUDA",
+        json_schema_extra=ui("Mixed precision", advanced=True, show_if={"train.device": {"not": "cpu"}}),
+    )
+    channels_last: bool = Field(False, json_schema_extra=ui("Channels-last memory format", advanced=True))
+    compile: bool = Field(False, json_schema_extra=ui("torch.compile", advanced=True))
+    num_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="DataLoader workers for the CPU augmentation path",
+        json_schema_extra=ui("Data loader workers", advanced=True),
+    )
+    checkpoint_every: int = Field(1, ge=1, le=10000, json_schema_extra=ui("Checkpoint every [epochs]", advanced=True))
+    keep_last: int = Field(
+        3,
+        ge=1,
+        le=10000,
+        description="Epoch checkpoints kept on disk (best is kept separately)",
+        json_schema_extra=ui("Keep last N epoch checkpoints", advanced=True),
+    )
+    init_from_run: int | None = Field(
+        None,
+        ge=1,
+        le=2**62,
+        description="Start from this run's checkpoint (fine-tune / continue)",
+        json_schema_extra=ui("Initialise from run #", advanced=True),
+    )
+    init_checkpoint: Literal["best", "last"] = Field(
+        "last",
+        json_schema_extra=ui("…from its checkpoint", advanced=True, show_if={"train.init_from_run": {"set": True}}),
+    )
+    max_steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="Cap steps per epoch (smoke tests)",
+        json_schema_extra=ui("Cap steps per epoch", advanced=True),
+    )
 
 
 # ----------------------------------------------------------------------------------------- eval
@@ -274,15 +674,28 @@ TTA_VARIANTS = ("none", "hflip", "vflip", "rot90", "dihedral8", "random_mean", "
 
 
 class EvalConfig(Section):
-    best_metric: Literal["val_acc", "val_loss"] = "val_acc"
-    tta: list[Literal[TTA_VARIANTS]] = Field(default_factory=lambda: ["none"], max_length=2 * len(TTA_VARIANTS))  # type: ignore[valid-type]
-    tta_passes: int = Field(5, ge=1, le=100, description="Augmented passes for random_mean / random_vote")
-    test_checkpoint: Literal["best", "last"] = "best"
+    best_metric: Literal["val_acc", "val_loss"] = Field("val_acc", json_schema_extra=ui("Best checkpoint by"))
+    tta: list[Literal[TTA_VARIANTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["none"],
+        max_length=2 * len(TTA_VARIANTS),
+        json_schema_extra=ui(
+            "Test-time augmentation variants",
+            help="each variant is evaluated on the test split at the end; 'none' is the plain prediction",
+        ),
+    )
+    tta_passes: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Augmented passes for random_mean / random_vote",
+        json_schema_extra=ui("Random TTA passes", show_if={"eval.tta": ["random_mean", "random_vote"]}),
+    )
+    test_checkpoint: Literal["best", "last"] = Field("best", json_schema_extra=ui("Test the checkpoint", advanced=True))
 
 
 # ------------------------------------------------------------------------------------ the whole
 class ExperimentConfig(Section):
-    name: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, json_schema_extra=ui("Run name", help="Shown in the Runs table; optional."))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -297,26 +710,28 @@ class ExperimentConfig(Section):
     def _cross_field(self):
         epochs = self.train.epochs
         if self.schedule.milestones and self.schedule.milestones[-1] > epochs:
-            raise ValueError(f"schedule.milestones: {self.schedule.milestones[-1]} is beyond the last epoch ({epochs})")
+            raise field_error(
+                "schedule.milestones", f"{self.schedule.milestones[-1]} is beyond the last epoch ({epochs})"
+            )
         if self.schedule.warmup_epochs >= epochs and self.schedule.warmup_epochs > 0:
-            raise ValueError(
-                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be < train.epochs ({epochs})"
+            raise field_error(
+                "schedule.warmup_epochs", f"{self.schedule.warmup_epochs} must be < train.epochs ({epochs})"
             )
         if self.optim.switch_to_sgd_epoch is not None and self.optim.switch_to_sgd_epoch >= epochs:
-            raise ValueError("optim.switch_to_sgd_epoch must be before the last epoch")
+            raise field_error("optim.switch_to_sgd_epoch", f"must be before the last epoch ({epochs})")
         if self.model.freeze.epochs >= epochs and self.model.freeze.epochs > 0:
-            raise ValueError("model.freeze.epochs must be < train.epochs")
+            raise field_error("model.freeze.epochs", f"must be < train.epochs ({epochs})")
         if self.model.pretrained and self.model.source == "custom":
-            raise ValueError("model.pretrained: custom models have no pretrained weights")
+            raise field_error("model.pretrained", "custom models have no pretrained weights")
         if self.train.devices > 1 and self.train.batch_size % self.train.devices:
-            raise ValueError(
-                f"train.batch_size ({self.train.batch_size}) must be divisible by train.devices ({self.train.devices})"
+            raise field_error(
+                "train.batch_size", f"{self.train.batch_size} must be divisible by train.devices ({self.train.devices})"
             )
         if self.train.amp != "off" and self.train.device == "cpu":
-            raise ValueError("train.amp: mixed precision needs CUDA (device auto or cuda)")
+            raise field_error("train.amp", "mixed precision needs CUDA (device auto or cuda)")
         if {"random_mean", "random_vote"} & set(self.eval.tta) and not self.augment.train:
-            raise ValueError(
-                "eval.tta: random_mean/random_vote repeat the training augmentation, and augment.train is empty"
+            raise field_error(
+                "eval.tta", "random_mean/random_vote repeat the training augmentation, and augment.train is empty"
             )
         return self
 
@@ -367,7 +782,10 @@ def _loc_part(part) -> str:
 def errors_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
     errors = []
     for err in exc.errors():
-        loc = ".".join(_loc_part(p) for p in err["loc"]) or "(root)"
+        parts = list(err["loc"])
+        if err["type"] == "cross_field":  # located by the rule itself, below the model that checked it
+            parts += err["ctx"]["field"].split(".")
+        loc = ".".join(_loc_part(p) for p in parts) or "(root)"
         msg = " ".join(err["msg"].removeprefix("Value error, ").split())  # one line per field, always
         errors.append((loc, msg))
     return errors

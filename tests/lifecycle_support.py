@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from db import queries
-from db.models import FINAL_STATUSES
+from db.models import FINAL
 
 ROOT = Path(__file__).resolve().parent.parent
 # Metrics that measure the machine, not the model: they differ between two identical runs.
@@ -68,7 +68,7 @@ def wait_status(url: str, run_id: int, statuses, timeout: float = 180.0) -> dict
 
 
 def wait_final(url: str, run_id: int, timeout: float = 240.0) -> dict:
-    return wait_status(url, run_id, FINAL_STATUSES, timeout)
+    return wait_status(url, run_id, FINAL, timeout)
 
 
 def metric_rows(url: str, run_id: int, with_timing: bool = False) -> dict[tuple[int, str, str], float]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dashboard import augment_preview as ap
+from dashboard import plots
 from engine.augment import BUILDER_DEFAULTS, build_pipeline, seed_pipeline
 from engine.config import ConfigError
 from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, AugmentedArrays, adapt_images, load_arrays
@@ -133,15 +134,12 @@ def test_fast_path_view_is_batch_augment_preview(data):
     steps = ap.parse_augment(
         {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "PadRandomCrop", "p": 1.0, "params": {"padding": 2}}]}
     ).train
-    ok, why = ap.fast_path_support(steps)
     from engine.augment import batched as batch_augment
 
-    if not hasattr(batch_augment, "preview"):
-        assert not ok and "preview is not available" in why
-        pytest.skip("engine.augment.batched.preview not in this engine yet")
-    assert ok, why
     idx = ap.pick_images(data, 5, seed=0)
     images = ap.prepare_images(data, idx)
+    ok, why = ap.fast_path_support(steps, images.shape[1:])
+    assert ok, why
     grid = ap.fast_path_grid(images, steps, n=3, seed=9)
     direct = np.asarray(batch_augment.preview(list(steps), np.concatenate([images] * 3), 9))
     assert np.array_equal(grid.reshape(direct.shape), direct)
@@ -151,6 +149,11 @@ def test_fast_path_view_is_batch_augment_preview(data):
     if missing:  # a step without a batched version: the page says the engine falls back to the CPU path
         ok, why = ap.fast_path_support(ap.parse_augment({"train": [{"name": missing[0], "p": 1.0}]}).train)
         assert not ok and missing[0] in why
+    # the page asks with the images' shape: a step the fast path refuses for that shape is not shown either
+    rot = ap.parse_augment({"train": [{"name": "RandomRotate90", "p": 1.0}]}).train
+    assert ap.fast_path_support(rot, (28, 28, 1))[0]
+    ok, why = ap.fast_path_support(rot, (28, 32, 1))
+    assert not ok and "non-square" in why
 
 
 def test_pick_images_and_display(data):
@@ -159,7 +162,7 @@ def test_pick_images_and_display(data):
     assert list(data.train_y[idx][:10]) == list(range(10))  # one class after another
     assert np.array_equal(idx, ap.pick_images(data, 12, seed=0))
     small = data.train_x[0]
-    big = ap.for_display(small, 96)
+    big = plots.display_image(small, 96)
     assert big.ndim == 2 and min(big.shape) >= 96
     f = big.shape[0] // small.shape[0]
     assert np.array_equal(big[::f, ::f], small[..., 0])

@@ -17,8 +17,9 @@ import pytest
 import torch
 from scipy import stats
 
-from engine.augment import apply_pipeline, build_pipeline, make_transform
+from engine.augment import apply_pipeline, build_pipeline, make_transform, registry
 from engine.augment import batched as B
+from engine.augment import ops as O
 from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, load_arrays, resize
 
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -152,6 +153,14 @@ def _blur_kernel(prm, i):
     return fb.create_gaussian_kernel_1d(float(prm["sigma"][i]), int(prm["ksize"][i]))
 
 
+def _sharpen_kernel(prm, i):
+    """albumentations' own sharpening matrix for our draws of alpha and lightness."""
+    a, light = float(prm["alpha"][i]), float(prm["lightness"][i])
+    nochange = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+    effect = np.array([[-1, -1, -1], [-1, 8 + light, -1], [-1, -1, -1]], dtype=np.float32)
+    return (1 - a) * nochange + a * effect
+
+
 # name, params, albumentations apply-kwargs from our params, largest allowed pixel difference
 SAME_PARAMS = [
     (
@@ -262,6 +271,16 @@ SAME_PARAMS = [
         0,
     ),
     ("Erasing", {"scale": [0.05, 0.3], "fill": 200}, lambda prm, i, img: {"holes": _holes(prm, i), "seed": 0}, 0),
+    ("RandomGamma", {"gamma_limit": [50, 150]}, lambda prm, i, img: {"gamma": float(prm["gamma"][i])}, 0),
+    ("Posterize", {"num_bits": [2, 6]}, lambda prm, i, img: {"num_bits": int(prm["num_bits"][i])}, 0),
+    ("Equalize", {}, lambda prm, i, img: {"mask": None}, 0),
+    ("AutoContrast", {}, lambda prm, i, img: {}, 0),
+    (
+        "Sharpen",
+        {"alpha": [0.2, 0.9], "lightness": [0.5, 1.0]},
+        lambda prm, i, img: {"alpha": float(prm["alpha"][i]), "sharpening_matrix": _sharpen_kernel(prm, i)},
+        0,
+    ),
 ]
 
 
@@ -287,7 +306,7 @@ def test_same_params_give_albumentations_pixels(name, params, to_albu, tolerance
 def test_hue_goes_through_opencvs_8bit_hsv_bit_exactly(colour):
     import cv2
 
-    h, s, v = B._rgb_to_hsv_u8(torch.from_numpy(colour[:100]))
+    h, s, v = O._rgb_to_hsv_u8(torch.from_numpy(colour[:100]))
     ref = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2HSV) for im in colour[:100]])
     assert np.array_equal(np.stack([h.numpy(), s.numpy(), v.numpy()], -1).astype(np.uint8), ref)
 
@@ -336,6 +355,15 @@ def test_affine_matrices_are_drawn_like_albumentations(grey):
             ),
         ),
         ("GaussianBlur", {"blur_limit": [3, 9], "sigma_limit": [1.0, 1.0]}, "ksize", lambda d: len(d["kernel"])),
+        ("RandomGamma", {"gamma_limit": [70, 140]}, "gamma", lambda d: d["gamma"]),
+        ("Posterize", {"num_bits": [1, 7]}, "num_bits", lambda d: d["num_bits"]),
+        ("Sharpen", {"alpha": [0.1, 0.6]}, "alpha", lambda d: d["alpha"]),
+        (
+            "Sharpen",
+            {"alpha": [0.5, 0.5], "lightness": [0.2, 1.4]},
+            "lightness",
+            lambda d: (d["sharpening_matrix"][1, 1] - 0.5) / 0.5 - 8,
+        ),
     ],
 )
 def test_scalar_params_are_drawn_like_albumentations(name, params, ours_key, albu_fn, grey):
@@ -456,14 +484,21 @@ OUTPUT_STATS = [
     ("GaussianBlur", {"blur_limit": [3, 5]}),
     ("CoarseDropout", {"num_holes_range": [1, 1], "hole_height_range": [0.25, 0.5], "hole_width_range": [0.25, 0.5]}),
     ("Erasing", {"scale": [0.02, 0.33]}),
+    ("RandomGamma", {"gamma_limit": [80, 120]}),
+    ("Posterize", {"num_bits": [3, 6]}),
+    ("Equalize", {}),
+    ("AutoContrast", {}),
+    ("Sharpen", {}),
+    ("RandAugment", {"num_ops": 2, "magnitude": 9}),
 ]
+COLOUR_ONLY = ("ColorJitter", "ToGray", "RandAugment")  # RandAugment: so that its saturation op acts
 
 
 @pytest.mark.parametrize("name,params", OUTPUT_STATS, ids=[s[0] for s in OUTPUT_STATS])
 def test_outputs_change_as_often_and_as_much_as_albumentations(name, params, grey, colour):
     """p = 0.4 on 1,000 real images: the share of images changed, and how much each changes (mean absolute
     pixel difference), have albumentations' distributions."""
-    imgs = colour if name in ("ColorJitter", "ToGray") else grey
+    imgs = colour if name in COLOUR_ONLY else grey
     mine, _ = ours(name, params, imgs, p=0.4, seed=7)
     albu = albu_outputs(name, params, imgs, p=0.4, seed=7)
     change = lambda out: np.abs(out.astype(np.float32) - imgs).mean(axis=(1, 2, 3))  # noqa: E731
@@ -478,7 +513,8 @@ def test_outputs_change_as_often_and_as_much_as_albumentations(name, params, gre
 @pytest.mark.parametrize(
     "name,params,shape,expect",
     [
-        ("RandAugment", {"num_ops": 2}, (28, 28, 1), "no batched version of RandAugment"),
+        ("ElasticTransform", {}, (28, 28, 1), "no batched version of ElasticTransform"),
+        ("RandAugment", {"num_ops": 2}, (28, 28, 4), "RandAugment: ColorJitter: 4-channel images"),
         ("Affine", {"border_mode": 3}, (28, 28, 1), "border_mode=3 (wrap)"),
         ("Affine", {"interpolation": 2}, (28, 28, 1), "interpolation=2"),
         ("Affine", {"fit_output": True}, (28, 28, 1), "fit_output"),
@@ -488,7 +524,9 @@ def test_outputs_change_as_often_and_as_much_as_albumentations(name, params, gre
         ("CoarseDropout", {"fill": "inpaint_telea"}, (28, 28, 1), "inpaint_telea"),
         ("ToGray", {"method": "pca"}, (28, 28, 3), "method='pca'"),
         ("GaussianBlur", {"sigma_limit": [3, 4]}, (8, 8, 1), "too large"),
-        ("Sharpen", {}, (28, 28, 1), "no batched version of Sharpen"),
+        ("Sharpen", {"method": "gaussian"}, (28, 28, 1), "Sharpen: method='gaussian'"),
+        ("Equalize", {"by_channels": False}, (28, 28, 3), "by_channels=True"),
+        ("AutoContrast", {"cutoff": 2}, (28, 28, 1), "cutoff=0"),
     ],
 )
 def test_unsupported_steps_say_why(name, params, shape, expect):
@@ -498,10 +536,80 @@ def test_unsupported_steps_say_why(name, params, shape, expect):
         B.build_batch_pipeline([{"name": name, "p": 0.5, "params": params}], shape)
 
 
-def test_supports_every_builder_default_except_randaugment():
+def test_every_batched_op_declares_its_parity_and_has_parity_tests():
+    """A registry entry with a batched op says which parity it has, and this file tests it: output
+    statistics for all, same-params pixels for the statistical ones, pixel-exact draws for the others."""
+    with_op = {e.name: e for e in registry.ENTRIES if e.op is not None}
+    assert {e.parity for e in with_op.values()} <= {registry.PIXEL_EXACT, registry.STATISTICAL}
+    assert set(with_op) == {name for name, _ in OUTPUT_STATS} | {"NoOp"}  # NoOp: changes nothing, tested below
+    statistical = {n for n, e in with_op.items() if e.parity == registry.STATISTICAL}
+    assert statistical - {"RandAugment"} <= {s[0] for s in SAME_PARAMS}  # RandAugment: its parts are
+    exact_tested = {"HorizontalFlip", "VerticalFlip", "RandomRotate90", "PadRandomCrop", "NoOp"}
+    exact_tested |= {"ToGray", "Equalize", "AutoContrast"}  # no random params: SAME_PARAMS with tolerance 0
+    assert {n for n, e in with_op.items() if e.parity == registry.PIXEL_EXACT} == exact_tested
+
+
+def test_noop_changes_nothing(grey):
+    out, _ = ours("NoOp", {}, grey[:50])
+    assert np.array_equal(out, grey[:50]) and np.array_equal(out, albu_outputs("NoOp", {}, grey[:50]))
+
+
+def test_rand_augment_is_the_cpu_composites_op_set_picked_like_albumentations_someof(colour):
+    """Per image, num_ops picks among the composite's own ops, uniform with replacement, applied in index
+    order (SomeOf sorts its picks); images whose picks are all NoOp come out untouched."""
+    t = make_transform("RandAugment", {"num_ops": 2, "magnitude": 9}, 1.0)
+    op = B.build_op("RandAugment", {"num_ops": 2, "magnitude": 9}, 1.0, colour.shape[1:])
+    assert [type(o).__name__ for o in op.ops][:2] == ["NoOp", "AffineWarp"] and len(op.ops) == len(t.transforms)
+    assert [type(s).__name__ for s in t.transforms][-4:] == [type(o).__name__ for o in op.ops][-4:]
+    prm = op.sample(3000, torch.Generator().manual_seed(8), "cpu")
+    picks = prm["picks"].numpy()
+    assert picks.shape == (3000, 2) and (picks[:, 0] <= picks[:, 1]).all()
+    albu = np.sort(np.random.default_rng(8).choice(len(t.transforms), size=(3000, 2), replace=True), axis=1)
+    for col in (0, 1):  # the same law as SomeOf's own draw (numpy choice with replacement, sorted)
+        table = [np.bincount(picks[:, col], minlength=14), np.bincount(albu[:, col], minlength=14)]
+        assert stats.chi2_contingency(table).pvalue > 1e-3
+    imgs = np.ascontiguousarray(np.resize(colour, (3000, *colour.shape[1:])))  # ~15 images draw NoOp twice
+    out = op.apply(torch.from_numpy(imgs), prm).numpy()
+    untouched = (picks == 0).all(axis=1)
+    assert untouched.any() and np.array_equal(out[untouched], imgs[untouched])
+    assert (out[~untouched] != imgs[~untouched]).any(axis=(1, 2, 3)).mean() > 0.8
+
+
+def test_a_param_the_op_does_not_reproduce_sends_the_step_to_the_cpu_path():
+    for entry in registry.ENTRIES:
+        if entry.op is not None:
+            assert entry.name in B.why_not(entry.name, {"not_a_param_of_its_op": 1}, (28, 28, 1))
+    assert "eps" in B.why_not("RandomGamma", {"gamma_limit": [80, 120], "eps": 1e-7}, (28, 28, 1))
+
+
+def test_the_crop_size_rule_gives_a_crop_without_a_size_the_training_size(grey):
+    assert registry.with_output_size("RandomResizedCrop", {"scale": [0.5, 1]}, 28, 28)["size"] == [28, 28]
+    assert registry.with_output_size("CenterCrop", {}, 20, 24) == {"height": 20, "width": 24}
+    assert registry.with_output_size("RandomResizedCrop", {"size": [10, 10]}, 28, 28)["size"] == [10, 10]
+    assert registry.with_output_size("Affine", {}, 28, 28) == {}
+    for name in ("RandomResizedCrop", "RandomCrop", "CenterCrop", "Resize", "RandomSizedCrop"):
+        params = {"min_max_height": [10, 20]} if name == "RandomSizedCrop" else {}
+        pipeline = build_pipeline([{"name": name, "p": 1.0, "params": params}], 16)
+        assert apply_pipeline(pipeline, np.ascontiguousarray(grey[0, :20, :20])).shape == (16, 16, 1), name
+    assert B.build_op("RandomResizedCrop", {}, 1.0, grey.shape[1:]).h == 28
+
+
+def test_each_step_is_made_once_for_checks_and_once_per_pipeline_that_applies_it():
+    from engine.augment.pipeline import normalised_transform
+
+    params = {"rotate": [-7, 7], "translate_percent": [-0.05, 0.05]}
+    assert normalised_transform("Affine", params) is normalised_transform("Affine", dict(params))
+    assert B.build_op("Affine", params, 0.5, (28, 28, 1)).rotate == (-7.0, 7.0)
+    a, b = (build_pipeline([{"name": "Affine", "p": 1.0, "params": params}], 28) for _ in range(2))
+    assert a.transforms[0] is not b.transforms[0]  # each pipeline owns its transforms' random state
+    with pytest.raises(ValueError, match="rotatte"):
+        normalised_transform("Affine", {"rotatte": 5})
+
+
+def test_supports_every_builder_default():
     from engine.augment import BUILDER_DEFAULTS
 
-    assert {n for n, prm in BUILDER_DEFAULTS.items() if not B.supports(n, prm)} == {"RandAugment"}
+    assert {n for n, prm in BUILDER_DEFAULTS.items() if not B.supports(n, prm)} == set()
 
 
 # ------------------------------------------------------------------------------ preview for the browser
@@ -521,15 +629,15 @@ def test_preview_is_the_fast_path_output_seeded_and_refuses_what_it_cannot_run(g
     assert np.array_equal(a, direct.numpy())
     only_flip = B.preview([AugmentStep(name="HorizontalFlip", p=1.0)], grey[:16, :, :, 0], seed=0)  # (N, H, W) grey
     assert np.array_equal(only_flip, albu_outputs("HorizontalFlip", {}, grey[:16], p=1.0))
-    with pytest.raises(B.Unsupported, match="RandAugment"):
-        B.preview([{"name": "RandAugment", "p": 1.0, "params": {}}], imgs, seed=0)
+    with pytest.raises(B.Unsupported, match="ElasticTransform"):
+        B.preview([{"name": "ElasticTransform", "p": 1.0, "params": {}}], imgs, seed=0)
 
 
 # ------------------------------------------------------------------------------ GPU
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_on_cuda_every_op_runs_without_a_host_sync_and_matches_cpu_statistics(grey, colour):
     for name, params in OUTPUT_STATS:
-        imgs = colour if name in ("ColorJitter", "ToGray") else grey
+        imgs = colour if name in COLOUR_ONLY else grey
         op = B.build_op(name, params, 0.5, imgs.shape[1:])
         x = torch.from_numpy(imgs).cuda()
         gen = torch.Generator(device="cuda").manual_seed(0)

@@ -238,7 +238,7 @@ def test_cli_validate_and_train_exit_2_with_messages_on_any_file(url, tmp_path_f
 
 
 def test_fuzz_tally(url):
-    """The figures for the issue's closing note (run after the fuzz tests in this module)."""
+    """How many fuzzed configs were tried and refused, printed (run after the fuzz tests in this module)."""
     if TALLY["tried"]:
         print(
             f"\nconfig fuzz: launch_run {TALLY['tried']} tried, {TALLY['refused_cleanly']} refused cleanly, "

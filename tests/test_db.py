@@ -2,11 +2,13 @@
 
 import sqlite3
 
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from db import queries, store
-from db.models import COMPLETED, RUNNING
-from db.session import get_engine
+from db.models import Checkpoint, ConfusionMatrix, Evaluation, LatestMetric, Metric, RunStatus, TTAResult
+from db.session import get_engine, read
 from tests.conftest import tiny_config
 
 
@@ -42,10 +44,10 @@ def test_run_metrics_confusion_checkpoint_round_trip(db_url):
             {"val": [[epoch, 1], [0, 2]]},
         )
     store.add_checkpoint(db_url, run_id, 2, "best", "/x/best.pt", "val_acc", 0.8)
-    store.mark_ended(db_url, run_id, COMPLETED)
+    store.mark_ended(db_url, run_id, RunStatus.COMPLETED)
 
     run = queries.get_run(db_url, run_id)
-    assert run["status"] == COMPLETED and run["config"] == cfg and run["epochs_done"] == 3
+    assert run["status"] == RunStatus.COMPLETED and run["config"] == cfg and run["epochs_done"] == 3
     hist = queries.metric_history(db_url, [run_id], ["acc"])
     assert hist["value"].tolist() == [0.5, 0.8, 0.7]
     table = queries.list_runs(db_url).set_index("id")
@@ -56,7 +58,71 @@ def test_run_metrics_confusion_checkpoint_round_trip(db_url):
 
 
 def test_rewriting_an_epoch_replaces_its_rows(db_url):
-    run_id = store.create_run(db_url, tiny_config(), status=RUNNING)
+    run_id = store.create_run(db_url, tiny_config(), status=RunStatus.RUNNING)
     store.add_epoch(db_url, run_id, 1, {("val", "acc"): 0.1})
     store.add_epoch(db_url, run_id, 1, {("val", "acc"): 0.2})
     assert queries.metric_history(db_url, [run_id])["value"].tolist() == [0.2]
+
+
+def test_an_unknown_run_status_is_refused_by_the_database(db_url):
+    run_id = store.create_run(db_url, tiny_config())
+    with pytest.raises(IntegrityError, match="ck_runs_status|CHECK constraint"):
+        store.update_run(db_url, run_id, status="finished")
+    with pytest.raises(IntegrityError):
+        store.create_run(db_url, tiny_config(), status="paused")
+    with get_engine(db_url).connect() as conn, pytest.raises(IntegrityError):  # not even by hand
+        conn.execute(text("UPDATE runs SET status = 'done' WHERE id = :id"), {"id": run_id})
+    assert queries.get_run(db_url, run_id)["status"] == RunStatus.QUEUED
+    for status in RunStatus:  # and every known one is accepted
+        store.update_run(db_url, run_id, status=status)
+        assert queries.get_run(db_url, run_id)["status"] == status
+
+
+def test_deleting_a_run_deletes_its_rows_through_the_foreign_keys(db_url):
+    with get_engine(db_url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    run_id = store.create_run(db_url, tiny_config(), status=RunStatus.RUNNING)
+    child = store.create_run(db_url, tiny_config(), parent_run_id=run_id)
+    store.add_epoch(db_url, run_id, 1, {("val", "acc"): 0.5}, {"val": [[1, 0], [0, 1]]})
+    store.add_checkpoint(db_url, run_id, 1, "last", "/x/last.pt")
+    per_class = {"f1": [1.0, 1.0]}
+    store.add_evaluation(db_url, run_id, "test", 1, "final", 1.0, 0.1, per_class, [[1, 0], [0, 1]], None)
+    store.add_tta(db_url, run_id, "test", "final", {"none": {"accuracy": 1.0, "per_class": per_class}})
+    tables = (Metric, LatestMetric, ConfusionMatrix, Checkpoint, Evaluation, TTAResult)
+
+    def rows():
+        return read(db_url, lambda s: {t.__tablename__: s.query(t).filter(t.run_id == run_id).count() for t in tables})
+
+    assert all(rows().values())
+    store.delete_run(db_url, run_id)  # a running run is not deleted
+    assert queries.get_run(db_url, run_id) is not None and all(rows().values())
+    store.mark_ended(db_url, run_id, RunStatus.COMPLETED)
+    store.delete_run(db_url, run_id)
+    assert queries.get_run(db_url, run_id) is None
+    assert rows() == {t.__tablename__: 0 for t in tables}
+    assert queries.get_run(db_url, child)["parent_run_id"] is None  # the fine-tuned run stays, unlinked
+
+
+def test_upgrading_a_database_with_runs_keeps_every_row(tmp_path):
+    """Adding the status CHECK rebuilds the runs table on SQLite: its metric rows must survive it."""
+    from alembic import command
+
+    from db.session import alembic_config, init_db
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with get_engine(url).begin() as conn:
+        command.upgrade(alembic_config(url, conn), "0001")
+    con = sqlite3.connect(tmp_path / "old.db")
+    con.execute(
+        "INSERT INTO runs (id, name, config, status, dataset, model, tags, notes, backend, created_at, "
+        "stop_requested, resume_requested, epochs_planned, epochs_done) "
+        "VALUES (1, 'old', '{}', 'completed', 'digits', 'custom:small_cnn', '[]', '', 'local', '2026-01-01', 0, 0, 1, 1)"
+    )
+    con.execute("INSERT INTO metrics (run_id, epoch, split, name, value) VALUES (1, 1, 'val', 'acc', 0.5)")
+    con.commit()
+    con.close()
+    init_db(url)
+    assert queries.get_run(url, 1)["status"] == RunStatus.COMPLETED
+    assert queries.metric_history(url, [1])["value"].tolist() == [0.5]
+    with pytest.raises(IntegrityError):
+        store.update_run(url, 1, status="finished")

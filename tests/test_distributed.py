@@ -6,7 +6,7 @@ import time
 
 from control.launcher import launch_run
 from db import queries
-from db.models import COMPLETED
+from db.models import RunStatus
 from tests.conftest import tiny_config
 
 
@@ -27,7 +27,7 @@ def test_two_process_ddp_matches_single_process_and_writes_one_set_of_rows(db_ur
     ddp = launch_run(db_url, tiny_config(**base, **{"train.devices": 2}))
     runs = {rid: wait_done(db_url, rid) for rid in (single, ddp)}
     for rid, run in runs.items():
-        assert run["status"] == COMPLETED, (rid, run["error"], open(run["log_path"]).read()[-2000:])
+        assert run["status"] == RunStatus.COMPLETED, (rid, run["error"], open(run["log_path"]).read()[-2000:])
     assert "DistributedDataParallel over 2 processes" in open(runs[ddp]["log_path"]).read()
     assert "DistributedDataParallel" not in open(runs[single]["log_path"]).read()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from control.preflight import resolve_dataset
 from db import queries, store
-from db.models import COMPLETED
+from db.models import RunStatus
 from db.sink import DBSink
 from engine.config import parse_config
 from engine.training.loop import train
@@ -18,10 +18,10 @@ def test_small_cnn_reaches_90_percent_on_digits_and_every_epoch_is_stored(db_url
     run_id = store.create_run(db_url, cfg.model_dump(mode="json"))
     result = train(cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", DBSink(db_url, run_id))
 
-    assert result.status == COMPLETED
+    assert result.status == RunStatus.COMPLETED
     assert result.test_accuracy >= 0.90
     run = queries.get_run(db_url, run_id)
-    assert run["status"] == COMPLETED and run["epochs_done"] == 4
+    assert run["status"] == RunStatus.COMPLETED and run["epochs_done"] == 4
     hist = queries.metric_history(db_url, [run_id])
     for split, name in [
         ("train", "loss"),
@@ -58,7 +58,7 @@ def test_cli_trains_from_a_yaml_file_without_the_dashboard(db_url, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run_id = int(proc.stdout.split()[1])
     run = queries.get_run(db_url, run_id)
-    assert run["status"] == COMPLETED and run["epochs_done"] == 2
+    assert run["status"] == RunStatus.COMPLETED and run["epochs_done"] == 2
     assert run["config"] == cfg.model_dump(mode="json")
 
 

@@ -11,12 +11,13 @@ import torch
 
 from control.preflight import resolve_dataset
 from db import queries, store
-from db.models import COMPLETED
+from db.models import RunStatus
 from db.sink import DBSink
 from engine.config import parse_config
 from engine.data import BUILTIN_SPECS, FASHION_MNIST_DIR, DatasetSpec, load_arrays, make_splits
 from engine.sinks import ConsoleSink, EventSink, MultiSink
 from engine.training import fastpath
+from engine.training.hooks import FaultInjection
 from engine.training.loop import train
 from tests.conftest import tiny_config
 
@@ -50,7 +51,7 @@ def test_the_fast_path_runs_and_the_db_row_and_the_log_say_so(db_url, tmp_path):
     result = train(
         cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log))
     )
-    assert result.status == COMPLETED
+    assert result.status == RunStatus.COMPLETED
     data_path = queries.get_run(db_url, run_id)["data_path"]
     assert (
         data_path.startswith("fast: CPU-resident uint8 tensors (1295 images")
@@ -66,10 +67,10 @@ def test_the_fast_path_runs_and_the_db_row_and_the_log_say_so(db_url, tmp_path):
             {
                 "train": [
                     {"name": "HorizontalFlip", "p": 0.5},
-                    {"name": "RandAugment", "p": 1.0, "params": {"num_ops": 2}},
+                    {"name": "ElasticTransform", "p": 1.0, "params": {}},
                 ]
             },
-            "cpu: no batched version of RandAugment",
+            "cpu: no batched version of ElasticTransform",
         ),
         (
             {"train": [{"name": "Affine", "p": 0.5, "params": {"rotate": [-10, 10], "border_mode": 3}}]},
@@ -88,7 +89,7 @@ def test_a_step_without_a_batched_version_falls_back_to_the_cpu_path_and_says_wh
     result = train(
         cfg, resolve_dataset(db_url, "digits"), tmp_path / "run", MultiSink(DBSink(db_url, run_id), ConsoleSink(log))
     )
-    assert result.status == COMPLETED
+    assert result.status == RunStatus.COMPLETED
     assert queries.get_run(db_url, run_id)["data_path"] == reason
     assert f"data path: {reason}" in log.getvalue()
 
@@ -99,6 +100,16 @@ def test_the_description_fits_the_db_column_however_long_the_pipeline():
     cfg = parse_config({**cfg.model_dump(mode="json"), "augment": {"train": steps}})
     text = fastpath.plan(cfg, splits, torch.device("cpu")).describe()
     assert text.startswith("fast:") and len(text) <= fastpath.DATA_PATH_MAX_CHARS
+
+
+def test_rand_augment_runs_on_the_fast_path_as_one_batched_step():
+    cfg, splits = digits_splits()
+    steps = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandAugment", "p": 1.0, "params": {"num_ops": 2}}]
+    cfg = parse_config({**cfg.model_dump(mode="json"), "augment": {"train": steps}})
+    plan = fastpath.plan(cfg, splits, torch.device("cpu"))
+    assert plan.usable and plan.describe().endswith("batched: HorizontalFlip, RandAugment")
+    xb, _ = next(plan.batches(1, seed=0))
+    assert xb.shape == (cfg.train.batch_size, *splits.train_x.shape[1:]) and xb.dtype == torch.uint8
 
 
 # ------------------------------------------------------------------------------ the batches
@@ -161,7 +172,7 @@ def test_on_cuda_an_epoch_of_batches_is_queued_without_a_host_sync():
 def test_a_non_finite_loss_still_stops_the_run_at_the_step_it_happened(tmp_path):
     cfg = parse_config(tiny_config(**{"train.epochs": 2, "augment.train": FLIP_AND_AFFINE}))
     rec = Recorder()
-    result = train(cfg, BUILTIN_SPECS["digits"], tmp_path / "run", rec, _fault={"nan_at_step": 3})
+    result = train(cfg, BUILTIN_SPECS["digits"], tmp_path / "run", rec, hooks=FaultInjection(nan_at_step=3))
     assert result.status == "failed"
     status, info = rec.statuses[-1]
     assert status == "failed" and info["error"].startswith("loss became nan at epoch 1, step 4")
@@ -173,7 +184,7 @@ def _accuracy(cfg_dict, spec, tmp_path, fast_path):
     cfg = parse_config({**cfg_dict, "augment": {**cfg_dict.get("augment", {}), "fast_path": fast_path}})
     rec = Recorder()
     result = train(cfg, spec, tmp_path / fast_path, rec)
-    assert result.status == COMPLETED
+    assert result.status == RunStatus.COMPLETED
     assert rec.statuses[0][1]["data_path"].startswith("fast:" if fast_path == "auto" else "cpu:")
     return result.test_accuracy
 

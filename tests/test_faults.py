@@ -15,7 +15,7 @@ import torch
 
 from control.launcher import LaunchRefused, launch_run, pid_alive, refresh_lost, resume_run, start_queued
 from db import queries, store
-from db.models import COMPLETED, FAILED, LOST
+from db.models import RunStatus
 from engine.training import checkpoint as ckpt
 from tests.conftest import tiny_config
 from tests.lifecycle_support import (
@@ -52,7 +52,7 @@ def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_comple
 
     assert refresh_lost(db_url) == [run_id]  # one look is enough: the process is gone, no need to wait for staleness
     row = run(db_url, run_id)
-    assert row["status"] == LOST and row["error"] == "the engine process is gone"
+    assert row["status"] == RunStatus.LOST and row["error"] == "the engine process is gone"
     done = row["epochs_done"]
     assert 2 <= done < 4
     after = metric_rows(db_url, run_id, with_timing=True)
@@ -62,7 +62,7 @@ def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_comple
     monkeypatch.delenv("LAB_FAULT")
     resume_run(db_url, run_id)
     row = wait_final(db_url, run_id)
-    assert row["status"] == COMPLETED, (row["error"], row["traceback"])
+    assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
     assert row["epochs_done"] == 4  # the planned number of epochs
     final = metric_rows(db_url, run_id, with_timing=True)
     assert len(final) == 4 * METRICS_PER_EPOCH
@@ -113,7 +113,7 @@ print(json.dumps({{"reads": reads, "writes": writes, "errors": errors}}), flush=
     report = json.loads(out.strip().splitlines()[-1])
     assert report["errors"] == 0, out + err
     assert report["reads"] > 0
-    assert [r["status"] for r in rows] == [COMPLETED] * 4, [(r["status"], r["error"]) for r in rows]
+    assert [r["status"] for r in rows] == [RunStatus.COMPLETED] * 4, [(r["status"], r["error"]) for r in rows]
 
     expected = 4 * epochs * METRICS_PER_EPOCH
     found = len(queries.metric_history(db_url, ids))
@@ -150,7 +150,7 @@ def _fail_after_epoch_3(db_url, monkeypatch) -> int:
 def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back_on_resume(db_url, monkeypatch):
     run_id = _fail_after_epoch_3(db_url, monkeypatch)
     row = run(db_url, run_id)
-    assert row["status"] == FAILED and row["error"] == "RuntimeError: injected crash after epoch 3"
+    assert row["status"] == RunStatus.FAILED and row["error"] == "RuntimeError: injected crash after epoch 3"
     assert "Traceback" in row["traceback"] and "injected crash" in row["traceback"]
     assert row["epochs_done"] == 3
     original = metric_rows(db_url, run_id)
@@ -162,7 +162,7 @@ def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back
         newest.write_bytes(data[: len(data) // 2])
     resume_run(db_url, run_id)
     row = wait_final(db_url, run_id)
-    assert row["status"] == COMPLETED, (row["error"], row["traceback"])
+    assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
     log = log_text(db_url, run_id)
     assert "checkpoint last.pt is unreadable" in log and "checkpoint epoch_0003.pt is unreadable" in log
     assert "resuming after epoch 2" in log
@@ -180,7 +180,7 @@ def test_nan_loss_fails_at_once_with_that_reason(db_url, monkeypatch):
         db_url, quick_config(db_url, **{"train.epochs": 5, "train.max_steps_per_epoch": steps, "eval.tta": ["none"]})
     )
     row = wait_final(db_url, run_id)
-    assert row["status"] == FAILED
+    assert row["status"] == RunStatus.FAILED
     assert row["error"].startswith("loss became nan at epoch 3, step 2")
     assert "TrainingFailed" in row["traceback"]
     assert row["epochs_done"] == 2
@@ -221,7 +221,7 @@ def test_dataset_faults_fail_the_run_cleanly_and_are_refused_before_the_next_lau
         message = f"DatasetError: unreadable image {folder / '3' / '2.png'}"
     assert start_queued(db_url) == [run_id]
     row = wait_final(db_url, run_id)
-    assert row["status"] == FAILED
+    assert row["status"] == RunStatus.FAILED
     assert row["error"].startswith(message), row["error"]
     assert "Traceback" in row["traceback"] and "DatasetError" in row["traceback"]
     assert len(row["error"]) < 600 and "\n" not in row["error"]  # short, for the runs table

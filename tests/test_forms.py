@@ -122,11 +122,133 @@ def test_every_config_field_has_exactly_one_widget():
             assert s.step and s.step > 0, s
             # bounds a browser's number input can hold (Streamlit refuses the widget otherwise)
             assert all(b is None or abs(b) <= 2**53 - 1 for b in (s.min, s.max)), s
-    # ranges come from the schema: the widget cannot even offer an out-of-range value
+    # ranges come from the schema: the form refuses a value outside them (test below)
     by_path = {s.path: s for s in specs}
     assert (by_path["train.epochs"].min, by_path["train.epochs"].max) == (1, 10000)
     assert by_path["data.channels"].options == ("auto", 1, 3)
     assert by_path["data.image_size"].optional and by_path["data.image_size"].kind == "int"
+
+
+def test_the_builder_metadata_lives_on_the_schema():
+    import engine.config as config_module
+
+    for gone in ("LABELS", "HELP", "ADVANCED", "STEPS", "_RELEVANT", "_FIELD_IN_MESSAGE", "error_field"):
+        assert not hasattr(forms, gone), gone
+    specs = {s.path: s for s in forms.field_specs()}
+    # every field of the config declares its label (none falls back to its humanised name)
+    for path, spec in specs.items():
+        info = _field_info(config_module.ExperimentConfig, path)
+        assert spec.label == info.json_schema_extra["ui"]["label"], path
+    lr, kfold, milestones = specs["optim.lr"], specs["data.kfold"], specs["schedule.milestones"]
+    assert (lr.label, lr.step, lr.advanced) == ("Learning rate", 1e-4, False)
+    assert kfold.advanced and kfold.help == "K-fold cross-validation: K folds of train+val"  # the description
+    assert milestones.help.startswith("comma-separated") and milestones.show_if == {"schedule.name": "multistep"}
+    assert (specs["model.name"].kind, specs["data.dataset"].kind) == ("model_name", "dataset")
+    # a show-if names real fields, and only tests the form knows
+    for spec in specs.values():
+        conditions = spec.show_if if isinstance(spec.show_if, list) else [spec.show_if or {}]
+        for condition in conditions:
+            assert set(condition) <= set(specs), (spec.path, condition)
+        forms.is_relevant(spec, forms.default_config())  # raises on an unknown test
+
+
+def _field_info(model, path: str):
+    head, _, rest = path.partition(".")
+    info = model.model_fields[head]
+    return _field_info(info.annotation, rest) if rest else info
+
+
+def test_exclusive_limits_give_bounds_strictly_inside():
+    specs = {s.path: s for s in forms.field_specs()}
+    dropout, lr, eps, decay = (
+        specs["model.dropout"],
+        specs["optim.lr"],
+        specs["optim.eps"],
+        specs["regularize.ema.decay"],
+    )
+    assert dropout.min == 0.0 and 0.999999 < dropout.max < 1.0  # lt=1.0 never offers 1.0
+    assert 0.0 < lr.min < 1e-300 and lr.max == 10.0  # gt=0 never offers 0
+    assert 0.0 < eps.min and 0.0 < decay.min and decay.max < 1.0
+    assert specs["model.head.dropout"].range_text == "≥ 0 and < 1" and lr.range_text == "> 0 and ≤ 10"
+    for spec, refused, kept in [(dropout, 1.0, dropout.max), (lr, 0.0, lr.min), (decay, 1.0, 0.9999)]:
+        assert forms.out_of_range(spec, refused) and forms.out_of_range(spec, kept) is None
+        config = forms.default_config()
+        forms.set_path(config, spec.path, kept)
+        parse_config(config)  # the bound itself is a value the schema accepts
+    assert forms.out_of_range(specs["train.epochs"], 0) == "0 is out of range: must be ≥ 1 and ≤ 10000"
+
+
+def test_a_number_out_of_range_is_reported_and_kept_as_typed():
+    state = forms.config_to_state({})
+    state[K + "optim.lr"] = -0.01
+    state[K + "model.dropout"] = 1.0
+    forms.add_step(state, "Rotate", BUILDER_DEFAULTS)
+    state[f"aug:{state[forms.STEPS_KEY][0]['uid']}:p"] = 1.5
+    config, errors = forms.state_to_config(state, forms.default_config())
+    fields = dict(errors)
+    assert set(fields) == {"optim.lr", "model.dropout", "augment.train.0"}
+    assert fields["optim.lr"] == "-0.01 is out of range: must be > 0 and ≤ 10"
+    assert "1.5" in fields["augment.train.0"]
+    # the config holds what was typed, never the earlier (valid) value
+    assert config["optim"]["lr"] == -0.01 and config["model"]["dropout"] == 1.0
+    assert config["augment"]["train"][0]["p"] == 1.5
+    assert forms.config_yaml(config) is None
+
+
+@pytest.mark.parametrize(
+    "overrides, shown, hidden",
+    [
+        ({}, {"model.dropout"}, {"model.small_stem", "model.widths", "model.shakedrop", "data.fold"}),
+        (
+            {"model": {"name": "resnet"}},
+            {"model.small_stem", "model.widths", "model.depths", "model.se", "model.shakedrop", "model.drop_path"},
+            {"model.stride1_stages", "model.pretrained"},
+        ),
+        (
+            {"model": {"source": "timm", "name": "resnet18", "small_stem": True, "pretrained": True}},
+            {"model.stride1_stages", "model.pretrained", "model.weights_path"},
+            {"model.widths", "model.se"},
+        ),
+        (
+            {"augment": {"mixup": {"mixup_alpha": 0.2}}, "data": {"kfold": 5}},
+            {"augment.mixup.prob", "augment.mixup.stop_epoch", "data.fold"},
+            {"augment.mixup.switch_prob"},
+        ),
+        (
+            {"optim": {"name": "sgd"}, "eval": {"tta": ["none", "random_vote"]}, "train": {"device": "cpu"}},
+            {"optim.momentum", "optim.nesterov", "eval.tta_passes"},
+            {"optim.betas", "optim.eps", "optim.switch_to_sgd_epoch", "optim.sgd_lr", "train.amp"},
+        ),
+        (
+            {"optim": {"switch_to_sgd_epoch": 3}, "train": {"init_from_run": 1}, "model": {"freeze": {"epochs": 1}}},
+            {"optim.sgd_lr", "optim.betas", "train.init_checkpoint", "model.freeze.unfreeze_last", "train.amp"},
+            {"optim.momentum", "loss.poly_epsilon", "loss.focal_gamma"},
+        ),
+    ],
+)
+def test_fields_are_shown_when_their_show_if_holds(overrides, shown, hidden):
+    config = forms.merge(forms.default_config(), overrides)
+    relevant = {s.path for s in forms.field_specs() if forms.is_relevant(s, config)}
+    assert shown <= relevant and not hidden & relevant, (shown - relevant, hidden & relevant)
+
+
+def test_a_new_loss_reaches_the_builder_from_the_schema_alone():
+    """Poly-1 was added in engine/config.py and engine/training/losses.py only."""
+    specs = {s.path: s for s in forms.field_specs()}
+    assert "poly1" in specs["loss.name"].options
+    poly = specs["loss.poly_epsilon"]
+    assert (poly.label, poly.kind, poly.default, poly.show_if) == (
+        "Poly-1 epsilon",
+        "float",
+        1.0,
+        {"loss.name": "poly1"},
+    )
+    assert not forms.is_relevant(poly, forms.default_config())
+    state = forms.config_to_state({"loss": {"name": "poly1"}})
+    state[poly.key] = 0.5
+    config, errors = forms.state_to_config(state)
+    assert errors == [] and forms.is_relevant(poly, config)
+    assert parse_config(config).loss.poly_epsilon == 0.5
 
 
 @pytest.mark.parametrize("config", [{}, rich_config()], ids=["defaults", "rich"])
@@ -226,11 +348,11 @@ def test_validation_errors_land_on_their_fields():
     by_field, rest = forms.split_errors(errors, {"optim.lr", "schedule.milestones", "augment.train.0", "train.epochs"})
     assert set(by_field) == {"optim.lr", "augment.train.0"}  # schema errors first; cross-field after them
     assert rest == []
-    # the cross-field rule is reported on the whole config and belongs to the field it names
+    # the cross-field rule is located on the field it is about by the schema itself
     config["optim"]["lr"] = 0.01
     config["augment"]["train"] = []
     cfg, errors = validate_all(config, None)
-    assert forms.normalise_errors(errors) == [("schedule.milestones", "9 is beyond the last epoch (5)")]
+    assert errors == [("schedule.milestones", "9 is beyond the last epoch (5)")]
     assert forms.errors_by_section(errors) == {"schedule": [("schedule.milestones", "9 is beyond the last epoch (5)")]}
     assert forms.summary_lines(errors) == ["**LR schedule › Milestones [epochs]**: 9 is beyond the last epoch (5)"]
 
@@ -245,17 +367,22 @@ def test_preflight_errors_land_on_their_fields():
     assert forms.errors_by_section(errors).keys() == {"train"}
 
 
-def test_error_field_parsing():
-    assert forms.error_field("(root)", "model.pretrained: custom models have no pretrained weights") == (
-        "model.pretrained",
-        "custom models have no pretrained weights",
-    )
-    assert forms.error_field("(root)", "optim.switch_to_sgd_epoch must be before the last epoch") == (
-        "optim.switch_to_sgd_epoch",
-        "must be before the last epoch",
-    )
-    assert forms.error_field("data", "fold must be < kfold (3)") == ("data", "fold must be < kfold (3)")
-    assert forms.error_field("(root)", "the config must be a mapping") == ("(root)", "the config must be a mapping")
+def test_errors_are_grouped_by_the_section_of_their_field():
+    errors = [
+        ("model.pretrained", "custom models have no pretrained weights"),
+        ("data.fold", "must be < kfold (3)"),
+        ("(root)", "the config must be a mapping"),
+    ]
+    assert forms.errors_by_section(errors) == {
+        "model": [errors[0]],
+        "data": [errors[1]],
+        "general": [errors[2]],
+    }
+    assert forms.summary_lines(errors[:2]) == [
+        "**Model › Pretrained weights**: custom models have no pretrained weights",
+        "**Data › Validation fold**: must be < kfold (3)",
+    ]
+    assert forms.without_fields(errors, {"data.fold"}) == [errors[0], errors[2]]
     assert forms.section_of("(root)") == "general" and forms.section_of("regularize.ema.decay") == "regularize"
 
 

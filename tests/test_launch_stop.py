@@ -4,7 +4,7 @@ import pytest
 
 from control.launcher import LaunchRefused, launch_run, pid_alive, stop_run
 from db import queries
-from db.models import RUNNING, STOPPED
+from db.models import RunStatus
 from tests.conftest import tiny_config, wait_for
 
 
@@ -12,15 +12,15 @@ def test_launch_starts_a_subprocess_whose_metrics_appear_and_stop_ends_it(db_url
     # Slow each step down so the run is still going when we stop it.
     monkeypatch.setenv("LAB_FAULT", '{"sleep_per_step": 0.2}')
     run_id = launch_run(db_url, tiny_config(**{"train.epochs": 50}))
-    wait_for(lambda: queries.get_run(db_url, run_id)["status"] == RUNNING, what="running")
+    wait_for(lambda: queries.get_run(db_url, run_id)["status"] == RunStatus.RUNNING, what="running")
     pid = queries.get_run(db_url, run_id)["pid"]
     assert pid and pid_alive(pid)
     wait_for(lambda: len(queries.metric_history(db_url, [run_id])) > 0, what="first epoch rows")
 
     status = stop_run(db_url, run_id, timeout_s=60)
-    assert status == STOPPED
+    assert status == RunStatus.STOPPED
     run = queries.get_run(db_url, run_id)
-    assert run["status"] == STOPPED and not pid_alive(pid)
+    assert run["status"] == RunStatus.STOPPED and not pid_alive(pid)
     done = run["epochs_done"]
     assert 1 <= done < 50
     assert queries.metric_history(db_url, [run_id], ["acc"]).query("split == 'val'")["epoch"].tolist() == list(

@@ -14,7 +14,7 @@ import pytest
 
 from control.launcher import launch_run, pid_alive, refresh_lost, resume_run, stop_run
 from db import queries, store
-from db.models import COMPLETED, LOST, QUEUED, RUNNING, STOPPED
+from db.models import RunStatus
 from tests.lifecycle_support import (
     kill_engines,
     log_text,
@@ -45,7 +45,7 @@ class RunningSampler:
 
     def _loop(self):
         while not self._stop.is_set():
-            self.max_running = max(self.max_running, queries.count_runs(self.url, RUNNING))
+            self.max_running = max(self.max_running, queries.count_runs(self.url, RunStatus.RUNNING))
             time.sleep(0.05)
 
     def __enter__(self):
@@ -72,7 +72,7 @@ time.sleep(600)
         ids = json.loads(dashboard.stdout.readline())
         assert len(ids) == 3, dashboard.stderr.read()
         statuses = [run(db_url, i)["status"] for i in ids]
-        assert statuses.count(QUEUED) >= 1  # with one slot, at least the last launch had to wait
+        assert statuses.count(RunStatus.QUEUED) >= 1  # with one slot, at least the last launch had to wait
         dashboard.kill()  # kill -9 the dashboard: the runs must not depend on it
         dashboard.wait()
     finally:
@@ -80,7 +80,7 @@ time.sleep(600)
             dashboard.kill()
     with RunningSampler(db_url) as sampler:
         rows = [wait_final(db_url, i) for i in ids]
-    assert [r["status"] for r in rows] == [COMPLETED] * 3, [(r["status"], r["error"]) for r in rows]
+    assert [r["status"] for r in rows] == [RunStatus.COMPLETED] * 3, [(r["status"], r["error"]) for r in rows]
     assert sampler.max_running <= 1
     # in order, one at a time: each run started after the previous one had ended
     for before, after in zip(rows, rows[1:]):
@@ -102,7 +102,7 @@ print(",".join(queries.list_runs({db_url!r}).sort_values("id")["status"]))
 def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch, tmp_path):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
     ids = [launch_run(db_url, quick_config(db_url, **QUICK, name=f"r{i}"), start=False) for i in range(3)]
-    assert [run(db_url, i)["status"] for i in ids] == [QUEUED] * 3
+    assert [run(db_url, i)["status"] for i in ids] == [RunStatus.QUEUED] * 3
     # Four launchers (dashboards, CLIs, finishing engines) call start_queued at the same instant:
     # each imports everything, says it is ready, then spins until the go file appears.
     go = tmp_path / "go"
@@ -127,9 +127,9 @@ time.sleep(600)  # stay alive: only the engines should matter from here on
     assert None not in started, [p.stderr.read() for p in racers]
     claimed = sorted(i for s in started for i in s)
     assert claimed == ids[:2]  # exactly the two free slots, the two oldest runs, each claimed once
-    assert [run(db_url, i)["status"] for i in ids] == [RUNNING, RUNNING, QUEUED]
+    assert [run(db_url, i)["status"] for i in ids] == [RunStatus.RUNNING, RunStatus.RUNNING, RunStatus.QUEUED]
     # (the queue test above shows finishing engines draining the rest; here, stop: queued first)
-    assert [stop_run(db_url, i, timeout_s=60) for i in reversed(ids)] == [STOPPED] * 3
+    assert [stop_run(db_url, i, timeout_s=60) for i in reversed(ids)] == [RunStatus.STOPPED] * 3
 
 
 def repro_config(url):
@@ -156,11 +156,11 @@ def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(
     straight = launch_run(db_url, repro_config(db_url), name="uninterrupted")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))  # slow enough to stop mid-run
     stopped = launch_run(db_url, repro_config(db_url), name="stopped and resumed")
-    assert wait_final(db_url, straight)["status"] == COMPLETED
+    assert wait_final(db_url, straight)["status"] == RunStatus.COMPLETED
     expected = metric_rows(db_url, straight)
     wait_for(lambda: run(db_url, stopped)["epochs_done"] >= 2, what="two finished epochs")
     pid = run(db_url, stopped)["pid"]
-    assert stop_run(db_url, stopped, timeout_s=120) == STOPPED
+    assert stop_run(db_url, stopped, timeout_s=120) == RunStatus.STOPPED
     row = run(db_url, stopped)
     assert row["error"] is None  # the engine stopped itself after its current step: no SIGKILL needed
     assert not pid_alive(pid)
@@ -173,7 +173,7 @@ def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(
     monkeypatch.delenv("LAB_FAULT")
     resume_run(db_url, stopped)
     row = wait_final(db_url, stopped)
-    assert row["status"] == COMPLETED, (row["error"], row["traceback"])
+    assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
     assert row["epochs_done"] == 4
     assert f"resuming after epoch {done}" in log_text(db_url, stopped)
     assert metric_rows(db_url, stopped) == expected  # same run id, same numbers as if never interrupted
@@ -201,7 +201,7 @@ def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch
     try:
         wait_for(lambda: run_id in refresh_lost(db_url), timeout=60, what="the frozen run to become lost", every=0.5)
         row = run(db_url, run_id)
-        assert row["status"] == LOST and "no heartbeat" in row["error"]
+        assert row["status"] == RunStatus.LOST and "no heartbeat" in row["error"]
         assert pid_alive(pid)
         done = row["epochs_done"]
         monkeypatch.delenv("LAB_FAULT")
@@ -211,7 +211,7 @@ def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch
         if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
     row = wait_final(db_url, run_id)
-    assert row["status"] == COMPLETED, (row["error"], row["traceback"])
+    assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
     assert row["epochs_done"] == 3 and row["pid"] != pid
     assert {k[0] for k in metric_rows(db_url, run_id)} == {1, 2, 3}
     assert f"resuming after epoch {done}" in log_text(db_url, run_id)
@@ -219,21 +219,21 @@ def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch
 
 def test_stop_while_queued_or_starting_and_what_can_be_resumed(db_url):
     run_id = launch_run(db_url, quick_config(db_url, **QUICK), start=False)
-    assert stop_run(db_url, run_id) == STOPPED
+    assert stop_run(db_url, run_id) == RunStatus.STOPPED
     row = run(db_url, run_id)
-    assert row["status"] == STOPPED and row["error"] == "stopped before it started" and row["pid"] is None
+    assert row["status"] == RunStatus.STOPPED and row["error"] == "stopped before it started" and row["pid"] is None
     resume_run(db_url, run_id)  # a stopped run can be resumed (here: from the start, it has no checkpoint)
     row = run(db_url, run_id)
-    assert row["status"] == RUNNING and row["error"] is None
+    assert row["status"] == RunStatus.RUNNING and row["error"] is None
     pid = wait_for(lambda: run(db_url, run_id)["pid"], what="the engine's pid")
-    assert stop_run(db_url, run_id, timeout_s=60) == STOPPED  # stopped while still importing torch
+    assert stop_run(db_url, run_id, timeout_s=60) == RunStatus.STOPPED  # stopped while still importing torch
     assert not pid_alive(pid)
     assert run(db_url, run_id)["epochs_done"] == 0
     with pytest.raises(ValueError, match="no run 999"):
         stop_run(db_url, 999)
     completed = launch_run(db_url, quick_config(db_url, **QUICK), start=False)
-    store.update_run(db_url, completed, status=COMPLETED)
-    for status in (COMPLETED, QUEUED, RUNNING):
+    store.update_run(db_url, completed, status=RunStatus.COMPLETED)
+    for status in (RunStatus.COMPLETED, RunStatus.QUEUED, RunStatus.RUNNING):
         store.update_run(db_url, completed, status=status)
         with pytest.raises(ValueError, match="only stopped, failed or lost"):
             resume_run(db_url, completed)

@@ -192,6 +192,34 @@ def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
     assert not at.exception
 
 
+def test_a_number_out_of_range_blocks_validate_and_launch_and_is_never_swapped_for_an_old_value(db_url):
+    at = open_page("new_run")
+    at.number_input(key=K + "optim.lr").set_value(-0.01)
+    at.text_input(key=K + "name").set_value("x" * 201)  # a second, schema-level error
+    button(at, "✔ Validate").click().run()
+    errors = texts(at.error)
+    assert "-0.01 is out of range: must be > 0 and ≤ 10" in errors  # next to the field
+    assert not any("greater than 0" in e for e in errors)  # said once, by the form, not again by the schema
+    summary = next(e for e in errors if "Fix these before launching" in e)
+    assert "Optimizer › Learning rate" in summary and "General › Run name" in summary  # listed with the rest
+    assert not any("Ready to launch" in s for s in texts(at.success))
+    assert at.session_state["builder_tabs"].startswith("Optimizer")  # the tab of the first error is open
+    # what was typed stays what it is, in the widget and in the config: no earlier value behind it
+    assert at.number_input(key=K + "optim.lr").value == -0.01
+    assert at.session_state["builder_config"]["optim"]["lr"] == -0.01
+
+    button(at, "🚀 Launch").click().run()
+    assert any("Fix these before launching" in e and "Learning rate" in e for e in texts(at.error))
+    assert queries.list_runs(db_url).empty  # refused: no run row
+
+    at.number_input(key=K + "optim.lr").set_value(0.01)
+    at.text_input(key=K + "name").set_value("fixed")
+    button(at, "✔ Validate").click().run()
+    assert texts(at.error) == [] and any("Ready to launch" in s for s in texts(at.success))
+    assert at.session_state["builder_config"]["optim"]["lr"] == 0.01
+    assert queries.list_runs(db_url).empty and not at.exception
+
+
 def test_clone_prefills_the_builder_from_a_past_run(db_url, tiny):
     source = tiny(
         **{

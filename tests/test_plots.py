@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard import plots
+from db.models import RunStatus
 
 
 def test_confusion_figure_counts_shares_and_clickable_cells():
@@ -47,6 +48,17 @@ def test_gallery_picks_the_right_images_in_a_useful_order():
     img = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
     big = plots.display_image(img, 96)
     assert big.shape == (96, 96) and big[11, 11] == 0 and big[12, 12] == img[1, 1, 0]
+
+
+def test_every_run_status_has_its_icon():
+    assert set(plots.STATUS_ICONS) == set(RunStatus)
+    assert plots.status_label("completed") == "✅ completed" and plots.status_label(None) == "• ?"
+
+
+def test_class_names_are_padded_or_cut_to_the_number_of_classes():
+    assert plots.class_names_for(3, ["cat", "dog"]) == ["cat", "dog", "2"]
+    assert plots.class_names_for(2, ["cat", "dog", "eel"]) == ["cat", "dog"]
+    assert plots.class_names_for(2, None) == ["0", "1"]
 
 
 def test_empty_inputs_give_empty_outputs():

@@ -1,4 +1,4 @@
-"""Presets: every recipe validates for any dataset, adapts to it, keeps the report's techniques, and trains."""
+"""Presets: every recipe validates for any dataset, adapts to it, keeps the recipe's techniques, and trains."""
 
 import pytest
 
@@ -64,7 +64,7 @@ def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_w
     assert any("not on this machine" in n and "weights_path" in n for n in p.notes)
 
 
-def test_the_recipes_keep_their_reports_techniques():
+def test_the_recipes_keep_their_techniques():
     galaxy = parse_config(preset_config("galaxy10-convnext-finetune", "galaxy10", 256, 10))
     assert (galaxy.model.source, galaxy.model.name, galaxy.model.head.kind) == ("timm", "convnext_tiny", "mlp")
     assert (

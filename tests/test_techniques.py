@@ -1,4 +1,4 @@
-"""Every training technique of the users' reports, proven on the real engine with the real digits.
+"""Every training technique of the users' recipes, proven on the real engine with the real digits.
 
 Runs are tiny (8-wide networks, a few steps per epoch) but real: the real train loop, real
 checkpoints on disk, a real SQLite file where the DB is involved. Each test checks the effect the
@@ -20,8 +20,11 @@ from engine.data import BUILTIN_SPECS, ImageArrays, channel_stats, load_arrays, 
 from engine.models import build_model
 from engine.sinks import EventSink
 from engine.training import checkpoint as ckpt
+from engine.training.epoch import accumulation_divisor
 from engine.training.evaluate import predict_probs, summarize
-from engine.training.loop import accumulation_divisor, early_stop_update, mixup_active, train
+from engine.training.loop import train
+from engine.training.phases import mixup_active
+from engine.training.state import early_stop_update
 from tests.conftest import ROOT, tiny_config
 
 DIGITS = BUILTIN_SPECS["digits"]
@@ -142,7 +145,7 @@ def test_the_ema_model_is_what_gets_validated_checkpointed_and_tested(tmp_path):
 
 # ------------------------------------------------------------------------------ mixup / cutmix
 def _mixup(**m):
-    from engine.training.loop import _mixup
+    from engine.training.run import build_mixup as _mixup
 
     return _mixup(parse_config(small(**{"augment.mixup": m})), 10)
 
@@ -403,7 +406,7 @@ def test_fine_tune_from_another_runs_checkpoint_is_linked_to_its_parent(db_url, 
     parent_id = int(queries.list_runs(db_url).id.max())
     parent_last = ckpt.load(queries.checkpoint_path(db_url, parent_id, "last"))
 
-    # continue with a new optimizer, learning rate and batch size (seed 003) and a new MLP head
+    # continue with a new optimizer, learning rate and batch size (a second fine-tuning stage) and a new MLP head
     child = small(
         **{
             "train.epochs": 1,

@@ -10,38 +10,14 @@ import random
 import streamlit as st
 
 from dashboard import augment_preview as ap
+from dashboard import plots, reads
 from dashboard.state import db_url_for_session
-from db import queries
 from engine.config import ConfigError
 from engine.data import DatasetError
 
 url = db_url_for_session()
 
 SRC_BUILDER, SRC_RUN, SRC_EDIT = "The builder (being edited)", "A past run", "Edit here"
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def _dataset_names(url):
-    return [d["name"] for d in queries.list_datasets(url)]
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def _runs(url):
-    return queries.run_choices(url)
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _run_config(url, run_id):
-    found = queries.runs_with_configs(url, [run_id])
-    return found[0]["config"] if found else {}
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
-def _dataset(url, name):
-    # A resource, not data: the arrays are shared read-only instead of copied on every rerun.
-    from control.dataset_registry import load_registered
-
-    return load_registered(url, name)
 
 
 def _reroll():
@@ -74,7 +50,7 @@ augment_section, data_section = {}, {}
 if source == SRC_BUILDER:
     augment_section, data_section = ap.sections_of(builder)
 elif source == SRC_RUN:
-    runs = _runs(url)
+    runs = reads.run_choices(url)
     if runs.empty:
         st.info("No runs yet: edit a pipeline here instead, or build one on the **New run** page.")
     else:
@@ -84,7 +60,7 @@ elif source == SRC_RUN:
             key="aug_run",
             format_func=lambda i: f"#{i} {runs.set_index('id').loc[i, 'name']}",
         )
-        augment_section, data_section = ap.sections_of(_run_config(url, int(run_id)))
+        augment_section, data_section = ap.sections_of(reads.run_config(url, int(run_id)))
 else:
     st.session_state.setdefault("aug_yaml", ap.augment_yaml(ap.DEFAULT_AUGMENT))
     st.text_area("augment section (YAML): train steps and mixup", key="aug_yaml", height=220)
@@ -106,7 +82,7 @@ if source != SRC_EDIT:
         )
 
 # ------------------------------------------------------------------------------------- dataset and controls
-names = _dataset_names(url)
+names = reads.dataset_names(url)
 if not names:
     st.info("No datasets registered. Add one on the **Datasets** page.")
     st.stop()
@@ -127,7 +103,7 @@ b1.button("🎲 Re-roll", key="aug_reroll", on_click=_reroll, help="Same images,
 b2.button("Other images", key="aug_other", on_click=_other_images)
 
 try:
-    data = _dataset(url, dataset)
+    data = reads.dataset_arrays(url, dataset)
 except DatasetError as exc:
     st.error(f"Cannot load {dataset}: {exc}")
     st.stop()
@@ -151,7 +127,7 @@ grid = ap.augment_grid(images, augment.train, n, seed)
 for j in range(len(images)):
     cname = data.class_names[int(labels[j])]
     st.image(
-        [ap.for_display(images[j])] + [ap.for_display(grid[r, j]) for r in range(n)],
+        [plots.display_image(images[j])] + [plots.display_image(grid[r, j]) for r in range(n)],
         caption=[f"original · {cname}"] + [f"#{r + 1}" for r in range(n)],
         width=96,
     )
@@ -178,7 +154,7 @@ elif batch < 2:
 else:
     mixed, soft, lam = ap.mixup_preview(grid[0, :batch], labels[:batch], data.num_classes, mixup, seed)
     st.image(
-        [ap.for_display(x) for x in mixed],
+        [plots.display_image(x) for x in mixed],
         caption=[ap.soft_label_caption(t, data.class_names) for t in soft],
         width=128,
     )
@@ -186,7 +162,7 @@ else:
 
 # ------------------------------------------------------------------------------------- fast path
 st.subheader("Fast path (batched tensor augmentation)")
-ok, why = ap.fast_path_support(augment.train)
+ok, why = ap.fast_path_support(augment.train, images.shape[1:])
 if not augment.train:
     st.info("Nothing to augment.")
 elif not ok:
@@ -199,7 +175,7 @@ else:
     fast = ap.fast_path_grid(images, augment.train, n, seed)
     for j in range(len(images)):
         st.image(
-            [ap.for_display(images[j])] + [ap.for_display(fast[r, j]) for r in range(n)],
+            [plots.display_image(images[j])] + [plots.display_image(fast[r, j]) for r in range(n)],
             caption=["original"] + [f"fast #{r + 1}" for r in range(n)],
             width=96,
         )

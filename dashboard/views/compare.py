@@ -2,69 +2,21 @@
 
 The runs come from ?runs=1,2,3, else the Runs page's selection (st.session_state["compare_ids"]), and
 can be changed with the picker; the picker writes ?runs= back so the view is a shareable link.
-Layout only: reads are db.queries (cached), figures and tables are dashboard.plots_compare.
+Layout only: reads are dashboard.reads (cached db.queries), figures and tables are dashboard.plots_compare.
 """
 
 import streamlit as st
 
 from dashboard import plots_compare as pc
+from dashboard import reads
 from dashboard.state import db_url_for_session
-from db import queries
+from db.models import ACTIVE
 
 url = db_url_for_session()
 
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _choices(url):
-    return queries.run_choices(url)
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _runs(url, ids):
-    return queries.runs_with_configs(url, list(ids))
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _history(url, ids):
-    return queries.metric_history(url, list(ids))
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _latest(url, ids):
-    return queries.latest_metrics(url, list(ids))
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _evaluations(url, ids, split):
-    return queries.final_evaluations(url, list(ids), split)
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _last_confusions(url, ids, split):
-    out = {}
-    for i in ids:
-        found = queries.latest_confusion(url, i, split)
-        if found is not None:
-            out[i] = found
-    return out
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def _tta(url, ids):
-    return queries.tta_results(url, list(ids))
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _class_names(url, dataset):
-    row = queries.get_dataset(url, dataset) if dataset else None
-    if row is None:
-        return []
-    return list((row.get("summary") or {}).get("class_names") or (row.get("options") or {}).get("class_names") or [])
-
-
 st.title("Compare runs")
 
-choices = _choices(url)
+choices = reads.run_choices(url)
 if choices.empty:
     st.info("No runs yet. Start one on the **New run** page, then come back to compare.")
     st.stop()
@@ -99,10 +51,10 @@ if len(selected) < pc.MIN_RUNS:
     st.stop()
 
 ids = tuple(selected)
-runs = _runs(url, ids)
+runs = reads.runs_with_configs(url, ids)
 labels = {r["id"]: pc.run_label(r["id"], r["name"]) for r in runs}
 datasets = {r["dataset"] for r in runs}
-class_names = _class_names(url, next(iter(datasets))) if len(datasets) == 1 else []
+class_names = reads.dataset_class_names(url, next(iter(datasets))) if len(datasets) == 1 else []
 if len(datasets) > 1:
     st.warning(f"These runs use different datasets ({', '.join(sorted(datasets))}): compare their numbers with care.")
 
@@ -113,7 +65,7 @@ tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
 
 # ------------------------------------------------------------------------------------- curves
 def _curves_tab(ids, labels, class_names):
-    history = _history(url, ids)
+    history = reads.histories(url, ids)
     if history.empty:
         st.info("No epochs recorded yet for these runs.")
     else:
@@ -132,7 +84,7 @@ def _curves_tab(ids, labels, class_names):
 
 
 with tab_curves:
-    live = any(r["status"] in ("queued", "running") for r in runs)
+    live = any(r["status"] in ACTIVE for r in runs)
     # A fragment: its widgets rerun only this part; while a run is live it also re-reads every 5 s.
     st.fragment(run_every=5 if live else None)(_curves_tab)(ids, labels, class_names)
     if live:
@@ -140,7 +92,7 @@ with tab_curves:
 
 # ------------------------------------------------------------------------------------- best / final
 with tab_table:
-    table = pc.best_final_table(_latest(url, ids), labels)
+    table = pc.best_final_table(reads.latest_metrics(url, ids), labels)
     best = pc.best_run(table)
     if best:
         st.markdown(f"Best validation accuracy: **{best}** ({table.loc[best, 'best val acc']:.4f}).")
@@ -172,9 +124,9 @@ def _confusion_tab(ids, labels, class_names):
     )
     normalize = c2.toggle("Normalise rows", value=True, key="compare_cm_norm")
     if which.startswith("test"):
-        mats = {labels[i]: e["confusion"] for i, e in _evaluations(url, ids, "test").items() if i in labels}
+        mats = {labels[i]: e["confusion"] for i, e in reads.final_evaluations(url, ids, "test").items() if i in labels}
     else:
-        mats = {labels[i]: m for i, (_, m) in _last_confusions(url, ids, "val").items() if i in labels}
+        mats = {labels[i]: m for i, (_, m) in reads.last_confusions(url, ids, "val").items() if i in labels}
     mats = {lab: mats[lab] for lab in labels.values() if lab in mats}
     if not mats:
         st.info("No confusion matrices for these runs yet (the test one is written when a run finishes).")
@@ -204,7 +156,7 @@ with tab_confusion:
 # ------------------------------------------------------------------------------------- per class
 @st.fragment  # its widgets rerun only this part, not the whole page
 def _per_class_tab(ids, labels, class_names):
-    evals = _evaluations(url, ids, "test")
+    evals = reads.final_evaluations(url, ids, "test")
     if not evals:
         st.info("No test evaluations yet: runs are evaluated on the test split when they finish.")
     else:
@@ -218,7 +170,7 @@ with tab_class:
 
 # ------------------------------------------------------------------------------------- TTA
 with tab_tta:
-    tta = _tta(url, ids)
+    tta = reads.tta_of(url, ids)
     if tta.empty:
         st.info("None of these runs evaluated test-time augmentation. Add variants under eval.tta in the builder.")
     else:

@@ -8,10 +8,9 @@ Layout only here.
 import streamlit as st
 
 from control import dataset_registry as registry
+from dashboard import plots, reads
 from dashboard import plots_compare as pc
-from dashboard.augment_preview import for_display
 from dashboard.state import db_url_for_session
-from db import queries
 from engine.data import DATASET_KINDS, TORCHVISION_SETS, DatasetError
 
 url = db_url_for_session()
@@ -27,20 +26,9 @@ KIND_HELP = {
 }
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def _datasets(url):
-    return queries.list_datasets(url)
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
-def _dataset(url, name):
-    # A resource, not data: the arrays are shared read-only instead of pickled and copied on every rerun.
-    return registry.load_registered(url, name)
-
-
 st.title("Datasets")
 
-rows = _datasets(url)
+rows = reads.datasets(url)
 if "_datasets_flash" in st.session_state:
     st.success(st.session_state.pop("_datasets_flash"))
 if "_datasets_pick_next" in st.session_state:
@@ -63,7 +51,7 @@ with tab_list:
             with st.spinner(f"Summarising {name} (once)…"):
                 try:
                     summary = registry.refresh_summary(url, name)
-                    _datasets.clear()
+                    reads.datasets.clear()
                     st.rerun()  # the table above then shows it too
                 except DatasetError as exc:
                     st.error(f"{name} cannot be loaded: {exc}")
@@ -93,14 +81,16 @@ with tab_list:
             class_names = [str(c) for c in summary["class_names"]]
             shown = c2.multiselect("Classes", class_names, default=class_names[:10], key=f"datasets_classes_{name}")
             try:
-                grid = registry.sample_grid(_dataset(url, name), per_class, seed=0)
+                grid = registry.sample_grid(reads.dataset_arrays(url, name), per_class, seed=0)
             except DatasetError as exc:
                 st.error(f"{name} cannot be loaded: {exc}")
                 grid = []
             for _, cname, images in grid:
                 if cname in shown and len(images):
                     st.image(
-                        [for_display(im, 64) for im in images], caption=[cname] + [""] * (len(images) - 1), width=64
+                        [plots.display_image(im, 64) for im in images],
+                        caption=[cname] + [""] * (len(images) - 1),
+                        width=64,
                     )
 
 # ------------------------------------------------------------------------------------- register
@@ -142,8 +132,7 @@ with tab_register:
         except DatasetError as exc:
             st.error(f"Not registered: {exc}")
         else:
-            _datasets.clear()
-            _dataset.clear()  # a replaced dataset must be re-read
+            reads.clear_dataset_caches()  # a replaced dataset must be re-read
             st.session_state["_datasets_flash"] = (
                 f"Registered **{name.strip()}**: {summary['num_classes']} classes, {summary['train_count']:,} "
                 f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}."

@@ -70,7 +70,7 @@ def _on_tab():
 
 
 def _show_first_error(errors):
-    sections = [forms.section_of(f) for f, _ in forms.normalise_errors(errors)]
+    sections = [forms.section_of(f) for f, _ in errors]
     ss["builder_section"] = next((s for s in sections if s != "general"), ss.get("builder_section", "data"))
 
 
@@ -82,17 +82,15 @@ def _check(url, launch: bool):
     from control.launcher import LaunchRefused, launch_run
     from control.preflight import validate_all
 
-    config, errors = _current()
+    config, form_errors = _current()
     ss["builder_config"] = config
-    if errors:  # text that does not parse: already shown next to its field
-        ss["builder_errors"] = []
-        _show_first_error(errors)
-        return
-    if not launch:
+    ss.pop("builder_valid_config", None)
+    if form_errors or not launch:  # a value the form refused never launches; list it with the rest
         _, errors = validate_all(config, url)
         ss["builder_errors"] = errors
-        ss["builder_valid_config"] = config if not errors else None
-        _show_first_error(errors)
+        if not form_errors and not errors:
+            ss["builder_valid_config"] = config
+        _show_first_error(form_errors + errors)
         return
     try:
         run_id = launch_run(
@@ -140,24 +138,27 @@ if action := ss.pop("builder_action", None):
     if (launched := ss.pop("builder_launched", None)) is not None:
         st.switch_page("views/run_detail.py", query_params={"run": str(launched)})
 
-config, parse_errors = _current()
+config, form_errors = _current()
 ss["builder_config"] = config
-# Text that does not parse is reported at once; the rest comes from the last Validate / Launch.
-errors = list(dict.fromkeys(parse_errors + [tuple(e) for e in ss.get("builder_errors", [])]))
+# What the form refuses (text that does not parse, a number out of range) is reported at once; the
+# rest comes from the last Validate / Launch, less what the form already says about the same field.
+checked = forms.without_fields([tuple(e) for e in ss.get("builder_errors", [])], {f for f, _ in form_errors})
+errors = list(dict.fromkeys(form_errors + checked))
 by_section = forms.errors_by_section(errors)
 
 
 # ------------------------------------------------------------------------------- widgets
 def _field(spec: forms.FieldSpec, field_errors: dict):
-    kw = dict(key=spec.key, help=spec.help or None, persist_state="session")
+    allowed = f"Allowed: {spec.range_text}." if spec.range_text else ""
+    kw = dict(key=spec.key, help=" ".join(filter(None, [spec.help, allowed])) or None, persist_state="session")
     if spec.kind == "bool":
         st.toggle(spec.label, **kw)
     elif spec.kind in ("int", "float"):
+        # No min/max on the widget: a browser would keep the last in-range value and drop what was
+        # typed; forms.out_of_range reports it on this field instead.
         cast = int if spec.kind == "int" else float
         st.number_input(
             spec.label,
-            min_value=None if spec.min is None else cast(spec.min),
-            max_value=None if spec.max is None else cast(spec.max),
             step=cast(spec.step),
             format="%d" if spec.kind == "int" else "%g",
             placeholder="none (empty)" if spec.optional else None,
@@ -210,9 +211,7 @@ def _steps_editor(field_errors):
         c[1].markdown(f"`{row['name']}`")
         c[2].number_input(
             "p",
-            min_value=0.0,
-            max_value=1.0,
-            step=0.05,
+            step=0.05,  # unbounded like the fields: forms.steps_from_state reports a p outside [0, 1]
             format="%g",
             key=f"aug:{uid}:p",
             help="Probability of applying this step to an image",
@@ -392,7 +391,7 @@ elif ss.get("builder_valid_config") == config:
         "The config is valid and its checks passed (dataset, model, augmentation on a real image). Ready to launch."
     )
 
-yaml_text = forms.config_yaml(config)
+yaml_text = None if form_errors else forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])
 backends = forms.available_backends()
 if len(backends) > 1:  # a Slurm submit host: choose where this run executes

@@ -17,11 +17,9 @@ from control import launcher
 from dashboard import actions, forms, plots, reads
 from dashboard.state import db_url_for_session
 from db import queries
-from db.models import ACTIVE_STATUSES, QUEUED
+from db.models import ACTIVE, RESUMABLE, RunStatus
 from engine.config import TTA_VARIANTS
 from engine.training.evaluate import TTA_DESCRIPTIONS
-
-RESUMABLE = ("stopped", "failed", "lost")
 
 url = db_url_for_session()
 ss = st.session_state
@@ -57,7 +55,7 @@ head[1].selectbox("Run", ids, key="detail_run", format_func=lambda i: labels.get
 row = queries.get_run(url, run_id)
 cfg = row["config"]
 status = row["status"]
-active = status in ACTIVE_STATUSES
+active = status in ACTIVE
 data_json = json.dumps(cfg.get("data", {}))
 
 head[0].title(f"Run #{run_id}" + (f" · {row['name']}" if row["name"] else ""))
@@ -154,7 +152,7 @@ def live_progress():
     st.progress(
         min(1.0, done / planned),
         text=f"{plots.status_label(status)} — {done} of {planned} epochs done"
-        + (" (waiting for a free slot)" if status == QUEUED else ""),
+        + (" (waiting for a free slot)" if status == RunStatus.QUEUED else ""),
     )
     with st.expander("Log (last 30 lines, live)"):
         st.code(actions.log_tail(row["log_path"], 30) or "(no log yet)", language="text")
@@ -398,7 +396,7 @@ with t_ckpt:
             if c[2].button(
                 "🧪 Evaluate on test",
                 width="stretch",
-                disabled=status == QUEUED,
+                disabled=status == RunStatus.QUEUED,
                 help="Runs python -m engine evaluate in a separate process; results appear in the "
                 "Test errors, Per class and TTA tabs",
             ):

@@ -12,9 +12,7 @@ from control import launcher
 from dashboard import forms, plots, reads
 from dashboard.state import db_url_for_session
 from db import store
-from db.models import ACTIVE_STATUSES, FINAL_STATUSES, RUNNING
-
-RESUMABLE = ("stopped", "failed", "lost")
+from db.models import ACTIVE, FINAL, RESUMABLE, RunStatus
 
 url = db_url_for_session()
 ss = st.session_state
@@ -110,9 +108,9 @@ def _save_tags(run_id):
 def _action_bar(selected, fresh):
     ids = [int(i) for i in selected["id"]]
     status = dict(zip(ids, fresh.set_index("id").loc[ids, "status"])) if ids else {}
-    active = [i for i in ids if status[i] in ACTIVE_STATUSES]
+    active = [i for i in ids if status[i] in ACTIVE]
     resumable = [i for i in ids if status[i] in RESUMABLE]
-    final = [i for i in ids if status[i] in FINAL_STATUSES]
+    final = [i for i in ids if status[i] in FINAL]
     one = len(ids) == 1
     st.caption(
         f"{len(ids)} selected"
@@ -164,7 +162,7 @@ def _action_bar(selected, fresh):
 
 
 # ------------------------------------------------------------------------------- table (live)
-active_now = bool(runs["status"].isin(ACTIVE_STATUSES).any())
+active_now = bool(runs["status"].isin(ACTIVE).any())
 
 
 @st.fragment(run_every=3 if active_now else None)
@@ -174,9 +172,9 @@ def runs_table():
     counts = fresh["status"].value_counts()
     m = st.columns(5)
     m[0].metric("Runs", len(fresh))
-    m[1].metric("Running", int(counts.get(RUNNING, 0)))
-    m[2].metric("Queued", int(counts.get("queued", 0)))
-    m[3].metric("Completed", int(counts.get("completed", 0)))
+    m[1].metric("Running", int(counts.get(RunStatus.RUNNING, 0)))
+    m[2].metric("Queued", int(counts.get(RunStatus.QUEUED, 0)))
+    m[3].metric("Completed", int(counts.get(RunStatus.COMPLETED, 0)))
     best = fresh["test_acc"].max()
     m[4].metric("Best test acc", plots.format_pct(best))
     table = plots.runs_table(view)
@@ -194,7 +192,7 @@ def runs_table():
         height=min(600, 38 + 35 * len(table)),
     )
     _action_bar(table.iloc[list(event.selection.rows)], fresh)
-    if active_now and not fresh["status"].isin(ACTIVE_STATUSES).any():
+    if active_now and not fresh["status"].isin(ACTIVE).any():
         st.rerun()  # the last active run ended: stop polling
 
 

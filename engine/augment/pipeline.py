@@ -6,18 +6,23 @@ float and normalising happen on the batch (`engine.data.normalize_batch`), on CP
 
 Any albumentations transform can be named and its parameters are checked against its signature and
 its own schema. A few composite recipes that albumentations has no single class for (RandAugment,
-pad-then-random-crop) are registered in COMPOSITES.
+pad-then-random-crop) are built by their entries in `engine.augment.registry`, which also says which
+steps set the output size.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from engine.augment import registry
+from engine.augment.composites import albumentations
 
 # Transforms that are containers or change the sample layout; they are not pipeline steps.
 _NOT_STEPS = {
@@ -41,38 +46,14 @@ _NOT_STEPS = {
     "Mosaic",
 }
 
-# The transforms our users' reports use, offered first in the builder with sensible params.
-BUILDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "HorizontalFlip": {},
-    "VerticalFlip": {},
-    "RandomRotate90": {},
-    "PadRandomCrop": {"padding": 4},
-    "RandomResizedCrop": {"scale": [0.8, 1.0]},
-    "Affine": {"translate_percent": [-0.125, 0.125], "rotate": [-15, 15], "scale": [0.9, 1.1]},
-    "ShiftScaleRotate": {"shift_limit": 0.0625, "scale_limit": 0.1, "rotate_limit": 15},
-    "Rotate": {"limit": 15},
-    "RandomBrightnessContrast": {"brightness_limit": 0.2, "contrast_limit": 0.2},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05},
-    "ToGray": {},
-    "GaussianBlur": {"blur_limit": [3, 5]},
-    "Solarize": {"threshold_range": [0.5, 0.5]},
-    "CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [0.25, 0.5], "hole_width_range": [0.25, 0.5]},
-    "Erasing": {"scale": [0.02, 0.33]},
-    "RandAugment": {"num_ops": 2, "magnitude": 9},
-}
-
-
-@functools.lru_cache(maxsize=1)
-def _albumentations():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import albumentations as A
-    return A
+# The transforms our users' recipes use, offered first in the builder with sensible params.
+BUILDER_DEFAULTS: dict[str, dict[str, Any]] = registry.builder_defaults()
+COMPOSITES: dict[str, Callable[..., Any]] = registry.composites_by_name()
 
 
 def available_transforms() -> list[str]:
     """Every albumentations image transform usable as a step, plus our composites."""
-    A = _albumentations()
+    A = albumentations()
     names = []
     for name in dir(A):
         obj = getattr(A, name)
@@ -85,58 +66,6 @@ def available_transforms() -> list[str]:
             if issubclass(obj, (A.ImageOnlyTransform, A.DualTransform)):
                 names.append(name)
     return sorted(set(names) | set(COMPOSITES))
-
-
-# ------------------------------------------------------------------------------- composites
-def _pad_random_crop(padding: int = 4, fill: int = 0, p: float = 1.0, _size: int | None = None):
-    """Pad by `padding` px each side, then crop back to the original size at a random place (CIFAR-style)."""
-    if not isinstance(padding, int) or not 0 <= padding <= 256:
-        raise ValueError("padding must be an integer between 0 and 256")
-    A = _albumentations()
-
-    class PadRandomCrop(A.ImageOnlyTransform):
-        def __init__(self, padding, fill, p):
-            super().__init__(p=p)
-            self.padding, self.fill = padding, fill
-
-        def apply(self, img, **params):
-            h, w = img.shape[:2]
-            pad = [(self.padding, self.padding), (self.padding, self.padding)] + [(0, 0)] * (img.ndim - 2)
-            big = np.pad(img, pad, constant_values=self.fill)
-            y, x = self.py_random.randint(0, 2 * self.padding), self.py_random.randint(0, 2 * self.padding)
-            return np.ascontiguousarray(big[y : y + h, x : x + w])
-
-    return PadRandomCrop(padding, fill, p)
-
-
-def _rand_augment(num_ops: int = 2, magnitude: int = 9, p: float = 1.0, _size: int | None = None):
-    """RandAugment (Cubuk et al.): apply `num_ops` ops picked uniformly, each at strength magnitude/30."""
-    if not isinstance(num_ops, int) or not 1 <= num_ops <= 10:
-        raise ValueError("num_ops must be an integer between 1 and 10")
-    if not isinstance(magnitude, (int, float)) or not 0 <= magnitude <= 30:
-        raise ValueError("magnitude must be between 0 and 30")
-    A = _albumentations()
-    m = magnitude / 30.0
-    ops = [
-        A.NoOp(),
-        A.Affine(rotate=(-30 * m, 30 * m), p=1.0),
-        A.Affine(shear={"x": (-17 * m, 17 * m), "y": (0, 0)}, p=1.0),
-        A.Affine(shear={"x": (0, 0), "y": (-17 * m, 17 * m)}, p=1.0),
-        A.Affine(translate_percent={"x": (-0.3 * m, 0.3 * m), "y": (0, 0)}, p=1.0),
-        A.Affine(translate_percent={"x": (0, 0), "y": (-0.3 * m, 0.3 * m)}, p=1.0),
-        A.RandomBrightnessContrast(brightness_limit=0.9 * m, contrast_limit=0, p=1.0),
-        A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.9 * m, p=1.0),
-        A.ColorJitter(brightness=0, contrast=0, saturation=0.9 * m, hue=0, p=1.0),
-        A.Solarize(threshold_range=(1 - m, 1 - m), p=1.0),
-        A.Posterize(num_bits=max(1, 8 - int(4 * m)), p=1.0),
-        A.Equalize(p=1.0),
-        A.AutoContrast(p=1.0),
-        A.Sharpen(alpha=(0.1 * m, 0.9 * m), p=1.0),
-    ]
-    return A.SomeOf(ops, n=num_ops, replace=True, p=p)
-
-
-COMPOSITES: dict[str, Callable[..., Any]] = {"PadRandomCrop": _pad_random_crop, "RandAugment": _rand_augment}
 
 
 # ------------------------------------------------------------------------------- validation
@@ -182,7 +111,7 @@ def make_transform(name: str, params: dict[str, Any], p: float):
             raise ValueError(f"{name}: {exc}") from None
     if name == "Normalize":
         raise ValueError("Normalize is set by data.normalize (dataset mean/std, imagenet or none), not as a step")
-    A = _albumentations()
+    A = albumentations()
     cls = getattr(A, name, None)
     if name.startswith("_") or not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)) or name in _NOT_STEPS:
         raise ValueError(f"unknown transform '{name}'")
@@ -217,39 +146,49 @@ def _schema_message(exc: Exception) -> str:
     return " ".join(lines[:6])
 
 
+@functools.lru_cache(maxsize=512)
+def _normalised(name: str, params_json: str):
+    return make_transform(name, json.loads(params_json), 1.0)
+
+
+def normalised_transform(name: str, params: dict[str, Any]):
+    """The step's albumentations object with its params validated and normalised, made once per distinct
+    (name, params) and shared: read its attributes, never apply it (its random state is shared too)."""
+    if not _safe_value(params):  # make_transform says why; only plain data can be a cache key
+        return make_transform(name, params, 1.0)
+    return _normalised(name, json.dumps(params, sort_keys=True))
+
+
+STAND_IN_SIZE = 32  # validating a crop without a size before the training size is known
+
+
 def check_transform(name: str, params: dict[str, Any]) -> None:
     if isinstance(params, dict):
-        # build_pipeline fills a crop's output size with the training size; validate with a stand-in
-        # size when it is left out, so {"scale": [0.8, 1.0]} (BUILDER_DEFAULTS) is a valid step.
-        params = dict(params)
-        if name == "RandomResizedCrop" and "size" not in params:
-            params["size"] = [32, 32]
-        if name in ("RandomCrop", "CenterCrop", "Resize") and "height" not in params and "width" not in params:
-            params.update(height=32, width=32)
-    make_transform(name, params, p=1.0)
+        params = registry.with_output_size(name, params, STAND_IN_SIZE, STAND_IN_SIZE)
+    normalised_transform(name, params)
+
+
+def step_fields(step) -> tuple[str, float, dict[str, Any]]:
+    """(name, p, params) of an AugmentStep or a plain dict."""
+    if isinstance(step, dict):
+        return step["name"], float(step.get("p", 0.5)), dict(step.get("params", {}))
+    return step.name, float(step.p), dict(step.params)
 
 
 def build_pipeline(steps, image_size: int | None = None):
-    """steps: list of AugmentStep (or dicts with name/p/params) -> albumentations Compose or None."""
+    """steps: list of AugmentStep (or dicts with name/p/params) -> albumentations Compose or None.
+    Each step's transform is made once here: a pipeline owns its transforms' random state."""
     if not steps:
         return None
-    A = _albumentations()
     transforms = []
     for step in steps:
-        if isinstance(step, dict):
-            name, p, params = step["name"], step.get("p", 0.5), dict(step.get("params", {}))
-        else:
-            name, p, params = step.name, step.p, dict(step.params)
-        if name in ("RandomResizedCrop", "RandomCrop", "CenterCrop", "Resize", "RandomSizedCrop") and image_size:
-            # Crops must give back the training size; fill it in so users need not repeat it.
-            if name == "RandomResizedCrop" and "size" not in params:
-                params["size"] = [image_size, image_size]
-            if name in ("RandomCrop", "CenterCrop", "Resize") and "height" not in params:
-                params.update(height=image_size, width=image_size)
+        name, p, params = step_fields(step)
+        if image_size:
+            params = registry.with_output_size(name, params, image_size, image_size)
         transforms.append(make_transform(name, params, p))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return A.Compose(transforms)
+        return albumentations().Compose(transforms)
 
 
 def apply_pipeline(pipeline, image: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fileio import atomic_write
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -89,10 +91,8 @@ def _load_digits(spec: DatasetSpec) -> ImageArrays:
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     y = d.target.astype(np.int64)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.npz")
-        np.savez(tmp, x=x, y=y)
-        os.replace(tmp, cached)
+        with atomic_write(cached) as f:
+            np.savez(f, x=x, y=y)
     except OSError:
         pass  # read-only location: fine, just slower next time
     return ImageArrays(x, y, None, None, [str(i) for i in range(10)])

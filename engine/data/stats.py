@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine.data.formats import ImageArrays, cache_dir
+from engine.fileio import atomic_write_text
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -37,12 +37,9 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     mean_l, std_l = mean.tolist(), np.where(std < 1e-6, 1.0, std).tolist()
     if cached is not None:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"mean": mean_l, "std": std_l, "images": int(len(x))}))
-            os.replace(tmp, cached)
+            atomic_write_text(cached, json.dumps({"mean": mean_l, "std": std_l, "images": int(len(x))}))
         except OSError:
-            pass
+            pass  # read-only location: measured again next time
     return mean_l, std_l
 
 

@@ -294,7 +294,8 @@ def _stride_one(model: nn.Module, name: str, mod: nn.Module) -> None:
 
 
 def apply_small_stem(model: nn.Module, stride1_stages: int = 0) -> None:
-    """Small-image stem for ResNet/EfficientNet/ConvNeXt-style CNNs (seeds 002, 003, 004): the first conv
+    """Small-image stem for ResNet/EfficientNet/ConvNeXt-style CNNs (on 32-64 px images the ImageNet stem's
+    4x downsampling would discard most of each image): the first conv
     becomes 3x3 stride 1 (freshly initialised), max pools become identity, and the first
     `stride1_stages` stride-2 stages get stride 1 (their downsample shortcuts too), keeping their size."""
     name, conv = _first_conv(model)
@@ -440,7 +441,3 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
         apply_small_stem(model, cfg.stride1_stages)
     replace_head(model, num_classes, cfg)
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -7,7 +7,6 @@ Only tensors, numbers, strings, lists and dicts go in, so weights_only loading a
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,23 +14,10 @@ import torch
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    from engine.fileio import atomic_write
+
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load(path: Path, map_location="cpu") -> dict:

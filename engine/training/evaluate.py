@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.augment import registry
 from engine.data import normalize_batch
 
 TTA_DESCRIPTIONS = {
@@ -89,61 +90,24 @@ def summarize(probs: torch.Tensor, y: np.ndarray, num_classes: int, with_predict
 
 
 # ------------------------------------------------------------------------------- TTA views
-# Views act on uint8 NHWC batches (H is dim 1, W is dim 2), before normalisation, on the device.
-def _identity(x):
-    return x
-
-
-def _hflip(x):
-    return x.flip(2)
-
-
-def _vflip(x):
-    return x.flip(1)
-
-
-def _rot(k):
-    return lambda x: torch.rot90(x, k, dims=(1, 2))
-
-
-def _rot_hflip(k):
-    return lambda x: torch.rot90(x.flip(2), k, dims=(1, 2))
-
-
-def _crop(dy: int, dx: int, pad: int, h: int, w: int):
-    def view(x):
-        big = (
-            F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate").to(x.dtype).permute(0, 2, 3, 1)
-        )
-        return big[:, dy : dy + h, dx : dx + w, :].contiguous()
-
-    return view
+# Each deterministic variant is the mean over the views of symmetries declared in engine.augment.registry
+# (composed, the last applied first). Views act on uint8 NHWC batches, before normalisation, on the device.
+TTA_SYMMETRIES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "hflip": ("HorizontalFlip",),
+    "vflip": ("VerticalFlip",),
+    "rot90": ("RandomRotate90",),
+    "dihedral8": ("RandomRotate90", "HorizontalFlip"),
+    "multicrop": ("PadRandomCrop",),
+}
 
 
 def tta_views(variant: str, height: int, width: int) -> list:
     """The deterministic views a TTA variant averages over. Rotations by 90/270 degrees need square
     images; on others rot90 is {0, 180} and dihedral8 the 4 flips/180-rotations."""
-    square = height == width
-    if variant == "none":
-        return [_identity]
-    if variant == "hflip":
-        return [_identity, _hflip]
-    if variant == "vflip":
-        return [_identity, _vflip]
-    if variant == "rot90":
-        return [_rot(k) for k in range(4)] if square else [_rot(0), _rot(2)]
-    if variant == "dihedral8":
-        return [f for k in range(4) for f in (_rot(k), _rot_hflip(k))] if square else [_rot(0), _hflip, _vflip, _rot(2)]
-    if variant == "multicrop":  # centre + 4 corners of the image padded by 1/8 (replicated edges)
-        pad = max(1, min(height, width) // 8)
-        return [
-            _crop(pad, pad, pad, height, width),
-            _crop(0, 0, pad, height, width),
-            _crop(0, 2 * pad, pad, height, width),
-            _crop(2 * pad, 0, pad, height, width),
-            _crop(2 * pad, 2 * pad, pad, height, width),
-        ]
-    raise ValueError(f"unknown TTA variant {variant}")
+    if variant not in TTA_SYMMETRIES:
+        raise ValueError(f"unknown TTA variant {variant}")
+    return registry.tta_views(TTA_SYMMETRIES[variant], height, width)
 
 
 def combine_mean(runs: list[torch.Tensor]) -> torch.Tensor:
@@ -152,7 +116,7 @@ def combine_mean(runs: list[torch.Tensor]) -> torch.Tensor:
 
 
 def combine_vote(runs: list[torch.Tensor], num_classes: int) -> torch.Tensor:
-    """Majority vote of the passes' argmax (seed 002), as a distribution over classes (vote shares).
+    """Majority vote of the passes' argmax, as a distribution over classes (vote shares).
     Ties go to the class with the higher mean probability."""
     votes = sum(F.one_hot(r.argmax(1), num_classes).float() for r in runs)
     p = votes + 1e-3 * combine_mean(runs)

@@ -3,7 +3,7 @@ permutation, augmented in batches with per-sample random parameters (airbench-st
 no worker processes, no per-image Python: one gather and a few tensor ops per batch, all queued on
 the device's stream, so the GPU never waits for the host.
 
-Used when every augmentation step has a batched version in engine.augment.batched (Mixup/CutMix run on
+Used when every augmentation step has a batched op (engine.augment.registry says which do; Mixup/CutMix run on
 the device in engine.training.loop either way); otherwise the run falls back to the albumentations CPU path.
 `plan(...).describe()` is what the run's log and its DB row (`runs.data_path`) say about which path
 ran and why.
@@ -92,8 +92,7 @@ def _decide(cfg, splits, device: torch.device) -> FastPath:
 
     if cfg.augment.fast_path == "off":
         return fallback("fast path turned off in the config (augment.fast_path: off)")
-    shape = tuple(splits.train_x.shape[1:])
-    reasons = [r for r in (batch_augment.why_not(s.name, s.params, shape) for s in cfg.augment.train) if r]
+    ops, reasons = batch_augment.build_ops(cfg.augment.train, tuple(splits.train_x.shape[1:]))
     if reasons:
         return fallback("; ".join(reasons))
     if device.type == "cuda":
@@ -104,7 +103,7 @@ def _decide(cfg, splits, device: torch.device) -> FastPath:
                 f"training split ({needed / 1e9:.1f} GB) is more than {MAX_GPU_SHARE:.0%} of GPU memory "
                 f"({total / 1e9:.0f} GB)"
             )
-    pipeline = batch_augment.build_batch_pipeline(cfg.augment.train, shape)
+    pipeline = batch_augment.BatchPipeline(ops)
     return FastPath(True, "every augmentation step has a batched version", cfg, splits, device, pipeline)
 
 

@@ -1,7 +1,8 @@
 """Losses, all taking soft or hard targets so Mixup/CutMix work with every one of them.
 
 - CE with label smoothing (optionally scheduled over epochs) and inverse-frequency class weights;
-- focal loss (Lin et al.) with per-class alpha, gamma and smoothing; gamma=0, alpha=None is CE.
+- focal loss (Lin et al.) with per-class alpha, gamma and smoothing; gamma=0, alpha=None is CE;
+- Poly-1 (Leng et al., PolyLoss): CE + epsilon * (1 - p_t); epsilon=0 is CE.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class ClassificationLoss(nn.Module):
     - class_weights: same meaning as nn.CrossEntropyLoss(weight=w): the mean is weighted by the
       weight of each sample's (unsmoothed) target, so it equals torch's loss with or without smoothing;
     - focal_gamma: focal loss, each class term scaled by (1 - p_c)^gamma; gamma=0 is plain CE;
-    - focal_alpha: per-class alpha; a sample is weighted by alpha of its target (mixed for soft targets).
+    - focal_alpha: per-class alpha; a sample is weighted by alpha of its target (mixed for soft targets);
+    - poly_epsilon: Poly-1, adds epsilon * (1 - p_t) with p_t the probability of the (smoothed, mixed)
+      target distribution; it is a per-class term like CE's, so class weights weigh it the same way.
     """
 
     def __init__(
@@ -36,9 +39,11 @@ class ClassificationLoss(nn.Module):
         class_weights: torch.Tensor | None = None,
         focal_gamma: float | None = None,
         focal_alpha: torch.Tensor | None = None,
+        poly_epsilon: float | None = None,
     ):
         super().__init__()
         self.num_classes, self.smoothing, self.focal_gamma = num_classes, smoothing, focal_gamma
+        self.poly_epsilon = poly_epsilon
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.register_buffer("focal_alpha", focal_alpha, persistent=False)
 
@@ -49,6 +54,8 @@ class ClassificationLoss(nn.Module):
         per_class = -soft * log_p  # (N, C)
         if self.focal_gamma is not None:
             per_class = per_class * (1.0 - log_p.exp()).pow(self.focal_gamma)
+        if self.poly_epsilon is not None:  # sum_c soft_c * (1 - p_c) = 1 - p_t, as soft sums to 1
+            per_class = per_class + self.poly_epsilon * soft * (1.0 - log_p.exp())
         per_sample_weight = None
         if self.focal_alpha is not None:
             per_sample_weight = target_dist @ self.focal_alpha
@@ -89,5 +96,10 @@ def build_loss(cfg, num_classes: int, train_labels: np.ndarray) -> Classificatio
             )
         alpha = torch.tensor(cfg.focal_alpha, dtype=torch.float32)
     return ClassificationLoss(
-        num_classes, cfg.label_smoothing, weights, cfg.focal_gamma if cfg.name == "focal" else None, alpha
+        num_classes,
+        cfg.label_smoothing,
+        weights,
+        cfg.focal_gamma if cfg.name == "focal" else None,
+        alpha,
+        poly_epsilon=cfg.poly_epsilon if cfg.name == "poly1" else None,
     )

@@ -1,15 +1,21 @@
-"""Optimizers and LR schedules, stepped once per epoch (warmup included), keyed by config name.
+"""Optimizers and LR schedules, keyed by config name.
 
-Epoch-level stepping keeps LR curves readable in the dashboard and makes the trajectory a simple
-function of the epoch; one-cycle is the exception and steps per batch, as it is defined.
+Schedules are torch's own schedulers (LinearLR warmup chained by SequentialLR, CosineAnnealingLR,
+MultiStepLR, StepLR, ReduceLROnPlateau, OneCycleLR) driving a one-parameter stand-in optimizer whose
+LR is a factor of 1.0: the real optimizer's groups get base LR x their head/backbone multiplier x
+that factor, so the head/backbone ratio holds under every schedule and the Adam->SGD switch only
+changes the base. Stepped once per epoch (readable curves in the dashboard), except one-cycle, which
+is defined per batch.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import torch
+from torch.optim import lr_scheduler
 
+from engine.metrics import lower_is_better
 from engine.models import backbone_parameters, head_parameters
 
 
@@ -27,115 +33,139 @@ def param_groups(model: torch.nn.Module, lr: float, backbone_lr_mult: float, wei
     return groups
 
 
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A torch optimizer and the OptimConfig fields it reads (lr and weight decay apply to all, per group)."""
+
+    cls: type[torch.optim.Optimizer]
+    fields: tuple[str, ...]
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(torch.optim.SGD, ("momentum", "nesterov")),
+    "adam": OptimizerSpec(torch.optim.Adam, ("betas", "eps")),
+    "adamw": OptimizerSpec(torch.optim.AdamW, ("betas", "eps")),
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, ("momentum", "eps")),
+}
+
+
 def build_optimizer(cfg, model, backbone_lr_mult: float = 1.0, name: str | None = None, lr: float | None = None):
     """cfg: OptimConfig. `name`/`lr` override for the Adam->SGD switch."""
     name = name or cfg.name
     lr = lr or cfg.lr
-    groups = param_groups(model, lr, backbone_lr_mult, cfg.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, eps=cfg.eps)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, eps=cfg.eps)
-    raise ValueError(f"unknown optimizer {name}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name}")
+    spec = OPTIMIZERS[name]
+    settings = {f: getattr(cfg, f) for f in spec.fields}
+    if "nesterov" in settings:  # the switch from Adam keeps the config's momentum; nesterov needs some
+        settings["nesterov"] = settings["nesterov"] and settings["momentum"] > 0
+    return spec.cls(param_groups(model, lr, backbone_lr_mult, cfg.weight_decay), lr=lr, **settings)
+
+
+def _stand_in() -> torch.optim.Optimizer:
+    """An optimizer over one unused parameter, LR 1.0: what the schedulers step, so its LR is the factor."""
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
 
 
 class EpochSchedule:
-    """LR factor per epoch: linear warmup, then cosine / multistep / step / plateau / none; or one-cycle per step.
+    """LR factor per epoch (warmup, then cosine / multistep / step / plateau / none) or per step (one-cycle).
 
-    factor(epoch) multiplies each param group's base LR. The formulas are torch's own, so a config
-    reproduces a notebook that used them: warmup is LinearLR(warmup_start_factor, total_iters=warmup)
-    chained like SequentialLR, i.e. the main schedule counts epochs from the end of the warmup
-    (cosine T_max, multistep milestones, step_size); cosine is CosineAnnealingLR's closed form (past
-    T_max it rises again, as torch's does); plateau is ReduceLROnPlateau (rel threshold 1e-4,
-    patience, cooldown, factor) fed with the end-of-epoch validation metric; one-cycle is OneCycleLR
-    (div_factor 25, final_div_factor 1e4, cosine annealing) stepped per batch, without momentum cycling.
+    factor(epoch, step) multiplies each param group's base LR. A config reproduces a notebook that
+    used torch's schedulers: warmup is LinearLR(warmup_start_factor, total_iters=warmup) chained by
+    SequentialLR, so the main schedule counts epochs from the end of the warmup (cosine T_max,
+    multistep milestones, step_size); past T_max cosine rises again, as torch's does; plateau is
+    ReduceLROnPlateau fed with the end-of-epoch validation metric; one-cycle is OneCycleLR stepped
+    per batch, without momentum cycling. eta_min stays an absolute LR: attach() gives the base.
     """
-
-    PLATEAU_THRESHOLD = 1e-4  # torch's default, relative
 
     def __init__(self, cfg, epochs: int, steps_per_epoch: int = 1):
         self.cfg, self.epochs, self.steps_per_epoch = cfg, epochs, steps_per_epoch
-        self.plateau_factor = 1.0
-        self.plateau_best: float | None = None
-        self.plateau_bad = 0
-        self.plateau_cooldown = 0
-
-    def state_dict(self):
-        return {k: getattr(self, k) for k in ("plateau_factor", "plateau_best", "plateau_bad", "plateau_cooldown")}
-
-    def load_state_dict(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
-
-    _base = 1.0  # set by attach(): the optimizer's base LR, so eta_min is an absolute LR
+        self._base = 1.0
+        self._sched = None  # the position-driven scheduler, rebuilt when asked for an earlier position
+        self._at = 0
+        self._plateau = self._new_plateau() if cfg.name == "plateau" else None
 
     def attach(self, base_lr: float):
-        self._base = base_lr
+        """The optimizer's base LR (eta_min is absolute, so the cosine factor depends on it)."""
+        if base_lr != self._base:
+            self._base, self._sched = base_lr, None
         return self
 
     def factor(self, epoch: int, step: int = 0) -> float:
         c = self.cfg
-        w = c.warmup_epochs
         if c.name == "onecycle":
-            return self._onecycle(epoch * self.steps_per_epoch + step)
-        if epoch < w:
-            # from warmup_start_factor at epoch 0 to 1.0 at epoch w
-            return c.warmup_start_factor + (1.0 - c.warmup_start_factor) * epoch / w
-        e = epoch - w  # epochs since the main schedule started
-        if c.name == "cosine":
-            t_max = c.t_max or max(1, self.epochs - w)
-            floor = c.eta_min / self._base
-            return floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * e / t_max))
-        if c.name == "multistep":
-            return c.gamma ** sum(1 for m in c.milestones if e >= m)
-        if c.name == "step":
-            return c.gamma ** (e // c.step_size)
-        if c.name == "plateau":
-            return self.plateau_factor
-        return 1.0
-
-    def _onecycle(self, it: int) -> float:
-        total = max(1, self.epochs * self.steps_per_epoch)
-        it = min(it, total - 1)
-        start = 1 / 25.0  # div_factor
-        final = start / 1e4  # final_div_factor
-        up_end = max(self.cfg.onecycle_pct_start * total - 1, 1e-9)  # the step at which the LR peaks
-
-        def cos_anneal(a, b, pct):
-            return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-        if it <= up_end:
-            return cos_anneal(start, 1.0, it / up_end)
-        return cos_anneal(1.0, final, (it - up_end) / max(total - 1 - up_end, 1e-9))
+            return self._advance(min(epoch * self.steps_per_epoch + step, self._total_steps() - 1))
+        if self._plateau is not None and epoch >= c.warmup_epochs:
+            return self._plateau.optimizer.param_groups[0]["lr"]
+        return self._advance(epoch)
 
     def observe(self, metrics: dict[str, float | None]) -> None:
-        """Feed end-of-epoch metrics (ReduceLROnPlateau semantics: threshold, patience, cooldown, factor)."""
+        """Feed end-of-epoch metrics to ReduceLROnPlateau (the other schedules ignore them)."""
+        value = metrics.get(self.cfg.plateau_metric)
+        if self._plateau is not None and value is not None:
+            self._plateau.step(value)
+
+    # A checkpoint keeps the plateau's progress under these names (the other schedules are functions
+    # of the epoch and need no state).
+    def state_dict(self) -> dict:
+        p = self._plateau
+        if p is None:
+            return {"plateau_factor": 1.0, "plateau_best": None, "plateau_bad": 0, "plateau_cooldown": 0}
+        return {
+            "plateau_factor": p.optimizer.param_groups[0]["lr"],
+            "plateau_best": None if p.best == p.mode_worse else p.best,
+            "plateau_bad": p.num_bad_epochs,
+            "plateau_cooldown": p.cooldown_counter,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._plateau is None:
+            return
+        p = self._plateau
+        p.optimizer.param_groups[0]["lr"] = state["plateau_factor"]
+        p.best = p.mode_worse if state["plateau_best"] is None else state["plateau_best"]
+        p.num_bad_epochs, p.cooldown_counter = state["plateau_bad"], state["plateau_cooldown"]
+
+    def _new_plateau(self) -> lr_scheduler.ReduceLROnPlateau:
         c = self.cfg
-        if c.name != "plateau":
-            return
-        value = metrics.get(c.plateau_metric)
-        if value is None:
-            return
-        if self.plateau_best is None:
-            better = True
-        elif c.plateau_metric == "val_loss":  # mode min
-            better = value < self.plateau_best * (1 - self.PLATEAU_THRESHOLD)
-        else:  # val_acc, mode max
-            better = value > self.plateau_best * (1 + self.PLATEAU_THRESHOLD)
-        if better:
-            self.plateau_best, self.plateau_bad = value, 0
-        else:
-            self.plateau_bad += 1
-        if self.plateau_cooldown > 0:
-            self.plateau_cooldown -= 1
-            self.plateau_bad = 0
-        if self.plateau_bad > c.plateau_patience:
-            self.plateau_factor *= c.plateau_factor
-            self.plateau_cooldown, self.plateau_bad = c.plateau_cooldown, 0
+        mode = "min" if lower_is_better(c.plateau_metric) else "max"
+        return lr_scheduler.ReduceLROnPlateau(
+            _stand_in(), mode=mode, factor=c.plateau_factor, patience=c.plateau_patience, cooldown=c.plateau_cooldown
+        )
+
+    def _total_steps(self) -> int:
+        return max(1, self.epochs * self.steps_per_epoch)
+
+    def _advance(self, position: int) -> float:
+        """The factor after `position` scheduler steps: step forward, or rebuild and replay to go back."""
+        if self._sched is None or position < self._at:
+            self._sched, self._at = self._build(), 0
+        while self._at < position:
+            self._sched.optimizer.step()  # a no-op (no gradient), in the order torch's schedulers expect
+            self._sched.step()
+            self._at += 1
+        return self._sched.optimizer.param_groups[0]["lr"]
+
+    def _build(self) -> lr_scheduler.LRScheduler:
+        c, opt, w = self.cfg, _stand_in(), self.cfg.warmup_epochs
+        if c.name == "onecycle":
+            # torch divides by the warm-up's length in steps: keep it above zero for very short runs
+            total = max(2, self._total_steps())
+            pct = max(c.onecycle_pct_start, (1 + 1e-9) / total)
+            return lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, pct_start=pct, cycle_momentum=False)
+        main = {
+            "cosine": lambda: lr_scheduler.CosineAnnealingLR(
+                opt, T_max=c.t_max or max(1, self.epochs - w), eta_min=c.eta_min / self._base
+            ),
+            "multistep": lambda: lr_scheduler.MultiStepLR(opt, milestones=c.milestones, gamma=c.gamma),
+            "step": lambda: lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma),
+        }.get(c.name)
+        if not w:
+            return main() if main else lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        warmup = lr_scheduler.LinearLR(opt, start_factor=c.warmup_start_factor, total_iters=w)
+        if main is None:  # none, or plateau (which takes over after the warmup): stay at 1.0 after it
+            return warmup
+        return lr_scheduler.SequentialLR(opt, [warmup, main()], milestones=[w])
 
 
 def set_lr(optimizer, base_lr: float, factor: float) -> float:

@@ -1,0 +1,226 @@
+"""The live parts of one training run (device, data, model, optimizer, schedule, EMA, ...), built from the
+config, and their round trip through a TrainState."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.augment import build_pipeline
+from engine.config import ExperimentConfig
+from engine.data import DatasetSpec, Splits, load_arrays, make_splits
+from engine.models import build_model
+from engine.sinks import EventSink
+from engine.training import distributed
+from engine.training.hooks import TrainHooks
+from engine.training.losses import build_loss
+from engine.training.optim import EpochSchedule, build_optimizer
+from engine.training.seeding import seed_everything
+from engine.training.state import Progress, RunInfo, TrainState
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+class TrainingFailed(RuntimeError):
+    """A run that cannot go on (NaN loss, ...), with a short reason for the user."""
+
+
+class StopRequested(Exception):
+    pass
+
+
+class Stopper:
+    """SIGTERM/SIGINT -> finish the current step, keep finished epochs, end as 'stopped'."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self):
+        def handler(signum, frame):
+            self.requested = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not in the main thread (tests calling train() directly)
+                pass
+        return self
+
+
+class Heartbeat:
+    """Due every HEARTBEAT_EVERY_S while training; the sink's heartbeat may ask the run to stop."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last <= HEARTBEAT_EVERY_S:
+            return False
+        self.reset()
+        return True
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingFailed("train.device is cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_ema(model, cfg):
+    if not cfg.regularize.ema.enabled:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=cfg.regularize.ema.decay)
+
+
+def build_mixup(cfg, num_classes):
+    m = cfg.augment.mixup
+    if not m.enabled:
+        return None
+    from timm.data import Mixup
+
+    # Smoothing is applied by our loss (possibly scheduled), so timm's mixup gets none.
+    return Mixup(
+        mixup_alpha=m.mixup_alpha,
+        cutmix_alpha=m.cutmix_alpha,
+        prob=m.prob,
+        switch_prob=m.switch_prob,
+        mode="batch",
+        label_smoothing=0.0,
+        num_classes=num_classes,
+    )
+
+
+@dataclass
+class Run:
+    cfg: ExperimentConfig
+    run_dir: Path
+    sink: EventSink
+    hooks: TrainHooks
+    stopper: Stopper
+    device: torch.device
+    dist: distributed.Dist
+    amp_dtype: torch.dtype | None
+    splits: Splits
+    pipeline: object  # albumentations, for the CPU path and random-pass TTA; None without augmentation
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the model as stepped: DDP-wrapped and/or compiled
+    loss_fn: torch.nn.Module
+    mixup: object
+    ema: object
+    optimizer: torch.optim.Optimizer
+    schedule: EpochSchedule
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+    progress: Progress
+    beat: Heartbeat
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What is validated, checkpointed as best and tested: the EMA weights when asked."""
+        ema_cfg = self.cfg.regularize.ema
+        return self.ema.module if (self.ema is not None and ema_cfg.evaluate_ema) else self.model
+
+    @property
+    def info(self) -> RunInfo:
+        s = self.splits
+        return RunInfo(self.cfg.to_json(), s.class_names, s.mean, s.std)
+
+    def use_optimizer(self, name: str, base_lr: float) -> None:
+        """A fresh optimizer (the Adam->SGD switch, or a resumed run that had switched)."""
+        c = self.cfg
+        self.optimizer = build_optimizer(c.optim, self.model, c.model.backbone_lr_mult, name, base_lr)
+        self.progress.optim_name, self.progress.base_lr = name, base_lr
+        self.schedule.attach(base_lr)
+
+    def snapshot(self) -> TrainState:
+        return TrainState(
+            progress=self.progress,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            schedule=self.schedule.state_dict(),
+            ema=self.ema.module.state_dict() if self.ema is not None else None,
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            info=self.info,
+        )
+
+    def restore(self, state: TrainState) -> None:
+        p = state.progress
+        if p.optim_name != self.progress.optim_name:
+            self.use_optimizer(p.optim_name, p.base_lr)
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.schedule)
+        if self.ema is not None and state.ema is not None:
+            self.ema.module.load_state_dict(state.ema)
+        if state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.progress = p
+
+
+def build_run(
+    cfg: ExperimentConfig,
+    spec: DatasetSpec,
+    run_dir: Path,
+    sink: EventSink,
+    stopper: Stopper,
+    hooks: TrainHooks,
+    init_state: dict | None,
+) -> Run:
+    """Everything a run trains with, in an order that keeps the random draws (model init) reproducible."""
+    t = cfg.train
+    device = pick_device(t.device)
+    dist, device = distributed.setup(device)
+    seed_everything(t.seed, t.deterministic)
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp] if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.deterministic
+
+    splits = make_splits(load_arrays(spec), cfg.data)
+    if len(splits.train_y) < 1 or len(splits.val_y) < 1 and not cfg.data.train_on_val and cfg.data.val_fraction > 0:
+        raise TrainingFailed("the training or validation split is empty; lower data.val_fraction")
+    pipeline = build_pipeline(cfg.augment.train, splits.image_size)
+
+    model = build_model(cfg.model, splits.channels, splits.num_classes)
+    if init_state is not None:  # fine-tune / continue from another run's checkpoint
+        _load_compatible(model, init_state["model"], sink)
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg.loss, splits.num_classes, splits.train_y).to(device)
+    mixup = build_mixup(cfg, splits.num_classes)
+    ema = build_ema(model, cfg)
+
+    steps_per_epoch = max(1, len(splits.train_y) // t.batch_size if len(splits.train_y) > t.batch_size else 1)
+    if t.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
+    optimizer = build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult)
+    schedule = EpochSchedule(cfg.schedule, t.epochs, steps_per_epoch).attach(cfg.optim.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    train_model = distributed.wrap(model, dist, device, t.sync_bn)  # DDP when under torchrun
+    train_model = torch.compile(train_model) if t.compile else train_model
+    progress = Progress(optim_name=cfg.optim.name, base_lr=cfg.optim.lr)
+    return Run(
+        cfg, Path(run_dir), sink, hooks, stopper, device, dist, amp_dtype, splits, pipeline, model, train_model,
+        loss_fn, mixup, ema, optimizer, schedule, scaler, steps_per_epoch, progress, Heartbeat(),
+    )  # fmt: skip
+
+
+def _load_compatible(model, state_dict, sink) -> None:
+    own = model.state_dict()
+    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    skipped = len(own) - len(usable)
+    sink.on_log(
+        f"initialised from parent checkpoint: {len(usable)} tensors loaded, {skipped} kept fresh (shape changed)"
+    )
