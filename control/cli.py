@@ -6,6 +6,7 @@
   python -m engine validate config.yaml              exit 0 if it would run, 2 with messages if not
   python -m engine evaluate --run-id N --checkpoint best|last|epoch_0046 [--tta hflip ...]
   python -m engine init                              create/upgrade the DB, register built-in datasets
+  python -m engine backup [DEST]                     a consistent copy of a SQLite lab (online backup API)
   python -m engine study create|show|stop|resume ...  a study: a designed set of runs (control.study_cli)
   python -m engine lr-find|export|predict ...         LR range test, ONNX/TorchScript export, predict files (control.diagnose_cli)
 
@@ -78,7 +79,12 @@ def cmd_train(args) -> int:
     if errors:
         return _print_errors(errors)
     run_id = store.create_run(
-        url, cfg.model_dump(mode="json"), status=RunStatus.RUNNING, backend="cli", parent_run_id=cfg.train.init_from_run
+        url,
+        cfg.model_dump(mode="json"),
+        name=cfg.name or Path(args.config).stem,  # a config without a name is known by its file's name
+        status=RunStatus.RUNNING,
+        backend="cli",
+        parent_run_id=cfg.train.init_from_run,
     )  # fine-tune/continue: linked to its parent
     print(f"run {run_id}", flush=True)
     if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
@@ -175,6 +181,19 @@ def _fault_injection():
     return FaultInjection(**json.loads(raw))
 
 
+def _unreadable_checkpoint(path: str) -> str | None:
+    """Why the checkpoint at `path` cannot be evaluated (missing, truncated, not ours), or None."""
+    from engine.training.checkpoint import load
+
+    try:
+        state = load(Path(path))
+    except Exception as exc:  # torch's own words differ by fault: zip errors, unpickling errors, EOF
+        return f"{path} cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+        return f"{path} is not a checkpoint of this lab (no model weights and config in it)"
+    return None
+
+
 def cmd_evaluate(args) -> int:
     from control.preflight import resolve_dataset
     from db import queries, store
@@ -193,6 +212,8 @@ def cmd_evaluate(args) -> int:
         return _print_errors(
             [("--checkpoint", f"run {args.run_id} has no checkpoint '{args.checkpoint}' (has: {', '.join(ckpts)})")]
         )
+    if (unreadable := _unreadable_checkpoint(ckpts[args.checkpoint]["path"])) is not None:
+        return _print_errors([("--checkpoint", unreadable)])
     cfg = parse_config(row["config"])
     spec = resolve_dataset(url, cfg.data.dataset)
     result, tta, epoch = evaluate_checkpoint(ckpts[args.checkpoint]["path"], spec, args.split, args.device, args.tta)
@@ -224,6 +245,13 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from db.session import backup
+
+    print(f"backed up to {backup(args.db, args.dest)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="Image-classification training engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -248,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("init", help="create/upgrade the database and register built-in datasets")
     i.add_argument("--db")
     i.set_defaults(fn=cmd_init)
+    b = sub.add_parser("backup", help="copy a SQLite lab consistently, even while runs write to it")
+    b.add_argument("dest", nargs="?", help="the copy (default: <name>-backup-<time>.db beside it)")
+    b.add_argument("--db")
+    b.set_defaults(fn=cmd_backup)
     from control.study_cli import add_study_parser
 
     add_study_parser(sub)
@@ -258,5 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from db.session import DatabaseCorrupt
+
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except DatabaseCorrupt as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID

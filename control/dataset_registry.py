@@ -134,6 +134,21 @@ def summarize(kind: str, path: str, options: dict, data: ImageArrays) -> dict:
     return summary
 
 
+def load_and_summarize(kind: str, path: str, options: dict) -> dict:
+    """The summary of a dataset loaded in a child process under the memory limit (control.sandbox):
+    a dataset too large for this machine fails its registration, not the dashboard."""
+    from control.sandbox import SandboxError, call_limited
+
+    try:
+        return call_limited("control.dataset_registry:_summary_here", kind, path, options, errors=(DatasetError,))
+    except SandboxError as exc:
+        raise DatasetError(f"could not load {kind} dataset at {path}: {exc}") from None
+
+
+def _summary_here(kind: str, path: str, options: dict) -> dict:
+    return summarize(kind, path, options, load_checked(kind, path, options))
+
+
 def register_dataset(
     url, name: str, kind: str, path: str = "", options: dict | None = None, *, replace: bool = False
 ) -> dict:
@@ -145,8 +160,7 @@ def register_dataset(
 
     options = {k: v for k, v in dict(options or {}).items() if v not in (None, "", [])}
     name = check_name(url, name, replace)
-    data = load_checked(kind, path, options)
-    summary = summarize(kind, path, options, data)
+    summary = load_and_summarize(kind, path, options)
     stored_path = str(Path(path).expanduser().resolve()) if path else ""
     store.upsert_dataset(url, name, kind, stored_path, options, summary)
     return summary
@@ -167,8 +181,7 @@ def refresh_summary(url, name: str) -> dict:
     row = queries.get_dataset(url, name)
     if row is None:
         raise DatasetError(f"no dataset named '{name}' is registered")
-    data = load_checked(row["kind"], row["path"], row["options"] or {})
-    summary = summarize(row["kind"], row["path"], row["options"] or {}, data)
+    summary = load_and_summarize(row["kind"], row["path"], row["options"] or {})
     store.upsert_dataset(url, name, row["kind"], row["path"], row["options"] or {}, summary)
     return summary
 

@@ -51,8 +51,23 @@ def _errors(errors) -> int:
     return EXIT_INVALID
 
 
+def _load_config_file(path: str):
+    """(config, []) or (None, [(field, message)]), as `validate` reads a config file."""
+    from engine.config import ConfigError, ExperimentConfig
+
+    try:
+        return ExperimentConfig.from_file(path), []
+    except ConfigError as exc:
+        return None, exc.errors
+    except FileNotFoundError:
+        return None, [("config", f"file not found: {path}")]
+    except Exception as exc:  # YAML/JSON syntax, unreadable file
+        return None, [
+            ("config", f"cannot read {path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
+        ]
+
+
 def cmd_lr_find(args) -> int:
-    from control.cli import _load_config_file
     from control.preflight import preflight, resolve_dataset
     from db.session import init_db
 
@@ -82,12 +97,11 @@ def cmd_lr_find(args) -> int:
         rule=args.rule,
     )
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json(), allow_nan=False))
     else:
         end = "diverged" if result.diverged else "finished"
-        print(
-            f"suggested optim.lr: {result.suggested_lr:.3g} ({result.rule}); sweep {end} after {len(result.lrs)} steps"
-        )
+        lr = f"{result.suggested_lr:.3g} ({result.rule})" if result.suggested_lr else "none (the loss never fell)"
+        print(f"suggested optim.lr: {lr}; sweep {end} after {len(result.lrs)} steps")
     return 0
 
 
@@ -141,7 +155,12 @@ def cmd_predict(args) -> int:
     if found is None:
         return _errors(errors)
     loaded, size = found
-    probs = predict_files(loaded, files, size, args.tta, args.device)
+    from engine.data import DatasetError
+
+    try:
+        probs = predict_files(loaded, files, size, args.tta, args.device)
+    except DatasetError as exc:  # a file that is no image
+        return _errors([("paths", str(exc))])
     write_predictions_csv(args.csv, files, probs, loaded.class_names)
     print(f"{len(files)} predictions written to {args.csv}")
     return 0

@@ -3,7 +3,8 @@
 `heartbeat_at` then means "this engine process is alive and reaches the DB" from its first second
 (torch imports and data loading take a while) through long validations and the final evaluation.
 A frozen (SIGSTOP), hung-in-C or disconnected process stops beating; `launcher.refresh_lost` marks
-its run lost once the heartbeat is older than heartbeat_stale_s(). Kept free of heavy imports so
+its run lost once the heartbeat is older than heartbeat_stale_s(), unless its process is seen alive
+on this host (a database locked for a minute stops every heartbeat, not the engines). Kept free of heavy imports so
 the first beat goes out before torch is even loaded.
 """
 

@@ -1,7 +1,7 @@
 """Launching, queueing, stopping and resuming runs. The dashboard's buttons call these; so do tests.
 
 Each run is a detached process (`python -m engine train --run-id N`, the DB URL in its environment) in its own session
-and process group, with its output in runs/<id>/run.log, so it outlives the dashboard. There is no
+and process group, with its output in runs/<database>/<id>/run.log, so it outlives the dashboard. There is no
 scheduler daemon: runs wait as `queued` and are claimed atomically from the DB by whoever next
 calls `start_queued` (a launch, a finishing engine, the dashboard's refresh), up to
 LAB_MAX_CONCURRENT running runs (default 1) on this machine.
@@ -50,15 +50,65 @@ def bootstrap(url: str | None = None) -> str:
 
 
 def runs_root(url: str) -> Path:
+    """Where this database's runs live: <LAB_RUNS_DIR or runs/ beside the SQLite file>/<database name>.
+
+    Keyed by database, so two labs in one folder (a.db, b.db) never share runs/00005."""
     if os.environ.get("LAB_RUNS_DIR"):
-        return Path(os.environ["LAB_RUNS_DIR"]).resolve()
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url.removeprefix("sqlite:///")).resolve().parent / "runs"
-    return Path("runs").resolve()
+        base = Path(os.environ["LAB_RUNS_DIR"]).expanduser().resolve()
+    elif url.startswith("sqlite:///") and ":memory:" not in url:
+        base = Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent / "runs"
+    else:
+        base = Path("runs").resolve()
+    return base / _database_key(url)
+
+
+def _database_key(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = Path(parsed.database).stem if parsed.get_backend_name() == "sqlite" and parsed.database else parsed.database
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in (name or "memory")) or "lab"
 
 
 def run_dir_for(url: str, run_id: int) -> Path:
     return runs_root(url) / f"{run_id:05d}"
+
+
+RUN_OWNER_FILE = "lab_run.json"
+
+
+def claim_run_dir(url: str, run_id: int, run_dir: Path) -> Path:
+    """Mark `run_dir` as run `run_id` of this database, or refuse it if it belongs to another run
+    (resuming would load that run's checkpoints and interleave two logs)."""
+    import json
+
+    from control.command import display_url
+
+    owner = {"database": _database_identity(url), "run_id": int(run_id)}
+    marker = run_dir / RUN_OWNER_FILE
+    if marker.exists():
+        try:
+            found = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            found = None
+        if found != owner:
+            who = f"run {found.get('run_id')} of {found.get('database')}" if isinstance(found, dict) else "another run"
+            raise ValueError(
+                f"{run_dir} belongs to {who}, not to run {run_id} of {display_url(owner['database'])}: "
+                "refusing to use its checkpoints"
+            )
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(owner))
+    return run_dir
+
+
+def _database_identity(url: str) -> str:
+    from control.command import display_url
+
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).expanduser().resolve())
+    return display_url(url)
 
 
 def max_concurrent() -> int:
@@ -77,14 +127,16 @@ def launch_run(
     start: bool = True,
     backend: str | None = None,
     trial: tuple[int, int] | None = None,
+    checked: bool = False,
 ) -> int:
     """Validate (schema + preflight), record the run as queued, and start it if a slot is free.
 
     backend: "local" (a detached process here; default) or "slurm" (sbatch; Slurm is the queue).
-    The default comes from LAB_BACKEND. trial: (study id, trial number) when a study queues it."""
-    from control.preflight import validate_all
+    The default comes from LAB_BACKEND. trial: (study id, trial number) when a study queues it;
+    checked: the study already ran the checks against the data for this configuration (schema only here)."""
+    from control.preflight import validate_all, validate_schema
 
-    cfg, errors = validate_all(config, url)
+    cfg, errors = validate_schema(config) if checked else validate_all(config, url)
     if errors:
         raise LaunchRefused(errors)
     backend = backend or os.environ.get("LAB_BACKEND", "local")
@@ -107,7 +159,7 @@ def launch_run(
 
         try:
             _submit_slurm(url, run_id, resume=False)
-        except SlurmError as exc:  # nothing was submitted: leave no run behind
+        except (SlurmError, ValueError) as exc:  # nothing was submitted: leave no run behind
             store.mark_ended(url, run_id, RunStatus.FAILED, error=str(exc))
             store.delete_run(url, run_id)
             raise LaunchRefused([("backend", str(exc))]) from None
@@ -120,7 +172,7 @@ def _submit_slurm(url: str, run_id: int, resume: bool) -> str:
     from control import slurm
 
     row = queries.get_run(url, run_id)
-    run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
+    run_dir = claim_run_dir(url, run_id, Path(row["run_dir"] or run_dir_for(url, run_id)))
     job_id = slurm.submit(run_id, url, row["config"], run_dir, resume)
     store.update_run(
         url, run_id, backend="slurm", external_id=job_id, log_path=str(run_dir / "run.log"), resume_requested=False
@@ -158,7 +210,7 @@ def start_queued(url: str) -> list[int]:
     refresh_lost(url)
     started = []
     while True:
-        run_id = store.claim_next_queued(url, max_concurrent())
+        run_id = store.claim_next_queued(url, max_concurrent(), _slot_holder_state)
         if run_id is None:
             break
         try:
@@ -178,8 +230,7 @@ def start_queued(url: str) -> list[int]:
 
 def _spawn(url: str, run_id: int) -> int:
     row = queries.get_run(url, run_id)
-    run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = claim_run_dir(url, run_id, Path(row["run_dir"] or run_dir_for(url, run_id)))
     log_path = run_dir / "run.log"
     devices = int(row["config"].get("train", {}).get("devices", 1))
     # resume_requested is not among get_run's columns
@@ -196,6 +247,7 @@ def _spawn(url: str, run_id: int) -> int:
             start_new_session=True,
         )  # own session: survives the dashboard
     _CHILDREN[proc.pid] = proc
+    _reap_when_done(proc)
     store.update_run(
         url, run_id, pid=proc.pid, log_path=str(log_path), run_dir=str(run_dir), backend="local", resume_requested=False
     )
@@ -203,6 +255,14 @@ def _spawn(url: str, run_id: int) -> int:
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    """Wait for the engine in a daemon thread: the moment it exits it is reaped, so a long-lived
+    dashboard never holds a <defunct> child, whichever page (if any) is open."""
+    import threading
+
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 def _reap_children() -> None:
@@ -252,11 +312,29 @@ def is_engine_process(pid: int | None, run_id: int) -> bool:
     return True  # `python -m engine train config.yaml`: the run id is not on its command line
 
 
+def engine_state(pid: int | None, run_id: int) -> str:
+    """ "alive", "frozen" (stopped by SIGSTOP or a debugger: it may continue any moment) or "gone"."""
+    if not is_engine_process(pid, run_id):
+        return "gone"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "alive"
+    return "frozen" if state in ("T", "t") else "alive"
+
+
+def _slot_holder_state(pid: int | None, run_id: int) -> str:
+    # An engine that calls start_queued as it finishes no longer holds a slot, whatever its run says.
+    return "gone" if pid == os.getpid() else engine_state(pid, run_id)
+
+
 def refresh_lost(url: str, stale_after_s: float | None = None) -> list[int]:
-    """Mark runs whose process died without saying so (kill -9, OOM killer, power loss) or whose
-    heartbeat is stale (a frozen process, a remote host gone) as lost."""
+    """Mark runs whose process died without saying so (kill -9, OOM killer, power loss), or whose
+    heartbeat is stale while no live engine of theirs can be seen here (a frozen process, a remote
+    host gone), as lost."""
     _reap_children()
-    return store.mark_lost_runs(url, stale_after_s or heartbeat_stale_s(), pid_alive)
+    return store.mark_lost_runs(url, stale_after_s or heartbeat_stale_s(), engine_state)
 
 
 # ------------------------------------------------------------------------------- stop / resume

@@ -26,7 +26,25 @@ def resolve_dataset(url: str | None, name: str):
 
 
 def preflight(cfg: ExperimentConfig, url: str | None) -> list[tuple[str, str]]:
+    """The checks against the real data and model, in a child process under a memory limit: whatever
+    the dataset holds, the caller (the dashboard) never loads it itself."""
+    from control.image_transforms import step_errors
+    from control.sandbox import SandboxError, call_limited
+
+    if errors := step_errors(cfg.augment.train):  # refused by name: nothing needs loading
+        return errors
+    try:
+        errors = call_limited("control.preflight:preflight_here", cfg.model_dump(mode="json"), url)
+    except SandboxError as exc:
+        return [("data.dataset", str(exc))]
+    return [(field, message) for field, message in errors]
+
+
+def preflight_here(raw: dict, url: str | None) -> list[tuple[str, str]]:
+    from engine.config import parse_config
     from engine.data import DatasetError, load_arrays, make_splits
+
+    cfg = parse_config(raw)
     from engine.preflight import check_against_data
 
     try:
@@ -49,6 +67,16 @@ def preflight(cfg: ExperimentConfig, url: str | None) -> list[tuple[str, str]]:
                 )
             )
     return errors
+
+
+def validate_schema(raw: dict) -> tuple[ExperimentConfig | None, list[tuple[str, str]]]:
+    """Schema validation alone, for a config whose data/model checks already passed (a study's trial)."""
+    from engine.config import ConfigError, parse_config
+
+    try:
+        return parse_config(raw), []
+    except ConfigError as exc:
+        return None, exc.errors
 
 
 def validate_all(raw: dict, url: str | None) -> tuple[ExperimentConfig | None, list[tuple[str, str]]]:

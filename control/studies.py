@@ -26,6 +26,10 @@ from db.models import ACTIVE, RunStatus
 from engine.sinks import EventSink
 
 DONE = RunStatus.COMPLETED
+# Sections whose values cannot change what the checks against the real data and model find (the
+# dataset, the model, the augmentation): their levels are checked by the schema alone, other factors'
+# levels each once against the data, so every trial is queued without checking it again.
+SCHEMA_ONLY = {"optim", "schedule", "loss", "regularize"}
 
 
 class StudyRefused(ValueError):
@@ -142,6 +146,15 @@ def load_study(data, url: str) -> tuple[StudySpec | None, dict | None, list]:
     from engine.config import parse_config
 
     errors = [(f"base.{f}", m) for f, m in preflight(parse_config(base), url)]
+    for path, levels in spec.factors.items():
+        if errors or path.split(".")[0] in SCHEMA_ONLY:
+            continue
+        values = levels if isinstance(levels, list) else [levels.low, levels.high]
+        for i, value in enumerate(values):
+            cfg = parse_config(
+                apply_params(base, {path: int(value) if getattr(levels, "kind", "") == "int" else value})
+            )
+            errors += [(f"factors.{path}[{i}]", f"{f}: {m}") for f, m in preflight(cfg, url)][:1]
     return (None, None, errors) if errors else (spec, base, [])
 
 
@@ -216,7 +229,12 @@ def _queue_configuration(url: str, study: dict, k: int) -> list[int]:
         cfg["name"] = f"{study['name']} #{k} seed {seed0 + r}"[:200]
         run_ids.append(
             launch_run(
-                url, cfg, tags=[f"study:{study['id']}", f"trial:{number}"], start=False, trial=(study["id"], number)
+                url,
+                cfg,
+                tags=[f"study:{study['id']}", f"trial:{number}"],
+                start=False,
+                trial=(study["id"], number),
+                checked=True,
             )
         )
     return run_ids
@@ -264,6 +282,7 @@ def _in_flight(url: str, study_id: int) -> int:
 
 
 def _tell_finished(url: str, study: dict) -> None:
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     runs = [r for r in queries.study_runs(url, study["id"]) if r["status"] not in ACTIVE]
@@ -285,7 +304,7 @@ def _tell_finished(url: str, study: dict) -> None:
                 ostudy.tell(r["trial_number"], state=TrialState.PRUNED)
             else:
                 ostudy.tell(r["trial_number"], state=TrialState.FAIL)
-        except ValueError:
+        except (ValueError, UpdateFinishedTrialError):
             pass  # another process told it a moment ago
 
 
@@ -399,15 +418,28 @@ def study_state(url: str, study_id: int, *, refresh: bool = True) -> dict:
 
 
 def param_importance(url: str, study_id: int) -> dict[str, float]:
-    """Optuna's fANOVA importance of each factor over the finished trials ({} until there are enough)."""
+    """Optuna's fANOVA importance of each factor over the finished runs ({} until there are enough).
+
+    Evaluated on an in-memory Optuna study holding the finished runs' params and objectives (the same
+    numbers as the summary): the evaluator reads the trials several times, and each read from the
+    RDB storage would cost more than the fit itself."""
     import optuna
 
-    study = queries.get_study(url, study_id)
-    ostudy = _optuna_study(url, study)
-    try:
-        return optuna.importance.get_param_importances(
-            ostudy, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    state = study_state(url, study_id, refresh=False)
+    spec, _ = _spec_of(queries.get_study(url, study_id))
+    dists = distributions(spec)
+    copy = optuna.create_study(direction=spec.objective.direction)
+    copy.add_trials(
+        optuna.trial.create_trial(
+            params={p: _choice(v) for p, v in t["params"].items()}, distributions=dists, value=t["objective"]
         )
+        for t in state["trials"]
+        if t["objective"] is not None
+    )
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(copy, evaluator=evaluator).items()}
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
 
@@ -482,13 +514,14 @@ class StudyPruneSink(EventSink):
 
     def on_status(self, status, **info):
         if status == RunStatus.STOPPED and self.pruned_at is not None:
+            from optuna.exceptions import UpdateFinishedTrialError
             from optuna.trial import TrialState
 
             store.mark_pruned(self.url, self.run_id, self.pruned_at)
             ostudy, _ = self._trial()
             try:
                 ostudy.tell(self.trial_number, state=TrialState.PRUNED)
-            except ValueError:
+            except (ValueError, UpdateFinishedTrialError):
                 pass
 
 

@@ -29,6 +29,7 @@ nav = st.navigation(
         st.Page(PAGES / "runs.py", title="Runs", icon="📋", default=True),  # the default page is served at "/"
         st.Page(PAGES / "run_detail.py", title="Run detail", icon="🔎", url_path="run"),
         st.Page(PAGES / "compare.py", title="Compare", icon="📊", url_path="compare"),
+        st.Page(PAGES / "studies.py", title="Studies", icon="🧮", url_path="studies"),
         st.Page(PAGES / "augmentations.py", title="Augmentations", icon="🎨", url_path="augmentations"),
         st.Page(PAGES / "datasets.py", title="Datasets", icon="🗂️", url_path="datasets"),
     ]

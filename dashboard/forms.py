@@ -595,6 +595,30 @@ def available_presets() -> dict[str, str]:
     return dict(PRESETS)
 
 
+# How a choice reads in the builder where its config value is a code word; other values show as they are.
+CHOICE_LABELS = {
+    "loss.name": {"ce": "cross-entropy", "focal": "focal (down-weights easy images)", "poly1": "Poly-1 cross-entropy"},
+    "optim.name": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"},
+    "schedule.name": {"none": "constant", "onecycle": "one-cycle", "multistep": "multi-step", "plateau": "on plateau"},
+    "train.amp": {"off": "off (float32)", "bf16": "bfloat16", "fp16": "float16"},
+    "loss.class_weights": {"inverse_frequency": "inverse frequency"},
+    "schedule.plateau_metric": {"val_loss": "validation loss", "val_acc": "validation accuracy"},
+    "regularize.early_stopping.metric": {"val_loss": "validation loss", "val_acc": "validation accuracy"},
+    "eval.best_metric": {"val_loss": "validation loss", "val_acc": "validation accuracy"},
+}
+
+
+def choice_label(path: str):
+    """format_func for the choice field at `path`."""
+    labels = CHOICE_LABELS.get(path, {})
+    return lambda value: labels.get(value, str(value))
+
+
+def preset_order(presets: dict[str, str]) -> list[str]:
+    """The fast general-purpose starts first, then the recipes written for one kind of data."""
+    return sorted(presets, key=lambda n: not n.startswith("fast-"))
+
+
 def preset(
     name: str, dataset: str, image_size: int | None = None, num_classes: int | None = None
 ) -> tuple[dict, list[str]]:

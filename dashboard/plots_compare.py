@@ -116,13 +116,22 @@ def config_diff(configs: Mapping[str, dict], normalize: bool = True) -> pd.DataF
     flat = {label: flatten_config(normalized_config(c) if normalize else c) for label, c in configs.items()}
     keys = _merged_order(list(f) for f in flat.values())
     rows = {}
-    for key in keys:
+    for key in _taking_effect(keys, list(configs.values())):
         values = [_display(f[key]) if key in f else MISSING for f in flat.values()]
         if len(set(values)) > 1:
             rows[key] = values
     df = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)) if rows else pd.DataFrame(columns=list(flat))
     df.index.name = "field"
     return df
+
+
+def _taking_effect(keys: list[str], configs: list[dict]) -> list[str]:
+    """The keys that change what a run does in at least one of the configs: a field the builder hides for
+    a config (stage widths of a model that has no stages) has no effect there, whatever its value."""
+    from dashboard.forms import field_specs, is_relevant
+
+    specs = {s.path: s for s in field_specs()}
+    return [k for k in keys if k not in specs or any(is_relevant(specs[k], c) for c in configs)]
 
 
 # ------------------------------------------------------------------------------- curves
@@ -235,6 +244,52 @@ def best_run(table: pd.DataFrame, column: str = "best val acc") -> str | None:
         return None
     lowest = lower_is_better(column.rsplit(" ", 1)[-1])
     return str(table[column].idxmin() if lowest else table[column].idxmax())
+
+
+HEADLINE_METRICS = ("best val acc", "best val loss", "test acc", "final val acc", "final val loss")
+
+
+def _best_of(values: pd.Series, column: str) -> pd.Series:
+    """The entries of `values` equal (within float noise) to its best value for `column`."""
+    values = values.dropna()
+    best = values.min() if lower_is_better(column.rsplit(" ", 1)[-1]) else values.max()
+    return values[np.isclose(values, best, rtol=0, atol=1e-9)]
+
+
+def best_with_ties(table: pd.DataFrame, column: str, tiebreaks: Iterable[str] = HEADLINE_METRICS) -> dict | None:
+    """The best run by `column`, and how a tie on it was settled: {"best", "value", "tied" (runs sharing the
+    best value), "decided_by" (the metric that broke the tie, None if there was none or nothing broke it)}."""
+    if table.empty or column not in table or table[column].isna().all():
+        return None
+    tied = _best_of(table[column], column)
+    value = float(tied.iloc[0])
+    candidates, decided_by = list(tied.index), None
+    for other in (c for c in tiebreaks if c != column and c in table):
+        if len(candidates) < 2:
+            break
+        narrowed = _best_of(table.loc[candidates, other], other)
+        if 0 < len(narrowed) < len(candidates):
+            candidates, decided_by = list(narrowed.index), other
+    return {"best": str(candidates[0]), "value": value, "tied": [str(r) for r in tied.index], "decided_by": decided_by}
+
+
+def best_headline(table: pd.DataFrame, column: str, escape=str) -> str | None:
+    """One markdown line naming the best run by `column`, saying which runs tie on it and what decided.
+    `escape` makes a run label literal markdown (labels are user text)."""
+    found = best_with_ties(table, column)
+    if found is None:
+        return None
+    line = f"Best run by {column}: **{escape(found['best'])}** ({found['value']:.4f})"
+    others = [r for r in found["tied"] if r != found["best"]]
+    if not others:
+        return line + "."
+    line += f", tied with {escape(', '.join(others))}"
+    if found["decided_by"]:
+        return (
+            line
+            + f"; the tie is broken by {found['decided_by']} ({table.loc[found['best'], found['decided_by']]:.4f})."
+        )
+    return line + "; no other metric separates them, so the first listed is named."
 
 
 # ------------------------------------------------------------------------------- confusion matrices

@@ -150,10 +150,10 @@ def class_names(url: str, data_config_json: str, n: int) -> list[str]:
 
 @st.cache_resource(show_spinner=False)
 def transforms() -> list[str]:
-    from engine.augment import BUILDER_DEFAULTS, available_transforms
+    """The transforms a step may use: single-image pixel and spatial ones, the common ones first."""
+    from control.image_transforms import image_transforms
 
-    common = list(BUILDER_DEFAULTS)
-    return common + [t for t in available_transforms() if t not in BUILDER_DEFAULTS]
+    return image_transforms()
 
 
 @st.cache_resource(show_spinner=False)
@@ -171,3 +171,29 @@ def model_catalogue(source: str) -> list[str]:
     except Exception:
         return []
     return []
+
+
+# ------------------------------------------------------------------------------- studies
+@st.cache_data(ttl=5, show_spinner=False)
+def studies_list(url: str) -> list[dict]:
+    return queries.list_studies(url)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def study_state(url: str, study_id: int, fingerprint: tuple) -> dict:
+    """The study's trials and grouped summary, re-read only when a trial's status or epoch changes."""
+    from control.studies import study_state as state
+
+    return state(url, study_id, refresh=False)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def study_curves(url: str, study_id: int, split: str, name: str, fingerprint: tuple):
+    return queries.study_curves(url, study_id, split, name)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def study_importance(url: str, study_id: int, n_done: int) -> dict[str, float]:
+    from control.studies import param_importance
+
+    return param_importance(url, study_id)

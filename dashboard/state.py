@@ -15,7 +15,13 @@ def _bootstrapped(url: str) -> str:
 
 
 def db_url_for_session() -> str:
+    from db.session import DatabaseCorrupt
+
     url = db_url()
-    _bootstrapped(url)
+    try:
+        _bootstrapped(url)
+    except DatabaseCorrupt as exc:  # one line on every page instead of a traceback
+        st.error(str(exc))
+        st.stop()
     st.session_state.setdefault("db_url", url)
     return url

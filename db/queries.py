@@ -478,3 +478,26 @@ def final_test_predictions(url, run_id: int) -> dict | None:
         )
 
     return read(url, fn)
+
+
+def study_progress(url, study_id: int) -> tuple:
+    """(status, epochs_done) of each trial run: a cheap fingerprint that changes when the study does."""
+
+    def fn(s):
+        rows = s.execute(select(Run.status, Run.epochs_done).where(Run.study_id == study_id).order_by(Run.id)).all()
+        return tuple(tuple(r) for r in rows)
+
+    return read(url, fn)
+
+
+def study_curves(url, study_id: int, split: str, name: str) -> pd.DataFrame:
+    """(run_id, epoch, value) of one metric for every trial of a study, for its seed bands."""
+
+    def fn(s):
+        return s.execute(
+            select(Metric.run_id, Metric.epoch, Metric.value)
+            .join(Run, Run.id == Metric.run_id)
+            .where(Run.study_id == study_id, Metric.split == split, Metric.name == name)
+        ).all()
+
+    return pd.DataFrame(read(url, fn), columns=["run_id", "epoch", "value"])

@@ -87,15 +87,76 @@ def read(url: str | None, fn):
         return fn(s)
 
 
+class DatabaseCorrupt(RuntimeError):
+    """The SQLite file is not a (sound) database: one line that says what to do."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///")).expanduser()
+    return None
+
+
+def check_integrity(url: str) -> None:
+    """SQLite's `PRAGMA integrity_check` on an existing file; DatabaseCorrupt if it is garbage, truncated
+    or damaged. (It cannot see commits in a damaged WAL: SQLite drops those frames silently, so keep
+    backups: `python -m engine backup`.)"""
+    import sqlite3
+
+    path = sqlite_path(url)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    broken = DatabaseCorrupt(f"{path.name} is not a valid SQLite database: restore a backup or move it away ({path})")
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise broken
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            verdict = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        raise broken from None
+    if verdict != ["ok"]:
+        raise broken
+
+
+def backup(url: str | None = None, dest: str | Path | None = None) -> Path:
+    """A consistent copy of a SQLite lab while engines keep writing (SQLite's online backup API);
+    default: <name>-backup-<UTC time>.db beside it. Returns the copy's path."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    url = db_url(url)
+    path = sqlite_path(url)
+    if path is None:
+        raise ValueError("backup copies SQLite files; back up a server database with its own tools (pg_dump)")
+    check_integrity(url)
+    if not path.is_file():
+        raise FileNotFoundError(f"no database at {path}")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    target = Path(dest) if dest else path.with_name(f"{path.stem}-backup-{stamp}{path.suffix or '.db'}")
+    src, dst = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return target
+
+
 def init_db(url: str | None = None) -> str:
-    """Create or upgrade the schema to the latest migration; returns the URL used."""
+    """Check an existing SQLite file, then create or upgrade the schema to the latest migration;
+    returns the URL used."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     url = db_url(url)
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if sqlite_path(url) is not None:
+        sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+        check_integrity(url)
     sqlite = url.startswith("sqlite")
     with get_engine(url).connect() as conn:
         cfg = alembic_config(url, conn)

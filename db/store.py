@@ -86,13 +86,33 @@ def update_run(url, run_id: int, **fields) -> None:
     write(url, lambda s: s.execute(update(Run).where(Run.id == run_id).values(**fields)))
 
 
-def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> None:
+# A run's status changes only here, and only from the statuses each change allows: a run marked lost
+# or stopped stays so when an engine it no longer owns writes later; only resume (requeue) reclaims it.
+ENGINE_STARTS_FROM = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})  # claimed by a launcher, or queued in Slurm
+ENDS_FROM = ACTIVE
+PRUNED_FROM = frozenset({RunStatus.RUNNING, RunStatus.STOPPED})  # the study's sink runs after the DB sink's stop
+
+
+def _transition(s, run_id: int, status: RunStatus, allowed_from, **values) -> bool:
+    """Set the run's status (and `values`) if its current status is in `allowed_from`; False if it was not."""
+    res = s.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_(tuple(allowed_from))).values(status=status, **values)
+    )
+    return res.rowcount == 1
+
+
+def set_status(url, run_id: int, status: RunStatus, allowed_from, **values) -> bool:
+    return write(url, lambda s: _transition(s, run_id, status, allowed_from, **values))
+
+
+def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> bool:
     # stop_requested is left alone: a stop asked for while the engine was still starting must hold.
     now = utcnow()
-    update_run(
+    return set_status(
         url,
         run_id,
-        status=RunStatus.RUNNING,
+        RunStatus.RUNNING,
+        ENGINE_STARTS_FROM,
         pid=pid,
         host=socket.gethostname(),
         device=device,
@@ -106,8 +126,9 @@ def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None 
     )
 
 
-def mark_ended(url, run_id: int, status: RunStatus, error: str | None = None, traceback: str | None = None) -> None:
-    update_run(url, run_id, status=status, ended_at=utcnow(), error=error, traceback=traceback)
+def mark_ended(url, run_id: int, status: RunStatus, error: str | None = None, traceback: str | None = None) -> bool:
+    """A queued or running run ends; False (and nothing written) if it had already ended or been marked lost."""
+    return set_status(url, run_id, status, ENDS_FROM, ended_at=utcnow(), error=error, traceback=traceback)
 
 
 def heartbeat(url, run_id: int) -> bool:
@@ -120,10 +141,12 @@ def heartbeat(url, run_id: int) -> bool:
     return write(url, fn)
 
 
-def claim_next_queued(url, max_running: int) -> int | None:
-    """Move the oldest queued local run to running if fewer than `max_running` local runs are running
-    on this host; its id, or None (Slurm runs wait in Slurm's queue, not ours).
+def claim_next_queued(url, max_running: int, engine_state=None) -> int | None:
+    """Move the oldest queued local run to running if fewer than `max_running` engines hold a slot on
+    this host; its id, or None (Slurm runs wait in Slurm's queue, not ours).
 
+    A slot is held by every local running run, and by every lost run whose engine process still exists
+    (`engine_state(pid, run_id)` is not "gone"): a frozen engine can continue at any moment.
     Count and claim happen in one write transaction (BEGIN IMMEDIATE on SQLite, an advisory lock on
     PostgreSQL), so launchers racing in several processes never start more than `max_running`.
     The pid stays empty until the launcher has spawned the engine; a launcher that dies in between
@@ -133,12 +156,7 @@ def claim_next_queued(url, max_running: int) -> int | None:
     def fn(s):
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(60606)"))
-        running = s.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.status == RunStatus.RUNNING, Run.backend.in_(("local", "cli")), Run.host == host)
-        )
-        if running >= max_running:
+        if _slots_held(s, host, engine_state) >= max_running:
             return None
         run_id = s.scalar(
             select(Run.id)
@@ -150,57 +168,52 @@ def claim_next_queued(url, max_running: int) -> int | None:
         if run_id is None:
             return None
         now = utcnow()
-        s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-            .values(
-                status=RunStatus.RUNNING,
-                pid=None,
-                host=socket.gethostname(),
-                started_at=now,
-                heartbeat_at=now,
-                ended_at=None,
-            )
+        claimed = _transition(
+            s,
+            run_id,
+            RunStatus.RUNNING,
+            {RunStatus.QUEUED},
+            pid=None,
+            host=host,
+            started_at=now,
+            heartbeat_at=now,
+            ended_at=None,
         )
-        return run_id
+        return run_id if claimed else None
 
     return write(url, fn)
+
+
+def _slots_held(s, host: str, engine_state) -> int:
+    local = (Run.backend.in_(("local", "cli")), Run.host == host)
+    running = s.scalar(select(func.count()).select_from(Run).where(Run.status == RunStatus.RUNNING, *local))
+    if engine_state is None:
+        return running
+    lost = s.execute(select(Run.id, Run.pid).where(Run.status == RunStatus.LOST, Run.pid.is_not(None), *local))
+    return running + sum(engine_state(pid, run_id) != "gone" for run_id, pid in lost)
 
 
 def stop_if_queued(url, run_id: int) -> bool:
     """queued -> stopped, unless a launcher claimed it first."""
-
-    def fn(s):
-        res = s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-            .values(status=RunStatus.STOPPED, ended_at=utcnow(), error="stopped before it started")
-        )
-        return res.rowcount == 1
-
-    return write(url, fn)
+    return set_status(
+        url, run_id, RunStatus.STOPPED, {RunStatus.QUEUED}, ended_at=utcnow(), error="stopped before it started"
+    )
 
 
 def requeue_for_resume(url, run_id: int) -> bool:
     """stopped | failed | lost -> queued with resume_requested; False if it is in another state by now."""
-
-    def fn(s):
-        res = s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.in_(RESUMABLE))
-            .values(
-                status=RunStatus.QUEUED,
-                resume_requested=True,
-                ended_at=None,
-                error=None,
-                traceback=None,
-                stop_requested=False,
-                pid=None,
-            )
-        )
-        return res.rowcount == 1
-
-    return write(url, fn)
+    return set_status(
+        url,
+        run_id,
+        RunStatus.QUEUED,
+        RESUMABLE,
+        resume_requested=True,
+        ended_at=None,
+        error=None,
+        traceback=None,
+        stop_requested=False,
+        pid=None,
+    )
 
 
 def resume_requested(url, run_id: int) -> bool:
@@ -208,9 +221,12 @@ def resume_requested(url, run_id: int) -> bool:
     return bool(read(url, lambda s: s.scalar(select(Run.resume_requested).where(Run.id == run_id))))
 
 
-def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
-    """Runs marked running whose process is gone (same host) or whose heartbeat is stale -> lost.
+def mark_lost_runs(url, stale_after_s: float, engine_state) -> list[int]:
+    """Running runs whose engine is gone, or whose heartbeat is stale and whose engine cannot be seen
+    alive here, -> lost. `engine_state(pid, run_id)` says "alive", "frozen" (SIGSTOP) or "gone".
 
+    A same-host engine that is verified alive keeps its run even with a stale heartbeat: a database
+    locked for longer than the stale period stops every heartbeat, yet those engines are fine.
     Runs in the same write transaction as the engines' own status writes, so a run that finishes
     while we look is never overwritten: either we see its final status, or its process still lives."""
     host = socket.gethostname()
@@ -219,14 +235,13 @@ def mark_lost_runs(url, stale_after_s: float, pid_alive) -> list[int]:
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         lost = []
         for run in s.scalars(select(Run).where(Run.status == RunStatus.RUNNING)):
-            gone = (
-                run.host == host and run.backend in ("local", "cli") and run.pid is not None and not pid_alive(run.pid)
-            )
-            stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff
-            if gone or stale:
-                run.status, run.ended_at = RunStatus.LOST, utcnow()
-                run.error = "the engine process is gone" if gone else f"no heartbeat for {stale_after_s:.0f} s"
-                lost.append(run.id)
+            here = run.host == host and run.backend in ("local", "cli") and run.pid is not None
+            state = engine_state(run.pid, run.id) if here else None
+            stale = run.heartbeat_at is not None and run.heartbeat_at < cutoff and state != "alive"
+            if state == "gone" or stale:
+                why = "the engine process is gone" if state == "gone" else f"no heartbeat for {stale_after_s:.0f} s"
+                if _transition(s, run.id, RunStatus.LOST, {RunStatus.RUNNING}, ended_at=utcnow(), error=why):
+                    lost.append(run.id)
         return lost
 
     return write(url, fn)
@@ -422,5 +437,5 @@ def claim_study_config(url, study_id: int, limit: int) -> int | None:
     return write(url, fn)
 
 
-def mark_pruned(url, run_id: int, epoch: int) -> None:
-    update_run(url, run_id, status=RunStatus.PRUNED, error=f"pruned after epoch {epoch}")
+def mark_pruned(url, run_id: int, epoch: int) -> bool:
+    return set_status(url, run_id, RunStatus.PRUNED, PRUNED_FROM, error=f"pruned after epoch {epoch}")

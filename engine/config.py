@@ -377,6 +377,7 @@ class OptimConfig(Section):
     )
     weight_decay: float = Field(
         0.0,
+        strict=True,  # `true` is not 1.0
         ge=0.0,
         le=1.0,
         json_schema_extra=ui("Weight decay", help="decoupled for AdamW, L2 for the others", step=1e-4),
@@ -611,7 +612,11 @@ class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=10000, json_schema_extra=ui("Epochs"))
     batch_size: int = Field(64, ge=1, le=65536, json_schema_extra=ui("Batch size [images]"))
     seed: int = Field(
-        0, ge=0, le=2**31 - 1, json_schema_extra=ui("Seed", help="Seeds weights, shuffling and augmentation")
+        0,
+        strict=True,  # 0.0 or `true` is not a seed
+        ge=0,
+        le=2**31 - 1,
+        json_schema_extra=ui("Seed", help="Seeds weights, shuffling and augmentation"),
     )
     deterministic: bool = Field(False, json_schema_extra=ui("Deterministic (slower)", advanced=True))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=ui("Device"))
@@ -666,6 +671,18 @@ class TrainConfig(Section):
         le=10**9,
         description="Cap steps per epoch (smoke tests)",
         json_schema_extra=ui("Cap steps per epoch", advanced=True),
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads for torch (default: the cores this process may use)",
+        json_schema_extra=ui("CPU threads", advanced=True),
+    )
+    epoch_checkpoint: Literal["weights", "full"] = Field(
+        "weights",
+        description="What epoch_N.pt keeps: the weights, or the full state to resume from (last.pt always has it)",
+        json_schema_extra=ui("Epoch checkpoints hold", advanced=True),
     )
 
 
@@ -744,7 +761,7 @@ class ExperimentConfig(Section):
 
     @classmethod
     def from_yaml(cls, text: str) -> ExperimentConfig:
-        data = yaml.safe_load(text)
+        data = load_yaml_strict(text)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -755,8 +772,36 @@ class ExperimentConfig(Section):
     def from_file(cls, path: str | Path) -> ExperimentConfig:
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith(".json"):
-            return parse_config(json.loads(text))
+            return parse_config(json.loads(text, object_pairs_hook=_unique_keys))
         return cls.from_yaml(text)
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ConfigError([("(root)", f"the key '{dup}' appears twice in one mapping: keep one")])
+    return dict(pairs)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        _unique_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value])
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_strict(text: str):
+    """safe_load, but a duplicate key or nesting too deep is one ConfigError line (syntax errors stay yaml.YAMLError)."""
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError([("(root)", "the YAML is nested too deeply to be a config")]) from None
+    finally:
+        loader.dispose()
 
 
 class ConfigError(ValueError):

@@ -112,7 +112,7 @@ def test_mixup_preview_is_timms_mixup_as_the_engine_builds_it(data):
     row[[labels[0], labels[-1]]] = [0.7, 0.3]
     assert (
         ap.soft_label_caption(row, data.class_names)
-        == f"0.70 {data.class_names[labels[0]]} + 0.30 {data.class_names[labels[-1]]}"
+        == f"{data.class_names[labels[0]]} 70% + {data.class_names[labels[-1]]} 30%"
     )
 
 

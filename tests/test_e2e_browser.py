@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 150_000  # generous: a loaded 2-core CI machine trains slowly; nothing here measures time
+START_TIMEOUT_S = 300  # a cold `streamlit run` imports torch, pandas and plotly: minutes on a loaded machine
 
 pytestmark = pytest.mark.browser
 
@@ -87,16 +88,8 @@ def dashboard(tmp_path):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.3)
+    if not _healthy(base, proc, START_TIMEOUT_S):
+        raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
     try:
         yield base, url
     finally:
@@ -113,6 +106,29 @@ def dashboard(tmp_path):
         log.close()
 
 
+def _healthy(base: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the server's health endpoint to answer ok (False if the server died or the time ran out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if urllib.request.urlopen(base + "/_stcore/health", timeout=5).read() == b"ok":
+                return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _patient(page) -> None:
+    """Every action and assertion waits on its condition for TIMEOUT_MS, not Playwright's 5-30 s defaults:
+    on a shared machine a first page load or a rerun can take far longer, and only a condition says done."""
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(TIMEOUT_MS)
+    page.set_default_navigation_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
 def _no_exception(page):
     """A page that raised shows Streamlit's exception box; only a browser sees those on first load."""
     boxes = page.get_by_test_id("stException")
@@ -125,6 +141,7 @@ def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="New run").click()
     expect(page.get_by_role("tab", name="Training")).to_be_visible(timeout=TIMEOUT_MS)
     name_box = page.get_by_role("textbox", name="Run name", exact=True)
+    expect(name_box).to_be_editable(timeout=TIMEOUT_MS)
     name_box.fill(name)
     name_box.press("Enter")
     page.get_by_role("tab", name="Training").click()
@@ -208,6 +225,7 @@ def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        _patient(page)
         page_errors = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
         try:

@@ -104,6 +104,11 @@ def test_cli_refuses_an_unknown_checkpoint_and_run_with_exit_code_2(lab, tmp_pat
     Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / "a.png")
     proc = _engine("predict", str(tmp_path), "--run-id", "999", "--csv", str(tmp_path / "p.csv"), db=lab["url"])
     assert proc.returncode == 2 and proc.stderr.startswith("--run-id:")
+    (tmp_path / "notes.png").write_text("not an image")
+    proc = _engine(
+        "predict", str(tmp_path / "notes.png"), "--run-id", str(lab["run_id"]), "--csv", "p.csv", db=lab["url"]
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("paths: unreadable image")
 
 
 @pytest.mark.parametrize("tta", ["none", "hflip"])

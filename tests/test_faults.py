@@ -139,7 +139,14 @@ def _fail_after_epoch_3(db_url, monkeypatch) -> int:
     run_id = launch_run(
         db_url,
         quick_config(
-            db_url, **{"train.epochs": 4, "train.max_steps_per_epoch": 4, "eval.tta": ["none"], "train.keep_last": 5}
+            db_url,
+            **{
+                "train.epochs": 4,
+                "train.max_steps_per_epoch": 4,
+                "eval.tta": ["none"],
+                "train.keep_last": 5,
+                "train.epoch_checkpoint": "full",  # epoch snapshots a resume can fall back on
+            },
         ),
     )
     wait_final(db_url, run_id)

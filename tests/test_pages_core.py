@@ -408,9 +408,13 @@ def test_run_detail_evaluates_a_checkpoint_on_test(in_lab):
     url, run_id = in_lab["url"], in_lab["trained"]
     at = open_page("run_detail", run=run_id)
     at.selectbox(key=f"detail_ckpt_{run_id}").set_value("epoch_0001")
-    button(at, "🧪 Evaluate on test").click().run()  # python -m engine evaluate, in a child process
+    button(at, "🧪 Evaluate on test").click().run()  # python -m engine evaluate, in a background process
     assert not at.exception
-    assert any("test accuracy of epoch_0001" in s for s in texts(at.success)), texts(at.error)
+    deadline = time.monotonic() + 300
+    while not (texts(at.success) or texts(at.error)) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the page returned at once; each run polls the evaluation, as the live fragment does
+        at.run()
+    assert any("test accuracy of epoch_0001" in s.replace("\\", "") for s in texts(at.success)), texts(at.error)
     evals = [e for e in queries.evaluations(url, run_id) if e["split"] == "test"]
     assert [e["checkpoint"] for e in evals][-1] == "epoch_0001" and evals[-1]["epoch"] == 1
     labels = at.selectbox(key=f"detail_eval_{run_id}").options

@@ -99,18 +99,29 @@ def _tab(at, label):
     return next(t for t in at.tabs if t.label == label)
 
 
+def _open_tab(at, label, key="compare_tab"):
+    """Compare computes only the tab on screen: open one (as a click on it does) and return its contents."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, at.exception
+    return _tab(at, label)
+
+
 # ------------------------------------------------------------------------------------- compare
 def test_compare_from_query_params_shows_curves_diff_tables_confusion_per_class_tta(lab):
     url, a, b = lab["url"], lab["a"], lab["b"]
     at = _page("compare.py", query={"runs": f"{a},{b}"})
     assert at.multiselect(key="compare_select").value == [a, b]
 
-    diff = _tab(at, "Config diff").dataframe[0].value
+    diff = _open_tab(at, "Config diff").dataframe[0].value
     assert set(diff.index) == A_VS_B_FIELDS
     assert diff.loc["optim.lr"].tolist() == ["0.003", "0.01"]
     assert diff.loc["augment.train[0].name"].tolist() == ["—", "HorizontalFlip"]
 
-    charts = _charts(at)
+    charts = {}
+    for label in ("Curves", "Confusion matrices", "Per class", "TTA"):
+        _open_tab(at, label)
+        charts |= _charts(at)
     assert {"compare_curves", "compare_cm_grid", "compare_cm_diff", "compare_pc", "compare_tta"} <= set(charts)
     curves = charts["compare_curves"]
     assert {t["name"] for t in curves["data"]} == {
@@ -122,7 +133,7 @@ def test_compare_from_query_params_shows_curves_diff_tables_confusion_per_class_
     assert trace["y"] == pytest.approx(val_a) and "hovertemplate" in trace
 
     # best / final table: the test accuracy the engine wrote for each run
-    table = _tab(at, "Best / final").dataframe[0].value
+    table = _open_tab(at, "Best / final").dataframe[0].value
     for run_id, label in ((a, f"#{a} run-a"), (b, f"#{b} run-b")):
         test_eval = queries.final_evaluations(url, [run_id])[run_id]
         assert table.loc[label, "test acc"] == pytest.approx(test_eval["accuracy"])
@@ -152,7 +163,7 @@ def test_compare_takes_the_runs_page_selection_and_diffs_exactly_the_changed_fie
     at = _page("compare.py", state={"compare_ids": [c, a]})
     assert at.multiselect(key="compare_select").value == [c, a]
     assert at.query_params["runs"] == f"{c},{a}"  # the view is a shareable link
-    diff = _tab(at, "Config diff").dataframe[0].value
+    diff = _open_tab(at, "Config diff").dataframe[0].value
     assert list(diff.index) == ["train.seed"] and diff.loc["train.seed"].tolist() == ["1", "0"]
 
 
@@ -162,7 +173,6 @@ def test_compare_controls_smoothing_log_axis_metric_and_confusion_source(lab):
     at.selectbox(key="compare_metric").set_value("loss")
     at.toggle(key="compare_smooth").set_value(True)
     at.toggle(key="compare_log").set_value(True)
-    at.radio(key="compare_cm_source").set_value("val: last epoch")
     at.run()
     assert not at.exception, at.exception
     curves = _charts(at)["compare_curves"]
@@ -173,6 +183,8 @@ def test_compare_controls_smoothing_log_axis_metric_and_confusion_source(lab):
     assert trace["y"][0] == pytest.approx(raw[0]) and trace["y"][-1] != pytest.approx(raw[-1])  # EMA lags the raw
     assert "raw" in trace["hovertemplate"]
     # val confusion of the last epoch comes from the confusion_matrices table
+    _open_tab(at, "Confusion matrices")
+    at.radio(key="compare_cm_source").set_value("val: last epoch").run()
     grid = _charts(at)["compare_cm_grid"]["data"]
     epoch, matrix = queries.latest_confusion(lab["url"], a, "val")
     assert np.array_equal(np.asarray(grid[0]["customdata"]), np.asarray(matrix))
@@ -210,7 +222,7 @@ def test_augmentations_from_the_builder_grid_reroll_and_cutmix(lab):
     assert len(rows) == k and all(len(r.value) == n + 1 for r in rows)
     assert rows[0].captions[0] == "original · 0"
     assert any("16×16×1 as trained" in c.value for c in at.caption)  # data.image_size applied as in training
-    mixed = [im for im in at.image if all(c[0].isdigit() and "." in c for c in im.captions)]
+    mixed = [im for im in at.image if all(c[0].isdigit() and c.endswith("%") for c in im.captions)]  # "3 70% + 5 30%"
     assert len(mixed) == 1 and len(mixed[0].value) == k - k % 2
     before = [r.value for r in rows]
     seed = at.session_state["aug_seed"]

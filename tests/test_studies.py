@@ -16,6 +16,7 @@ from scipy import stats
 
 from control import studies
 from db import queries
+from tests.conftest import tiny_config
 from tests.lifecycle_support import kill_engines, metric_rows, quick_config, wait_for
 from tests.test_cli import engine_cli
 
@@ -350,6 +351,11 @@ def bad_studies(url: str) -> list[tuple[str, object, set[str]]]:
             _with(url, strategy="tpe", budget={"trials": 2}, start_with=[{"optim.wd": 1}]),
             {"start_with[0]"},
         ),
+        (
+            "a level the data refuses",
+            _with(url, factors={"data.dataset": [base["data"]["dataset"], "nope"]}),
+            {"factors.data.dataset[1]"},
+        ),
         ("not a mapping", [1, 2, 3], {"(root)"}),
         ("not YAML", "factors: [unclosed", {"study"}),
     ]
@@ -374,3 +380,121 @@ def test_bad_study_files_are_refused_per_field_and_queue_nothing(db_url, tmp_pat
     # the same through a real process: exit 2, the field on stderr
     proc = engine_cli("study", "create", str(tmp_path / "bad_0.yaml"), "--db", db_url)
     assert proc.returncode == 2 and proc.stderr.startswith("factors.optim.lrr: unknown config field")
+
+
+# ------------------------------------------------------------------------------- the Studies page
+def test_studies_page_designs_refuses_previews_launches_and_reads_the_answer(db_url, monkeypatch):
+    from tests.test_pages_core import button, open_page
+
+    monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
+    from db import store
+
+    seed_run = store.create_run(db_url, base_config(db_url), status="completed")  # "start from a past run"
+    at = open_page("studies")
+    at.radio(key="study_base_source").set_value("Past run").run()
+    at.selectbox(key="study_base_run").set_value(seed_run).run()
+    at.number_input(key="study_n_factors").set_value(2).run()
+    at.selectbox(key="study_f0_path").set_value("optim.lr").run()
+    at.text_input(key="study_f0_levels").set_value("0.003, -1").run()
+    at.selectbox(key="study_f1_path").set_value("optim.name").run()
+    at.multiselect(key="study_f1_choices").set_value(["adamw", "sgd"]).run()
+    at.number_input(key="study_repeats").set_value(2).run()
+    button(at, "Launch study").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("factors.optim.lr[1]" in e.value for e in at.error), [e.value for e in at.error]
+    assert queries.list_runs(db_url)["id"].tolist() == [seed_run] and queries.list_studies(db_url) == []
+
+    at.text_input(key="study_f0_levels").set_value("0.003, 0.03").run()
+    button(at, "Preview").click().run()
+    assert not at.error, [e.value for e in at.error]
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["Configurations"], shown["Runs"]) == ("4", "8")
+    assert len(at.dataframe[0].value) == 4
+    assert queries.list_studies(db_url) == []
+
+    at.selectbox(key="study_f1_path").set_value("optim.weight_decay").run()
+    at.text_input(key="study_f1_levels").set_value("0, 0.1").run()
+    at.number_input(key="study_n_factors").set_value(1).run()
+    button(at, "Launch study").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    [study] = queries.list_studies(db_url)
+    assert at.query_params["study"] == [str(study["id"])] or at.query_params["study"] == str(study["id"])
+    assert len(queries.study_runs(db_url, study["id"])) == 4
+    wait_study(db_url, study["id"])
+
+    at = open_page("studies", study=study["id"])
+    summary = at.dataframe[0].value
+    assert list(summary["n"]) == [2, 2]
+    state = studies.study_state(db_url, study["id"])
+    assert list(summary["mean"]) == pytest.approx([g["mean"] for g in state["summary"]])
+    charts = {c.key for c in at.get("plotly_chart")}
+    assert {"study_effect_0", "study_parcoords", "study_bands"} <= charts
+    sentence = [m.value for m in [*at.success, *at.info] if "better by" in m.value or "are equal" in m.value]
+    assert sentence and "over 2 seeds each" in sentence[0]
+    at.radio(key="study_sig_kind").set_value("two runs (McNemar)").run()
+    assert any("exact McNemar" in m.value for m in [*at.success, *at.info])
+    button(at, "Clone best").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+
+    # Compare: the same runs, two runs by McNemar, then grouped by config ignoring the seed
+    from tests.test_pages_extra import _open_tab
+
+    run_ids = [t["run_id"] for t in state["trials"]]
+    at = open_page("compare", runs=",".join(map(str, run_ids)))
+    tab = _open_tab(at, "Is B better?")
+    assert any("exact McNemar" in m.value for m in [*tab.success, *tab.info]), [m.value for m in tab.info]
+    at.toggle(key="compare_group_seeds").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    tab = _open_tab(at, "Is B better?")
+    assert "compare_bands" in {c.key for c in at.get("plotly_chart")}
+    sentence = [m.value for m in [*tab.success, *tab.info] if "over 2 seeds each" in m.value]
+    assert sentence, [m.value for m in [*tab.success, *tab.info]]
+
+
+def test_study_figures_show_the_numbers_they_are_given():
+    import pandas as pd
+
+    from dashboard import plots_study as ps
+
+    trials = [
+        {"run_id": 10 * a + s, "params": {"lr": lr, "opt": opt}, "objective": 0.5 + lr + (opt == "sgd") / 10 + s / 100}
+        for a, (lr, opt) in enumerate([(0.1, "adamw"), (0.1, "sgd"), (0.2, "adamw"), (0.2, "sgd")])
+        for s in range(3)
+    ]
+    heat = ps.interaction_figure(trials, "lr", "opt", "val_acc").data[0]
+    assert heat.z[1][1] == pytest.approx(
+        np.mean([t["objective"] for t in trials if t["params"] == {"lr": 0.2, "opt": "sgd"}])
+    )
+    effect = ps.main_effect_figure(trials, "opt", "val_acc").data[0]
+    assert list(effect.x) == ["adamw", "sgd"]
+    assert effect.y[1] == pytest.approx(np.mean([t["objective"] for t in trials if t["params"]["opt"] == "sgd"]))
+    history = pd.DataFrame(
+        [(t["run_id"], e, t["objective"] * e / 3) for t in trials for e in (1, 2, 3)],
+        columns=["run_id", "epoch", "value"],
+    )
+    bands = ps.seed_bands(history, trials)
+    row = bands[(bands["config"] == "lr=0.1, opt=sgd") & (bands["epoch"] == 2)].iloc[0]
+    values = [t["objective"] * 2 / 3 for t in trials if t["params"] == {"lr": 0.1, "opt": "sgd"}]
+    assert (row["mean"], row["std"], row["n"]) == pytest.approx((np.mean(values), np.std(values, ddof=1), 3))
+    parcoords = ps.parallel_coordinates_figure(trials, ["lr", "opt"], "val_acc").data[0]
+    assert list(parcoords.dimensions[1].ticktext) == ["adamw", "sgd"]
+
+
+def test_a_study_runs_against_postgresql(pg_url, monkeypatch):
+    monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
+    study = {
+        "base": tiny_config(**{"train.epochs": 2, "train.max_steps_per_epoch": 3, "name": ""}),
+        "factors": {"optim.lr": [0.003, 0.03]},
+        "repeats": 1,
+        "strategy": "tpe",
+        "budget": {"trials": 2},
+        "pruner": {"kind": "median"},
+    }
+    spec, base, errors = studies.load_study(study, pg_url)
+    assert not errors
+    study_id = studies.create_study(pg_url, spec, base)
+    state = wait_study(pg_url, study_id)
+    assert len(state["trials"]) == 2 and all(t["status"] in ("done", "pruned") for t in state["trials"])
+    done = [t for t in state["trials"] if t["status"] == "done"]
+    assert sum(g["n"] for g in state["summary"]) == len(done) >= 1
+    assert [t.state.name for t in optuna_study(pg_url, study_id).trials].count("COMPLETE") == len(done)

@@ -229,6 +229,7 @@ def test_adam_to_sgd_switch_replaces_the_optimizer_at_the_epoch(tmp_path):
         **{
             "optim": {"name": "adam", "lr": 0.003, "switch_to_sgd_epoch": 1, "sgd_lr": 0.05, "momentum": 0.9},
             "schedule.name": "none",
+            "train.epoch_checkpoint": "full",  # epoch snapshots with the optimizer state, to look at
         }
     )
     rec, run_dir = run(tmp_path, "swats", raw)
@@ -567,3 +568,81 @@ def test_unfreeze_last_without_frozen_epochs_trains_the_head_and_last_n_from_the
     assert {k for k in before if not torch.equal(before[k], after[k])} == {
         k for k in before if k.startswith("head.")
     } | {backbone[-1]}
+
+
+# ------------------------------------------------------------------------------ CPU threads
+def test_training_runs_on_the_configured_cpu_threads_reports_them_and_gives_the_caller_its_own_back(tmp_path):
+    import os
+
+    from engine.training.run import MAX_AUTO_THREADS, thread_count
+
+    class Threads(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_epoch_end(self, epoch, metrics, confusion):
+            super().on_epoch_end(epoch, metrics, confusion)
+            self.seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    sink = Threads()
+    assert train(parse_config(small(**{"train.threads": want})), DIGITS, tmp_path / "t", sink).status == "completed"
+    assert sink.seen == [want, want]
+    assert sink.status[0][1]["threads"] == want and any(f"CPU threads: {want};" in m for m in sink.logs)
+    assert torch.get_num_threads() == before
+    # auto: the cores this process may run on (not every core of the machine), capped
+    assert thread_count(None) == min(MAX_AUTO_THREADS, len(os.sched_getaffinity(0)))
+
+
+# ------------------------------------------------------------------------------ end-of-run evaluation
+def test_the_end_of_run_evaluation_predicts_each_split_once(tmp_path):
+    """The test split once (the plain TTA view is that same prediction); validation not at all: the
+    evaluated checkpoint's epoch already scored it."""
+    raw = small(**{"train.epochs": 2, "eval": {"tta": ["none"], "test_checkpoint": "best"}})
+    cfg = parse_config(raw)
+    model_class = type(build_model(cfg.model, 1, 10))
+    predicted = []
+
+    def count(module, args, output):
+        if type(module) is model_class and not module.training:
+            predicted.append(len(args[0]))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        rec, run_dir = run(tmp_path, "once", raw)
+    finally:
+        hook.remove()
+    splits = make_splits(load_arrays(DIGITS), cfg.data)
+    assert sum(predicted) == 2 * len(splits.val_y) + len(splits.test_y)
+    best_epoch = ckpt.load(run_dir / "best.pt")["epoch"]
+    assert rec.evaluations["val"]["accuracy"] == pytest.approx(rec.epochs[best_epoch]["val_acc"])
+    assert rec.evaluations["val"]["loss"] == pytest.approx(rec.epochs[best_epoch]["val_loss"])
+    assert len(rec.evaluations["val"]["predictions"]["pred"]) == len(splits.val_y)
+    assert rec.tta["none"]["accuracy"] == rec.evaluations["test"]["accuracy"]
+
+
+# ------------------------------------------------------------------------------ checkpoint sizes
+def test_epoch_checkpoints_hold_the_evaluated_weights_unless_the_full_state_is_asked_for(tmp_path):
+    ema = {"regularize.ema": {"enabled": True, "decay": 0.8}}
+    rec, light = run(tmp_path, "light", small(**ema))
+    last, e2 = ckpt.load(light / "last.pt"), ckpt.load(light / "epoch_0002.pt")
+    assert {"optimizer", "ema", "schedule"} <= set(last) and not {"optimizer", "ema", "schedule"} & set(e2)
+    assert all(torch.equal(e2["model"][k], last["ema"][k]) for k in e2["model"])  # what evaluation scores
+    assert (light / "epoch_0002.pt").stat().st_size < (light / "last.pt").stat().st_size
+    _, full = run(tmp_path, "full", small(**ema, **{"train.epoch_checkpoint": "full"}))
+    assert set(ckpt.load(full / "epoch_0001.pt")) == set(last)
+
+    # a weights-only snapshot is no resume point: with last.pt unreadable the run starts over
+    for d in (light, full):
+        data = (d / "last.pt").read_bytes()
+        (d / "last.pt").write_bytes(data[: len(data) // 2])
+    resumed = Recorder()
+    assert train(parse_config(small(**ema)), DIGITS, light, resumed, resume=True).status == "completed"
+    assert any("no readable checkpoint" in m for m in resumed.logs) and sorted(resumed.epochs) == [1, 2]
+    assert resumed.epochs == rec.epochs  # and redoes it exactly
+    resumed_full = Recorder()
+    raw_full = small(**ema, **{"train.epoch_checkpoint": "full"})
+    assert train(parse_config(raw_full), DIGITS, full, resumed_full, resume=True).status == "completed"
+    assert any("resuming after epoch 2" in m for m in resumed_full.logs) and resumed_full.epochs == {}

@@ -62,7 +62,13 @@ elif source == SRC_RUN:
         )
         augment_section, data_section = ap.sections_of(reads.run_config(url, int(run_id)))
 else:
-    st.session_state.setdefault("aug_yaml", ap.augment_yaml(ap.DEFAULT_AUGMENT))
+    if "aug_yaml" not in st.session_state:  # a first pipeline sized for the dataset on screen
+        shown = st.session_state.get("aug_dataset") or next(iter(reads.dataset_names(url)), None)
+        try:  # the page loads these images below anyway (a cached resource)
+            side = reads.dataset_arrays(url, shown).train_x.shape[1] if shown else None
+        except (DatasetError, OSError, ValueError):
+            side = None
+        st.session_state["aug_yaml"] = ap.augment_yaml(ap.default_augment(side))
     st.text_area("augment section (YAML): train steps and mixup", key="aug_yaml", height=220)
 
 try:

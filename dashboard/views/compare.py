@@ -8,8 +8,9 @@ Layout only: reads are dashboard.reads (cached db.queries), figures and tables a
 import streamlit as st
 
 from dashboard import plots_compare as pc
-from dashboard import reads
+from dashboard import reads, significance
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from db.models import ACTIVE
 
 url = db_url_for_session()
@@ -28,7 +29,7 @@ if "compare_select" not in st.session_state or st.session_state.get("_compare_so
     ids, notes = pc.initial_selection(source[0], source[1], labels_all)
     st.session_state["compare_select"] = ids
     for note in notes:
-        st.warning(note)
+        st.warning(plain(note))
 
 col_pick, col_refresh = st.columns([6, 1], vertical_alignment="bottom")
 selected = col_pick.multiselect(
@@ -56,10 +57,16 @@ labels = {r["id"]: pc.run_label(r["id"], r["name"]) for r in runs}
 datasets = {r["dataset"] for r in runs}
 class_names = reads.dataset_class_names(url, next(iter(datasets))) if len(datasets) == 1 else []
 if len(datasets) > 1:
-    st.warning(f"These runs use different datasets ({', '.join(sorted(datasets))}): compare their numbers with care.")
+    st.warning(
+        f"These runs use different datasets ({plain(', '.join(sorted(datasets)))}): compare their numbers with care."
+    )
 
-tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta = st.tabs(
-    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA"]
+# Lazy tabs: switching tab reruns the page and only the open one is computed, so the page paints
+# quickly even with many runs and a live one training beside it.
+tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta, tab_sig = st.tabs(
+    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA", "Is B better?"],
+    key="compare_tab",
+    on_change="rerun",
 )
 
 
@@ -84,35 +91,45 @@ def _curves_tab(ids, labels, class_names):
 
 
 with tab_curves:
-    live = any(r["status"] in ACTIVE for r in runs)
-    # A fragment: its widgets rerun only this part; while a run is live it also re-reads every 5 s.
-    st.fragment(run_every=5 if live else None)(_curves_tab)(ids, labels, class_names)
-    if live:
-        st.caption("Live: curves refresh every 5 s while a selected run is queued or running.")
+    if tab_curves.open:  # only the tab on screen is computed
+        live = any(r["status"] in ACTIVE for r in runs)
+        # A fragment: its widgets rerun only this part; while a run is live it also re-reads every 5 s.
+        st.fragment(run_every=5 if live else None)(_curves_tab)(ids, labels, class_names)
+        if live:
+            st.caption("Live: curves refresh every 5 s while a selected run is queued or running.")
 
 # ------------------------------------------------------------------------------------- best / final
 with tab_table:
-    table = pc.best_final_table(reads.latest_metrics(url, ids), labels)
-    best = pc.best_run(table)
-    if best:
-        st.markdown(f"Best validation accuracy: **{best}** ({table.loc[best, 'best val acc']:.4f}).")
-    st.dataframe(
-        table,
-        key="compare_best_final",
-        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "epoch" not in c},
-    )
+    if tab_table.open:  # only the tab on screen is computed
+        table = pc.best_final_table(reads.latest_metrics(url, ids), labels)
+        metrics = [m for m in pc.HEADLINE_METRICS if m in table and not table[m].isna().all()]
+        if metrics:
+            by = st.selectbox(
+                "Best by",
+                metrics,
+                key="compare_best_by",
+                help="Ties on this metric are broken by the next ones in this list, and the headline says so",
+            )
+            st.markdown(pc.best_headline(table, by, escape=plain))
+        st.dataframe(
+            table,
+            placeholder="–",  # a missing value, not the word None
+            key="compare_best_final",
+            column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "epoch" not in c},
+        )
 
 # ------------------------------------------------------------------------------------- config diff
 with tab_diff:
-    diff = pc.config_diff({labels[r["id"]]: r["config"] for r in runs})
-    if diff.empty:
-        st.success("The configs are identical: any difference in results comes from randomness.")
-    else:
-        st.caption(
-            f"{len(diff)} field(s) differ; fields that are the same in every run are hidden. "
-            f"'{pc.MISSING}' = the field is absent from that run's config."
-        )
-        st.dataframe(diff, key="compare_diff")
+    if tab_diff.open:  # only the tab on screen is computed
+        diff = pc.config_diff({labels[r["id"]]: r["config"] for r in runs})
+        if diff.empty:
+            st.success("The configs are identical: any difference in results comes from randomness.")
+        else:
+            st.caption(
+                f"{len(diff)} field(s) differ; fields that are the same in every run are hidden. "
+                f"'{pc.MISSING}' = the field is absent from that run's config."
+            )
+            st.dataframe(diff, key="compare_diff", placeholder="–")
 
 
 # ------------------------------------------------------------------------------------- confusion
@@ -133,7 +150,7 @@ def _confusion_tab(ids, labels, class_names):
     else:
         missing = [lab for lab in labels.values() if lab not in mats]
         if missing:
-            st.caption(f"Not available for: {', '.join(missing)}")
+            st.caption(f"Not available for: {plain(', '.join(missing))}")
         st.plotly_chart(pc.confusion_grid_figure(mats, class_names, normalize), key="compare_cm_grid")
         if len(mats) >= 2:
             st.markdown("**Difference**")
@@ -146,11 +163,12 @@ def _confusion_tab(ids, labels, class_names):
                     pc.confusion_difference_figure(mats[a], mats[b], a, b, class_names), key="compare_cm_diff"
                 )
             except ValueError as exc:
-                st.warning(str(exc))
+                st.warning(plain(exc))
 
 
 with tab_confusion:
-    _confusion_tab(ids, labels, class_names)
+    if tab_confusion.open:  # only the tab on screen is computed
+        _confusion_tab(ids, labels, class_names)
 
 
 # ------------------------------------------------------------------------------------- per class
@@ -166,17 +184,25 @@ def _per_class_tab(ids, labels, class_names):
 
 
 with tab_class:
-    _per_class_tab(ids, labels, class_names)
+    if tab_class.open:  # only the tab on screen is computed
+        _per_class_tab(ids, labels, class_names)
 
 # ------------------------------------------------------------------------------------- TTA
 with tab_tta:
-    tta = reads.tta_of(url, ids)
-    if tta.empty:
-        st.info("None of these runs evaluated test-time augmentation. Add variants under eval.tta in the builder.")
-    else:
-        st.plotly_chart(pc.tta_figure(tta, labels), key="compare_tta")
-        st.dataframe(
-            pc.tta_table(tta, labels),
-            key="compare_tta_table",
-            column_config={c: st.column_config.NumberColumn(format="%.4f") for c in tta["variant"].unique()},
-        )
+    if tab_tta.open:  # only the tab on screen is computed
+        tta = reads.tta_of(url, ids)
+        if tta.empty:
+            st.info("None of these runs evaluated test-time augmentation. Add variants under eval.tta in the builder.")
+        else:
+            st.plotly_chart(pc.tta_figure(tta, labels), key="compare_tta")
+            st.dataframe(
+                pc.tta_table(tta, labels),
+                placeholder="–",  # a missing value, not the word None
+                key="compare_tta_table",
+                column_config={c: st.column_config.NumberColumn(format="%.4f") for c in tta["variant"].unique()},
+            )
+
+# ------------------------------------------------------------------------------------- significance
+with tab_sig:
+    if tab_sig.open:  # only the tab on screen is computed
+        st.fragment(significance.compare_tab)(url, runs, labels, reads.latest_metrics(url, ids))

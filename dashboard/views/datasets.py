@@ -11,6 +11,7 @@ from control import dataset_registry as registry
 from dashboard import plots, reads
 from dashboard import plots_compare as pc
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from engine.data import DATASET_KINDS, TORCHVISION_SETS, DatasetError
 
 url = db_url_for_session()
@@ -40,7 +41,7 @@ with tab_list:
     if not rows:
         st.info("No datasets registered yet: add one under **Register a dataset**.")
     else:
-        st.dataframe(pc.datasets_table(rows), hide_index=True, key="datasets_table")
+        st.dataframe(pc.datasets_table(rows), hide_index=True, key="datasets_table", placeholder="–")
         names = [d["name"] for d in rows]
         if st.session_state.get("datasets_pick") not in names:
             st.session_state["datasets_pick"] = names[0]
@@ -48,13 +49,13 @@ with tab_list:
         row = next(d for d in rows if d["name"] == name)
         summary = row["summary"]
         if summary is None:
-            with st.spinner(f"Summarising {name} (once)…"):
+            with st.spinner(f"Summarising {plain(name)} (once)…"):
                 try:
                     summary = registry.refresh_summary(url, name)
                     reads.datasets.clear()
                     st.rerun()  # the table above then shows it too
                 except DatasetError as exc:
-                    st.error(f"{name} cannot be loaded: {exc}")
+                    st.error(plain(f"{name} cannot be loaded: {exc}"))
         if summary:
             m = st.columns(4)
             m[0].metric("Classes", summary["num_classes"])
@@ -83,7 +84,7 @@ with tab_list:
             try:
                 grid = registry.sample_grid(reads.dataset_arrays(url, name), per_class, seed=0)
             except DatasetError as exc:
-                st.error(f"{name} cannot be loaded: {exc}")
+                st.error(plain(f"{name} cannot be loaded: {exc}"))
                 grid = []
             for _, cname, images in grid:
                 if cname in shown and len(images):
@@ -130,11 +131,11 @@ with tab_register:
                     url, name, kind, path, registry.form_options(kind, **fields), replace=replace
                 )
         except DatasetError as exc:
-            st.error(f"Not registered: {exc}")
+            st.error(f"Not registered: {plain(exc)}")
         else:
             reads.clear_dataset_caches()  # a replaced dataset must be re-read
             st.session_state["_datasets_flash"] = (
-                f"Registered **{name.strip()}**: {summary['num_classes']} classes, {summary['train_count']:,} "
+                f"Registered **{plain(name.strip())}**: {summary['num_classes']} classes, {summary['train_count']:,} "
                 f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}."
             )
             st.session_state["_datasets_pick_next"] = name.strip()

@@ -8,7 +8,7 @@ or an uploaded YAML. The config being edited is kept in st.session_state["builde
 
 import streamlit as st
 
-from dashboard import forms, plots, reads
+from dashboard import drafts, forms, plots, reads
 from dashboard.state import db_url_for_session
 from db import queries
 
@@ -25,6 +25,20 @@ def _load(config: dict, notice: str | None = None) -> None:
     ss.pop("builder_valid_config", None)
     if notice:
         ss["builder_notice"] = notice
+
+
+def _forget_clone() -> None:
+    """A preset, an upload or a reset replaces the whole form, so the run is no longer a copy of the
+    cloned one: its parent link goes, and so do the tags and notes that came with the clone (unless
+    the user has edited them since)."""
+    ss.pop("builder_parent", None)
+    ss.pop("builder_clone_applied", None)
+    st.query_params.pop("clone", None)
+    copied = ss.pop("builder_cloned_meta", None)
+    if copied:
+        for key, value in zip(("builder_tags", "builder_notes"), copied):
+            if ss.get(key) == value:
+                ss[key] = ""
 
 
 def _current():
@@ -44,6 +58,7 @@ def _on_upload():
         ss["builder_errors"] = errors
         ss["builder_notice"] = f"⚠️ {f.name} is not a valid config; nothing was loaded."
     else:
+        _forget_clone()
         _load(config, f"Loaded {f.name}.")
 
 
@@ -61,6 +76,7 @@ def _apply_preset(url):
     except Exception as exc:  # a preset that cannot serve this dataset says why
         ss["builder_notice"] = f"⚠️ Preset {name}: {exc}"
         return
+    _forget_clone()
     _load(preset, f"Applied preset {name} for {dataset}." + "".join(f"\n- {n}" for n in notes))
 
 
@@ -109,13 +125,33 @@ def _check(url, launch: bool):
     ss["builder_launched"] = run_id
 
 
+def _restore_draft(saved: dict) -> None:
+    _load(saved["config"], "Restored the run you were building.")
+    ss["builder_tags"], ss["builder_notes"] = saved.get("tags") or "", saved.get("notes") or ""
+    if saved.get("parent"):
+        ss["builder_parent"] = int(saved["parent"])
+    if saved.get("cloned_meta"):
+        ss["builder_cloned_meta"] = tuple(saved["cloned_meta"])
+
+
+def _save_draft(config: dict) -> None:
+    draft_id = st.query_params.get("draft") or ss.setdefault("builder_draft_id", drafts.new_id())
+    st.query_params["draft"] = draft_id
+    keep = {k: ss.get(f"builder_{k}") for k in ("tags", "notes", "parent", "cloned_meta")}
+    drafts.save(url, draft_id, {"config": config, **keep})
+
+
 def _reset():
-    ss.pop("builder_parent", None)
+    _forget_clone()
     _load(forms.default_config(), "Reset to the defaults.")
 
 
 # ------------------------------------------------------------------------------- prefill
 clone = st.query_params.get("clone") or ss.pop("clone_from", None)
+if forms.KEY_PREFIX + "name" not in ss and (saved := drafts.load(url, st.query_params.get("draft"))):
+    _restore_draft(saved)  # a reload: the half-built run comes back, edits and all
+    if clone is not None:
+        ss["builder_clone_applied"] = str(clone)  # the draft already holds the clone and its edits
 if clone is not None and str(ss.get("builder_clone_applied")) != str(clone):
     ss["builder_clone_applied"] = str(clone)
     source_run = queries.get_run(url, int(clone)) if str(clone).isdigit() else None
@@ -126,6 +162,7 @@ if clone is not None and str(ss.get("builder_clone_applied")) != str(clone):
         ss["builder_parent"] = int(clone)
         ss["builder_tags"] = ", ".join(source_run["tags"] or [])
         ss["builder_notes"] = source_run["notes"] or ""
+        ss["builder_cloned_meta"] = (ss["builder_tags"], ss["builder_notes"])
 if forms.KEY_PREFIX + "name" not in ss:
     _load(ss.get("builder_config") or forms.default_config())
 for key, value in forms.config_to_state(ss.get("builder_config") or {}).items():
@@ -140,6 +177,7 @@ if action := ss.pop("builder_action", None):
 
 config, form_errors = _current()
 ss["builder_config"] = config
+_save_draft(config)
 # What the form refuses (text that does not parse, a number out of range) is reported at once; the
 # rest comes from the last Validate / Launch, less what the form already says about the same field.
 checked = forms.without_fields([tuple(e) for e in ss.get("builder_errors", [])], {f for f, _ in form_errors})
@@ -165,7 +203,7 @@ def _field(spec: forms.FieldSpec, field_errors: dict):
             **kw,
         )
     elif spec.kind == "choice":
-        st.selectbox(spec.label, spec.options, **kw)
+        st.selectbox(spec.label, spec.options, format_func=forms.choice_label(spec.path), **kw)
     elif spec.kind == "multichoice":
         st.multiselect(spec.label, spec.options, **kw)
     elif spec.kind == "dataset":
@@ -334,7 +372,9 @@ with st.container(border=True):
         p = st.columns([5, 1], vertical_alignment="bottom")
         p[0].selectbox(
             "Start from a preset",
-            list(presets),
+            forms.preset_order(presets),
+            index=None,  # nothing is applied until the user picks one
+            placeholder="none: the defaults below",
             key="builder_preset",
             format_func=lambda n: f"{n} — {presets[n]}",
             help="Our users' recipes and fast known-good starts; adapted to the dataset chosen in the Data tab",

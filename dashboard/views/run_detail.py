@@ -16,6 +16,7 @@ import streamlit as st
 from control import launcher
 from dashboard import actions, forms, plots, reads
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from db import queries
 from db.models import ACTIVE, RESUMABLE, RunStatus
 from engine.config import TTA_VARIANTS
@@ -58,15 +59,15 @@ status = row["status"]
 active = status in ACTIVE
 data_json = json.dumps(cfg.get("data", {}))
 
-head[0].title(f"Run #{run_id}" + (f" · {row['name']}" if row["name"] else ""))
+head[0].title(f"Run #{run_id}" + (f" · {plain(row['name'])}" if row["name"] else ""))
 st.markdown(
-    f"**{plots.status_label(status)}** · dataset `{row['dataset']}` · model `{row['model']}` · "
+    f"**{plots.status_label(status)}** · dataset {plain(row['dataset'])} · model {plain(row['model'])} · "
     f"{row['epochs_done']} / {row['epochs_planned']} epochs"
-    + (f" · tags: {', '.join(row['tags'])}" if row["tags"] else "")
+    + (f" · tags: {plain(', '.join(row['tags']))}" if row["tags"] else "")
 )
-st.caption(forms.config_summary(cfg) + (f"  \n📝 {row['notes']}" if row["notes"] else ""))
+st.caption(plain(forms.config_summary(cfg)) + (f"  \n📝 {plain(row['notes'])}" if row["notes"] else ""))
 if row["error"]:
-    st.error(f"**{status}**: {row['error']}")
+    st.error(f"**{status}**: {plain(row['error'])}")
     if row.get("traceback"):
         with st.expander("Traceback"):
             st.code(row["traceback"], language="text")
@@ -214,6 +215,17 @@ t_cm, t_err, t_cls, t_tta, t_ckpt, t_log, t_cfg = st.tabs(
     key="detail_tabs",
 )
 
+
+def _follow_newest(key: str, options: list) -> str:
+    """A slider over epochs that stays on the newest one as epochs arrive, unless the user moved it
+    elsewhere. (A keyed widget keeps its old value when its options grow.)"""
+    newest_key = key + ":newest"
+    if ss.get(key) not in options or ss.get(key) == ss.get(newest_key):
+        ss[key] = options[-1]
+    ss[newest_key] = options[-1]
+    return key
+
+
 with t_cm:
     mats = reads.confusions(url, run_id, "val", row["epochs_done"], status)
     if not mats:
@@ -222,7 +234,7 @@ with t_cm:
         epochs = sorted(mats)
         c = st.columns([4, 1], vertical_alignment="bottom")
         if len(epochs) > 1:
-            epoch = c[0].select_slider("Epoch", epochs, value=epochs[-1], key=f"detail_cm_epoch_{run_id}")
+            epoch = c[0].select_slider("Epoch", epochs, key=_follow_newest(f"detail_cm_epoch_{run_id}", epochs))
         else:
             epoch = epochs[0]
             c[0].caption(f"Epoch {epoch} (the only one so far)")
@@ -231,7 +243,9 @@ with t_cm:
         st.plotly_chart(plots.confusion_figure(mats[epoch], names, normalise=norm, clickable=False), key="detail_cm")
         worst = plots.top_confusions(mats[epoch], names)
         if worst:
-            st.caption("Most frequent mistakes: " + "; ".join(f"{names[t]} → {names[p]} ({n})" for t, p, n in worst))
+            st.caption(
+                "Most frequent mistakes: " + plain("; ".join(f"{names[t]} → {names[p]} ({n})" for t, p, n in worst))
+            )
 
 evaluations = reads.evaluations(url, run_id, status)
 tests = [e for e in evaluations if e["split"] == "test"]
@@ -293,7 +307,7 @@ with t_err:
             pred_c = c[1].selectbox("Predicted class", options, key=pkey, format_func=fmt)
             sp, err = reads.splits(url, data_json)
             if sp is None:
-                st.warning(f"The images cannot be shown: {err}")
+                st.warning(f"The images cannot be shown: {plain(err)}")
             elif not preds:
                 st.info("This evaluation stored no per-image predictions.")
             elif not np.array_equal(np.asarray(preds["target"]), sp.test_y):
@@ -332,6 +346,7 @@ with t_cls:
         st.plotly_chart(plots.per_class_bars(ev["per_class"], names), key="detail_per_class")
         st.dataframe(
             plots.per_class_frame(ev["per_class"], names),
+            placeholder="–",  # a missing value, not the word None
             hide_index=True,
             column_config={
                 "precision": st.column_config.NumberColumn(format="%.3f"),
@@ -351,6 +366,7 @@ with t_tta:
         st.plotly_chart(plots.tta_bars(tta, TTA_DESCRIPTIONS), key="detail_tta")
         st.dataframe(
             plots.tta_frame(tta, TTA_DESCRIPTIONS),
+            placeholder="–",  # a missing value, not the word None
             hide_index=True,
             column_config={
                 "accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
@@ -366,7 +382,26 @@ with t_tta:
         metric = st.radio("Per-class metric", ["accuracy", "f1"], horizontal=True, key="detail_tta_metric")
         table = plots.tta_per_class_frame(tta, reads.class_names(url, data_json, 0), metric, ck)
         if not table.empty:
-            st.dataframe(table, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns})
+            st.dataframe(
+                table,
+                column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns},
+                placeholder="–",
+            )
+
+
+@st.fragment(run_every=1 if actions.evaluation_job(url, run_id) is not None else None)
+def evaluation_progress():
+    """The background evaluation's progress, polled; when it ends the whole page reruns with its results."""
+    job = actions.evaluation_job(url, run_id)
+    if job is None:
+        return
+    if job.running:
+        st.info(f"Evaluating {job.checkpoint} on the {job.split} split in the background — {job.progress()}")
+        return
+    ss["detail_eval_result"] = actions.finish_evaluation(url, run_id)
+    reads.clear_run_caches()
+    st.rerun()
+
 
 with t_ckpt:
     ckpts = reads.checkpoints(url, run_id, row["epochs_done"], status)
@@ -376,6 +411,7 @@ with t_ckpt:
         frame = plots.checkpoints_frame(ckpts)
         st.dataframe(
             frame,
+            placeholder="–",  # a missing value, not the word None
             hide_index=True,
             column_config={
                 "size_mb": st.column_config.NumberColumn("Size", format="%.1f MB"),
@@ -393,17 +429,15 @@ with t_ckpt:
                 key="detail_ckpt_tta",
                 help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()),
             )
+            busy = actions.evaluation_job(url, run_id) is not None
             if c[2].button(
                 "🧪 Evaluate on test",
                 width="stretch",
-                disabled=status == RunStatus.QUEUED,
-                help="Runs python -m engine evaluate in a separate process; results appear in the "
-                "Test errors, Per class and TTA tabs",
+                disabled=status == RunStatus.QUEUED or busy,
+                help="Runs python -m engine evaluate in the background; keep working meanwhile. Results "
+                "appear in the Test errors, Per class and TTA tabs",
             ):
-                with st.spinner(f"Evaluating {label} on the test split…"):
-                    ok, out = actions.evaluate_checkpoint(url, run_id, label, tta_pick)
-                reads.clear_run_caches()
-                ss["detail_eval_result"] = (ok, out)
+                actions.start_evaluation(url, run_id, label, tta_pick, log_dir=row["run_dir"])
                 st.rerun()
             st.download_button(
                 f"⬇ Download {label}.pt",
@@ -411,9 +445,10 @@ with t_ckpt:
                 file_name=f"run_{run_id}_{label}.pt",
                 mime="application/octet-stream",
             )
+        evaluation_progress()
         if res := ss.pop("detail_eval_result", None):
             ok, out = res
-            (st.success if ok else st.error)(out or ("done" if ok else "the evaluation failed"))
+            (st.success if ok else st.error)(plain(out) or ("done" if ok else "the evaluation failed"))
 
 with t_log:
     text = actions.log_tail(row["log_path"], 300)

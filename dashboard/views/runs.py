@@ -183,6 +183,7 @@ def runs_table():
         return
     event = st.dataframe(
         table,
+        placeholder="–",  # a missing value, not the word None
         key="runs_table",
         on_select="rerun",
         selection_mode="multi-row",

@@ -19,7 +19,8 @@ How to add a transform:
   and `parity=`: PIXEL_EXACT when the op gives albumentations' pixels for every draw, STATISTICAL when
   it gives them for the same parameters and draws the parameters from albumentations' distributions
   (KS-tested). Add its parity tests to tests/test_batch_augment.py (OUTPUT_STATS at least; a test
-  fails for an op without one).
+  fails for an op without one). A composite that is a SomeOf of transforms which all have ops gets
+  `op=_some_of` (RandAugment does): its batched op is built from the composite's own parts.
 - a symmetry usable for test-time augmentation: `views=` maps (H, W) to the deterministic views (uint8
   NHWC -> uint8 NHWC) whose mean the TTA variants in `engine.training.evaluate` take.
 """

@@ -108,7 +108,9 @@ def _read_idx(path: Path) -> np.ndarray:
     if zero != 0 or dtype_code != 0x08:
         raise DatasetError(f"{path}: not an unsigned-byte IDX file")
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    # A writable buffer: an array over immutable bytes is read-only, and torch.from_numpy warns about
+    # one ("The given NumPy array is not writable") in every run's log.
+    arr = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: truncated IDX file")
     return arr.reshape(dims)
@@ -140,16 +142,42 @@ def _load_idx(spec: DatasetSpec) -> ImageArrays:
     return ImageArrays(tx, ty, vx, vy, list(names))
 
 
+# An image larger than this is refused from its header, before any pixel is decoded (LAB_MAX_IMAGE_PIXELS).
+MAX_IMAGE_PIXELS = 40_000_000
+# Mixed sizes without an image_size are resized to the largest side, but never beyond this.
+MAX_AUTO_SIZE = 512
+MAX_IMAGE_SIZE = 1024  # the largest image_size a dataset may ask for
+
+
+def max_image_pixels() -> int:
+    return int(os.environ.get("LAB_MAX_IMAGE_PIXELS") or MAX_IMAGE_PIXELS)
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h > max_image_pixels():
+                raise DatasetError(
+                    f"image {path} is {w}x{h} pixels, more than the {max_image_pixels():,} allowed "
+                    "(LAB_MAX_IMAGE_PIXELS): shrink it or leave it out"
+                )
             im = im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") and im.mode != "P" else im.convert("RGB")
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"unreadable image {path}: {exc}") from None
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def check_image_size(size) -> int | None:
+    """A dataset's image_size option: None, or a whole number of pixels from 8 to MAX_IMAGE_SIZE."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise DatasetError(f"image_size must be a whole number of pixels from 8 to {MAX_IMAGE_SIZE}, got {size!r}")
+    return size
 
 
 def _stack(images: list[np.ndarray], size: int | None, where: str) -> np.ndarray:
@@ -158,15 +186,16 @@ def _stack(images: list[np.ndarray], size: int | None, where: str) -> np.ndarray
     channels = max(im.shape[2] for im in images)
     if size is None:
         shapes = {im.shape[:2] for im in images}
-        if len(shapes) > 1:
-            size = max(max(s) for s in shapes)  # mixed sizes: resize all to the largest side
+        if len(shapes) > 1:  # mixed sizes: resize all to the largest side, bounded
+            size = min(max(max(s) for s in shapes), MAX_AUTO_SIZE)
     out = []
-    for im in images:
+    for i, im in enumerate(images):
         if im.shape[2] != channels:
             im = np.repeat(im, channels, axis=2)
         if size is not None and im.shape[:2] != (size, size):
             im = resize(im, size)
         out.append(im)
+        images[i] = None  # the decoded original is no longer needed: at most one image held twice
     return np.stack(out)
 
 
@@ -177,17 +206,24 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
+def _inside(path: Path, root: Path) -> Path:
+    """`path`, unless it (or a link on its way) leads outside the dataset root: refused, never followed silently."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"{path} links outside the dataset folder {root} (to {path.resolve()}): copy it in instead")
+    return path
+
+
 def _folder_split(root: Path, size: int | None, classes: list[str] | None):
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(_inside(p, root) for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
         classes = [p.name for p in class_dirs]
     images, labels = [], []
     for d in class_dirs:
         if d.name not in classes:
-            continue
+            raise DatasetError(f"{d}: class '{d.name}' is not one of the training classes ({', '.join(classes)})")
         for f in sorted(d.rglob("*")):
             if f.suffix.lower() in IMAGE_EXTS:
-                images.append(_read_image(f))
+                images.append(_read_image(_inside(f, root)))
                 labels.append(classes.index(d.name))
     return _stack(images, size, str(root)), np.asarray(labels, dtype=np.int64), classes
 
@@ -196,7 +232,7 @@ def _load_imagefolder(spec: DatasetSpec) -> ImageArrays:
     root = Path(spec.path)
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
-    size = spec.options.get("image_size")
+    size = check_image_size(spec.options.get("image_size"))
     if (root / "train").is_dir():
         tx, ty, classes = _folder_split(root / "train", size, None)
         size = size or tx.shape[1]
@@ -223,13 +259,20 @@ def _load_csv(spec: DatasetSpec) -> ImageArrays:
         raise DatasetError(f"{path}: no rows")
     if path_col not in rows[0] or label_col not in rows[0]:
         raise DatasetError(f"{path}: needs columns '{path_col}' and '{label_col}' (found: {', '.join(rows[0])})")
-    classes = sorted({r[label_col] for r in rows}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    for n, r in enumerate(rows, start=2):  # line 1 is the header
+        if not (r.get(path_col) or "").strip() or not (r.get(label_col) or "").strip():
+            raise DatasetError(f"{path}, line {n}: every row needs a '{path_col}' and a '{label_col}'")
+    train_labels = {r[label_col] for r in rows if r.get(split_col) != "test"}
+    unknown = sorted({r[label_col] for r in rows} - train_labels)
+    if unknown:
+        raise DatasetError(f"{path}: test labels {', '.join(unknown[:5])} never occur in the training rows")
+    classes = sorted(train_labels, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
     parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
     for r in rows:
         split = "test" if r.get(split_col, "train") == "test" else "train"
         parts[split][0].append(_read_image(image_root / r[path_col]))
         parts[split][1].append(classes.index(r[label_col]))
-    size = spec.options.get("image_size")
+    size = check_image_size(spec.options.get("image_size"))
     tx = _stack(parts["train"][0], size, str(path))
     ty = np.asarray(parts["train"][1], dtype=np.int64)
     vx = vy = None
@@ -248,6 +291,8 @@ def _as_nhwc(x: np.ndarray, where: str) -> np.ndarray:
     if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
         x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
     if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise DatasetError(f"{where}: the images contain NaN or infinite pixel values")
         if np.issubdtype(x.dtype, np.floating) and x.max() <= 1.0:
             x = x * 255.0
         x = np.clip(x, 0, 255).astype(np.uint8)
@@ -287,14 +332,26 @@ def _load_hdf5(spec: DatasetSpec) -> ImageArrays:
     return _finish_arrays(tx, ty, None, None, spec.options.get("class_names"), str(path))
 
 
+def _labels(y, where: str) -> np.ndarray:
+    """Whole-number labels as int64; 0.5 or NaN is refused, not truncated to 0."""
+    y = np.asarray(y).reshape(-1)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise DatasetError(f"{where}: labels must be whole numbers (class indices), got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
 def _finish_arrays(tx, ty, vx, vy, names, where) -> ImageArrays:
     tx = _as_nhwc(tx, where)
-    ty = np.asarray(ty).astype(np.int64).reshape(-1)
+    ty = _labels(ty, where)
     if len(tx) != len(ty):
         raise DatasetError(f"{where}: {len(tx)} images but {len(ty)} labels")
     if vx is not None:
-        vx, vy = _as_nhwc(vx, where), np.asarray(vy).astype(np.int64).reshape(-1)
-    n = int(max(ty.max(), vy.max() if vy is not None else 0)) + 1
+        vx, vy = _as_nhwc(vx, where), _labels(vy, where)
+        unknown = sorted(set(np.unique(vy).tolist()) - set(np.unique(ty).tolist()))
+        if unknown:
+            raise DatasetError(f"{where}: test labels {unknown[:5]} never occur in the training labels")
+    n = int(ty.max()) + 1
     return ImageArrays(tx, ty, vx, vy, list(names) if names else [str(i) for i in range(n)])
 
 

@@ -1,7 +1,9 @@
 """Checkpoints: written atomically (temp file, fsync, rename), loaded with weights_only=True.
 
-A run directory holds `last.pt` (every epoch: the resume point), `best.pt` (best by the chosen
-metric) and `epoch_NNNN.pt` (every `checkpoint_every` epochs, the newest `keep_last` kept).
+A run directory holds `last.pt` (every epoch, full state: the resume point), `best.pt` (the evaluated
+weights, rewritten when the chosen metric improves) and `epoch_NNNN.pt` (every `checkpoint_every`
+epochs, the newest `keep_last` kept; weights only unless `train.epoch_checkpoint` is full, and then a
+resume point too).
 Only tensors, numbers, strings, lists and dicts go in, so weights_only loading always works.
 """
 

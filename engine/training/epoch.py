@@ -139,11 +139,12 @@ def _between_steps(run: Run, step: int, nonfinite: NonFiniteWatch) -> None:
             raise StopRequested
 
 
-def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list]]:
-    """("val", loss/acc) metrics and the confusion matrix of the evaluated model; empty without a val split."""
+def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list], torch.Tensor | None]:
+    """("val", loss/acc) metrics, the confusion matrix and the class probabilities of the evaluated model;
+    empty (and None) without a val split."""
     s = run.splits
     if not len(s.val_y):
-        return {}, {}
+        return {}, {}, None
     probs = predict_probs(
         run.eval_model,
         s.val_x,
@@ -154,4 +155,4 @@ def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list]]:
         amp_dtype=run.amp_dtype,
     )
     v = summarize(probs, s.val_y, s.num_classes, with_predictions=False)
-    return {("val", "loss"): v["loss"], ("val", "acc"): v["accuracy"]}, {"val": v["confusion"]}
+    return {("val", "loss"): v["loss"], ("val", "acc"): v["accuracy"]}, {"val": v["confusion"]}, probs

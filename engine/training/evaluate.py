@@ -178,25 +178,29 @@ def run_tta(
     channels_last=False,
     amp_dtype=None,
     batch_size=512,
+    known: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict]:
-    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1}}."""
+    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1}}.
+    `known`: probabilities already predicted for some variants (e.g. "none": the plain test prediction)."""
     results = {}
     for variant in variants:
-        p = tta_probabilities(
-            model,
-            x,
-            variant,
-            num_classes,
-            mean,
-            std,
-            device,
-            passes=passes,
-            pipeline=pipeline,
-            seed=seed,
-            channels_last=channels_last,
-            amp_dtype=amp_dtype,
-            batch_size=batch_size,
-        )
+        p = (known or {}).get(variant)
+        if p is None:
+            p = tta_probabilities(
+                model,
+                x,
+                variant,
+                num_classes,
+                mean,
+                std,
+                device,
+                passes=passes,
+                pipeline=pipeline,
+                seed=seed,
+                channels_last=channels_last,
+                amp_dtype=amp_dtype,
+                batch_size=batch_size,
+            )
         s = summarize(p, y, num_classes, with_predictions=False)
         pc = s["per_class"]
         results[variant] = {

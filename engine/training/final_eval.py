@@ -14,56 +14,56 @@ from engine.training.run import Run, pick_device
 
 
 def final_evaluation(run: Run) -> float:
-    """Test (and validation) results of the eval.test_checkpoint weights, with TTA when configured."""
-    cfg, splits, device, amp_dtype = run.cfg, run.splits, run.device, run.amp_dtype
+    """Test and validation results of the eval.test_checkpoint weights, with TTA when configured. Each
+    split is predicted once: validation reuses that epoch's own predictions when it has them, and the
+    plain TTA view ("none") is the test prediction itself."""
+    cfg, s, sink = run.cfg, run.splits, run.sink
     which = cfg.eval.test_checkpoint
-    eval_model = run.eval_model
-    epoch = None
-    if which == "best" and (run.run_dir / "best.pt").exists():
-        state = ckpt.load(run.run_dir / "best.pt")
-        eval_model.load_state_dict(state["model"])
-        epoch = state["epoch"]
-    if epoch is None:
-        epoch = ckpt.load(run.run_dir / "last.pt")["epoch"]
-    t = cfg.train
-    probs = predict_probs(
-        eval_model, splits.test_x, splits.mean, splits.std, device, channels_last=t.channels_last, amp_dtype=amp_dtype
-    )
-    result = summarize(probs, splits.test_y, splits.num_classes)
-    run.sink.on_evaluation("test", epoch, which, result)
-    if len(splits.val_y):
-        val = summarize(
-            predict_probs(
-                eval_model,
-                splits.val_x,
-                splits.mean,
-                splits.std,
-                device,
-                channels_last=t.channels_last,
-                amp_dtype=amp_dtype,
-            ),
-            splits.val_y,
-            splits.num_classes,
-        )
-        run.sink.on_evaluation("val", epoch, which, val)
+    model, epoch = _evaluated_weights(run, which)
+    test_probs = _predict(run, model, s.test_x)
+    result = summarize(test_probs, s.test_y, s.num_classes)
+    sink.on_evaluation("test", epoch, which, result)
+    if len(s.val_y):
+        val_probs = run.val_probs.get(epoch)
+        if val_probs is None:
+            val_probs = _predict(run, model, s.val_x)
+        sink.on_evaluation("val", epoch, which, summarize(val_probs, s.val_y, s.num_classes))
     if cfg.eval.tta:
         tta = run_tta(
-            eval_model,
-            splits.test_x,
-            splits.test_y,
-            splits.num_classes,
+            model,
+            s.test_x,
+            s.test_y,
+            s.num_classes,
             cfg.eval.tta,
-            splits.mean,
-            splits.std,
-            device,
+            s.mean,
+            s.std,
+            run.device,
             passes=cfg.eval.tta_passes,
             pipeline=run.pipeline,  # random-pass TTA uses the training augmentation
             seed=cfg.train.seed,
-            channels_last=t.channels_last,
-            amp_dtype=amp_dtype,
+            channels_last=cfg.train.channels_last,
+            amp_dtype=run.amp_dtype,
+            known={"none": test_probs},
         )
-        run.sink.on_tta("test", which, tta)
+        sink.on_tta("test", which, tta)
     return result["accuracy"]
+
+
+def _evaluated_weights(run: Run, which: str):
+    """The model holding the `which` checkpoint's weights, and that checkpoint's epoch."""
+    model = run.eval_model
+    if which == "best" and (run.run_dir / "best.pt").exists():
+        state = ckpt.load(run.run_dir / "best.pt")
+        model.load_state_dict(state["model"])
+        return model, state["epoch"]
+    return model, run.progress.epoch  # the weights in memory are the last epoch's
+
+
+def _predict(run: Run, model, x):
+    t = run.cfg.train
+    return predict_probs(
+        model, x, run.splits.mean, run.splits.std, run.device, channels_last=t.channels_last, amp_dtype=run.amp_dtype
+    )
 
 
 def evaluate_checkpoint(

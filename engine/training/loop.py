@@ -25,7 +25,7 @@ from engine.training.final_eval import evaluate_checkpoint, final_evaluation
 from engine.training.hooks import TrainHooks
 from engine.training.optim import EpochSchedule
 from engine.training.phases import enter_epoch
-from engine.training.run import Run, Stopper, StopRequested, TrainingFailed, build_mixup, build_run
+from engine.training.run import Run, Stopper, StopRequested, TrainingFailed, build_mixup, build_run, thread_count
 from engine.training.seeding import seed_epoch
 from engine.training.state import TrainState, weights_checkpoint
 
@@ -58,7 +58,9 @@ def train(
     stopper = Stopper().install()
     if not distributed.world_from_env().is_main:
         sink = EventSink()  # under torchrun only rank 0 writes to the DB
+    threads_before = torch.get_num_threads()
     try:
+        torch.set_num_threads(thread_count(cfg.train.threads))
         run = build_run(cfg, spec, run_dir, sink, stopper, hooks or TrainHooks(), init_state)
         if resume:
             _resume(run)
@@ -77,6 +79,8 @@ def train(
             traceback=traceback.format_exc(),
         )
         return RunResult("failed", -1, None, None, None)
+    finally:
+        torch.set_num_threads(threads_before)  # callers in this process (tests, notebooks) keep their own
 
 
 def _train(run: Run) -> RunResult:
@@ -86,10 +90,11 @@ def _train(run: Run) -> RunResult:
         seed_epoch(cfg.train.seed, epoch)
         phase = enter_epoch(run, epoch_idx)
         metrics = train_one_epoch(run, epoch_idx, phase.lr, phase.mixup)
-        val_metrics, confusion = validate(run)
+        val_metrics, confusion, val_probs = validate(run)
         metrics.update(val_metrics)
         run.schedule.observe({"val_loss": metrics.get(("val", "loss")), "val_acc": metrics.get(("val", "acc"))})
         improved, value = run.progress.record(epoch, metrics, cfg)
+        run.keep_val_probs(epoch, val_probs)
         if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
             _save_checkpoints(run, improved, value)  # first the checkpoint, then the rows that point at it
         sink.on_epoch_end(epoch, metrics, confusion)
@@ -131,27 +136,32 @@ def _announce(run: Run) -> None:
         pid=os.getpid(),
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         data_path=data_path,
+        threads=run.threads,
     )
     run.sink.on_log(
         f"{len(s.train_y)} train / {len(s.val_y)} val / {len(s.test_y)} test images, "
-        f"{s.num_classes} classes, {s.image_size}x{s.image_size}x{s.channels}; data path: {data_path}"
+        f"{s.num_classes} classes, {s.image_size}x{s.image_size}x{s.channels}; CPU threads: {run.threads}; "
+        f"data path: {data_path}"
         + (f"; DistributedDataParallel over {run.dist.world} processes" if run.dist.enabled else "")
     )
     run.beat.reset()
 
 
 def _save_checkpoints(run: Run, improved: bool, value: float) -> None:
-    """last.pt every epoch, best.pt when the best metric improved, epoch_NNNN.pt every checkpoint_every."""
+    """last.pt (full state, the resume point) every epoch; best.pt (the evaluated weights) when the best
+    metric improved; epoch_NNNN.pt every checkpoint_every epochs, weights only unless train.epoch_checkpoint
+    asks for the full state."""
     t, sink, run_dir, epoch = run.cfg.train, run.sink, run.run_dir, run.progress.epoch
     metric = run.cfg.eval.best_metric
     state = run.snapshot().to_checkpoint()
+    weights = weights_checkpoint(epoch, run.eval_model.state_dict(), run.info)
     ckpt.save_atomic(state, run_dir / "last.pt")
     sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
     if improved:
-        ckpt.save_atomic(weights_checkpoint(epoch, run.eval_model.state_dict(), run.info), run_dir / "best.pt")
+        ckpt.save_atomic(weights, run_dir / "best.pt")
         sink.on_checkpoint(epoch, "best", str(run_dir / "best.pt"), metric, value)
     if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
-        ckpt.save_atomic(state, ckpt.epoch_path(run_dir, epoch))
+        ckpt.save_atomic(state if t.epoch_checkpoint == "full" else weights, ckpt.epoch_path(run_dir, epoch))
         sink.on_checkpoint(epoch, "epoch", str(ckpt.epoch_path(run_dir, epoch)), metric, value)
         for removed in ckpt.prune(run_dir, t.keep_last):
             sink.on_checkpoint_removed(str(removed))

@@ -10,6 +10,7 @@ sweep stops when the smoothed loss exceeds `diverge_factor` x its best (or is no
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 
@@ -41,7 +42,11 @@ class LRFinderResult:
     planned_steps: int = 0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """As a dict for json.dumps; a diverged loss (inf/NaN) becomes None, which JSON can hold."""
+        d = asdict(self)
+        for key in ("losses", "smoothed"):
+            d[key] = [v if math.isfinite(v) else None for v in d[key]]
+        return d
 
 
 def lr_at(step: int, steps: int, start_lr: float, end_lr: float) -> float:

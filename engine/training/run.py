@@ -3,9 +3,10 @@ config, and their round trip through a TrainState."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from engine.training.seeding import seed_everything
 from engine.training.state import Progress, RunInfo, TrainState
 
 HEARTBEAT_EVERY_S = 2.0
+MAX_AUTO_THREADS = 32  # intra-op parallelism stops paying well before this on the models trained here
 
 
 class TrainingFailed(RuntimeError):
@@ -75,6 +77,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def thread_count(requested: int | None) -> int:
+    """train.threads, else the cores this process may use (its CPU affinity, which a shared box, a container
+    or a Slurm job narrows, while torch's default counts every core of the machine), shared among the
+    processes torchrun started on this node."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, min(MAX_AUTO_THREADS, per_process))
+
+
 def build_ema(model, cfg):
     if not cfg.regularize.ema.enabled:
         return None
@@ -124,6 +137,8 @@ class Run:
     steps_per_epoch: int
     progress: Progress
     beat: Heartbeat
+    threads: int
+    val_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # by epoch: the latest and the best
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -135,6 +150,13 @@ class Run:
     def info(self) -> RunInfo:
         s = self.splits
         return RunInfo(self.cfg.to_json(), s.class_names, s.mean, s.std)
+
+    def keep_val_probs(self, epoch: int, probs: torch.Tensor | None) -> None:
+        """Validation predictions of the latest and the best epoch, for the end-of-run evaluation to reuse."""
+        if probs is not None:
+            self.val_probs[epoch] = probs
+        keep = {epoch, self.progress.best_epoch}
+        self.val_probs = {e: p for e, p in self.val_probs.items() if e in keep}
 
     def use_optimizer(self, name: str, base_lr: float) -> None:
         """A fresh optimizer (the Adam->SGD switch, or a resumed run that had switched)."""
@@ -179,18 +201,11 @@ def build_run(
 ) -> Run:
     """Everything a run trains with, in an order that keeps the random draws (model init) reproducible."""
     t = cfg.train
-    device = pick_device(t.device)
-    dist, device = distributed.setup(device)
-    seed_everything(t.seed, t.deterministic)
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp] if device.type == "cuda" else None
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not t.deterministic
-
+    device, dist, amp_dtype = _device(t)
     splits = make_splits(load_arrays(spec), cfg.data)
     if len(splits.train_y) < 1 or len(splits.val_y) < 1 and not cfg.data.train_on_val and cfg.data.val_fraction > 0:
         raise TrainingFailed("the training or validation split is empty; lower data.val_fraction")
     pipeline = build_pipeline(cfg.augment.train, splits.image_size)
-
     model = build_model(cfg.model, splits.channels, splits.num_classes)
     if init_state is not None:  # fine-tune / continue from another run's checkpoint
         _load_compatible(model, init_state["model"], sink)
@@ -198,22 +213,49 @@ def build_run(
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss, splits.num_classes, splits.train_y).to(device)
-    mixup = build_mixup(cfg, splits.num_classes)
-    ema = build_ema(model, cfg)
-
-    steps_per_epoch = max(1, len(splits.train_y) // t.batch_size if len(splits.train_y) > t.batch_size else 1)
-    if t.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
-    optimizer = build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult)
-    schedule = EpochSchedule(cfg.schedule, t.epochs, steps_per_epoch).attach(cfg.optim.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    mixup, ema = build_mixup(cfg, splits.num_classes), build_ema(model, cfg)
+    steps_per_epoch = _steps_per_epoch(t, len(splits.train_y))
     train_model = distributed.wrap(model, dist, device, t.sync_bn)  # DDP when under torchrun
-    train_model = torch.compile(train_model) if t.compile else train_model
-    progress = Progress(optim_name=cfg.optim.name, base_lr=cfg.optim.lr)
     return Run(
-        cfg, Path(run_dir), sink, hooks, stopper, device, dist, amp_dtype, splits, pipeline, model, train_model,
-        loss_fn, mixup, ema, optimizer, schedule, scaler, steps_per_epoch, progress, Heartbeat(),
-    )  # fmt: skip
+        cfg=cfg,
+        run_dir=Path(run_dir),
+        sink=sink,
+        hooks=hooks,
+        stopper=stopper,
+        device=device,
+        dist=dist,
+        amp_dtype=amp_dtype,
+        splits=splits,
+        pipeline=pipeline,
+        model=model,
+        train_model=torch.compile(train_model) if t.compile else train_model,
+        loss_fn=loss_fn,
+        mixup=mixup,
+        ema=ema,
+        optimizer=build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult),
+        schedule=EpochSchedule(cfg.schedule, t.epochs, steps_per_epoch).attach(cfg.optim.lr),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        steps_per_epoch=steps_per_epoch,
+        progress=Progress(optim_name=cfg.optim.name, base_lr=cfg.optim.lr),
+        beat=Heartbeat(),
+        threads=torch.get_num_threads(),
+    )
+
+
+def _device(t) -> tuple[torch.device, distributed.Dist, torch.dtype | None]:
+    """This process's device (its GPU under torchrun), seeded, and the autocast dtype (CUDA only)."""
+    device = pick_device(t.device)
+    dist, device = distributed.setup(device)
+    seed_everything(t.seed, t.deterministic)
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp] if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.deterministic
+    return device, dist, amp_dtype
+
+
+def _steps_per_epoch(t, n_train: int) -> int:
+    steps = max(1, n_train // t.batch_size if n_train > t.batch_size else 1)
+    return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch else steps
 
 
 def _load_compatible(model, state_dict, sink) -> None:
