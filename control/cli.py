@@ -20,43 +20,21 @@ import os
 import sys
 from pathlib import Path
 
+from control.cli_io import EXIT_INVALID, load_config_file, print_errors
 from control.command import display_url
-
-EXIT_INVALID = 2
-
-
-def _print_errors(errors) -> int:
-    for field, msg in errors:
-        print(f"{field}: {' '.join(str(msg).split())}", file=sys.stderr)  # one line per field
-    return EXIT_INVALID
-
-
-def _load_config_file(path: str):
-    from engine.config import ConfigError, ExperimentConfig
-
-    try:
-        return ExperimentConfig.from_file(path), []
-    except ConfigError as exc:
-        return None, exc.errors
-    except FileNotFoundError:
-        return None, [("config", f"file not found: {path}")]
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # YAML/JSON syntax errors are ValueErrors too
-        return None, [("config", f"cannot read {path}: {str(exc).splitlines()[0][:300]}")]
-    except Exception as exc:  # yaml.YAMLError
-        return None, [("config", f"cannot parse {path}: {str(exc).splitlines()[0][:300]}")]
 
 
 def cmd_validate(args) -> int:
     from control.preflight import preflight
     from db.session import init_db
 
-    cfg, errors = _load_config_file(args.config)
+    cfg, errors = load_config_file(args.config)
     if cfg is None:
-        return _print_errors(errors)
+        return print_errors(errors)
     url = init_db(args.db)
     errors = preflight(cfg, url)
     if errors:
-        return _print_errors(errors)
+        return print_errors(errors)
     print("ok")
     return 0
 
@@ -71,13 +49,13 @@ def cmd_train(args) -> int:
 
     url = init_db(args.db)
     if not args.config:
-        return _print_errors([("config", "give a config file or --run-id")])
-    cfg, errors = _load_config_file(args.config)
+        return print_errors([("config", "give a config file or --run-id")])
+    cfg, errors = load_config_file(args.config)
     if cfg is None:
-        return _print_errors(errors)
+        return print_errors(errors)
     errors = preflight(cfg, url)
     if errors:
-        return _print_errors(errors)
+        return print_errors(errors)
     run_id = store.create_run(
         url,
         cfg.model_dump(mode="json"),
@@ -115,10 +93,10 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
             from db import queries
             from db.session import init_db
 
-            init_db(url)
+            init_db(url, check=False)  # checked by whoever launched it; the whole-file read is not repeated per run
             row = queries.get_run(url, run_id)
             if row is None:
-                return _print_errors([("--run-id", f"no run {run_id} in {display_url(url)}")])
+                return print_errors([("--run-id", f"no run {run_id} in {display_url(url)}")])
             return _run_training(url, run_id, row, resume)
     finally:
         if row is not None:
@@ -204,16 +182,16 @@ def cmd_evaluate(args) -> int:
     url = init_db(args.db)
     row = queries.get_run(url, args.run_id)
     if row is None:
-        return _print_errors([("--run-id", f"no run {args.run_id}")])
+        return print_errors([("--run-id", f"no run {args.run_id}")])
     ckpts = {
         Path(c["path"]).stem if c["kind"] == "epoch" else c["kind"]: c for c in queries.checkpoints(url, args.run_id)
     }
     if args.checkpoint not in ckpts:
-        return _print_errors(
+        return print_errors(
             [("--checkpoint", f"run {args.run_id} has no checkpoint '{args.checkpoint}' (has: {', '.join(ckpts)})")]
         )
     if (unreadable := _unreadable_checkpoint(ckpts[args.checkpoint]["path"])) is not None:
-        return _print_errors([("--checkpoint", unreadable)])
+        return print_errors([("--checkpoint", unreadable)])
     cfg = parse_config(row["config"])
     spec = resolve_dataset(url, cfg.data.dataset)
     result, tta, epoch = evaluate_checkpoint(ckpts[args.checkpoint]["path"], spec, args.split, args.device, args.tta)

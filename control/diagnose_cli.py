@@ -10,10 +10,10 @@ Invalid input exits with code 2 and one line per field on stderr, as `validate` 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-EXIT_INVALID = 2
+from control.cli_io import load_config_file, print_errors
+
 PREDICT_TTA = ("none", "hflip", "vflip", "rot90", "dihedral8", "multicrop")  # deterministic: same file, same row
 
 
@@ -45,35 +45,13 @@ def add_diagnose_parsers(sub) -> None:
         p.add_argument("--db", help="SQLAlchemy URL (default: $LAB_DB_URL or sqlite:///lab.db)")
 
 
-def _errors(errors) -> int:
-    for field, msg in errors:
-        print(f"{field}: {' '.join(str(msg).split())}", file=sys.stderr)
-    return EXIT_INVALID
-
-
-def _load_config_file(path: str):
-    """(config, []) or (None, [(field, message)]), as `validate` reads a config file."""
-    from engine.config import ConfigError, ExperimentConfig
-
-    try:
-        return ExperimentConfig.from_file(path), []
-    except ConfigError as exc:
-        return None, exc.errors
-    except FileNotFoundError:
-        return None, [("config", f"file not found: {path}")]
-    except Exception as exc:  # YAML/JSON syntax, unreadable file
-        return None, [
-            ("config", f"cannot read {path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
-        ]
-
-
 def cmd_lr_find(args) -> int:
     from control.preflight import preflight, resolve_dataset
     from db.session import init_db
 
-    cfg, errors = _load_config_file(args.config)
+    cfg, errors = load_config_file(args.config)
     if cfg is None:
-        return _errors(errors)
+        return print_errors(errors)
     bad = [
         (f"--{n}", "must be > 0")
         for n in ("start", "end", "steps", "max-epochs")
@@ -84,7 +62,7 @@ def cmd_lr_find(args) -> int:
     url = init_db(args.db)
     errors = bad or preflight(cfg, url)
     if errors:
-        return _errors(errors)
+        return print_errors(errors)
     from engine.training.lr_finder import find_lr
 
     result = find_lr(
@@ -137,7 +115,7 @@ def cmd_export(args) -> int:
 
     found, errors = _load_run(args)
     if found is None:
-        return _errors(errors)
+        return print_errors(errors)
     loaded, size = found
     out = export(loaded, size, args.format, args.out)
     print(f"{args.format}: {out} (input uint8 NHWC {size}x{size}x{loaded.channels}, output class probabilities)")
@@ -150,17 +128,17 @@ def cmd_predict(args) -> int:
     files = image_files(args.paths)
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
-        return _errors([("paths", f"not found: {', '.join(missing)}" if missing else "no image files found")])
+        return print_errors([("paths", f"not found: {', '.join(missing)}" if missing else "no image files found")])
     found, errors = _load_run(args)
     if found is None:
-        return _errors(errors)
+        return print_errors(errors)
     loaded, size = found
     from engine.data import DatasetError
 
     try:
         probs = predict_files(loaded, files, size, args.tta, args.device)
     except DatasetError as exc:  # a file that is no image
-        return _errors([("paths", str(exc))])
+        return print_errors([("paths", str(exc))])
     write_predictions_csv(args.csv, files, probs, loaded.class_names)
     print(f"{len(files)} predictions written to {args.csv}")
     return 0

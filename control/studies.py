@@ -196,10 +196,6 @@ def create_study(url: str, spec: StudySpec, base: dict, *, start: bool = True) -
     optuna_name = f"lab-{uuid.uuid4().hex}"
     optuna.create_study(study_name=optuna_name, storage=optuna_storage(url), direction=spec.objective.direction)
     study_id = store.create_study(url, name, {"study": spec.model_dump(mode="json"), "base": base}, optuna_name)
-    if spec.start_with:
-        ostudy = _optuna_study(url, queries.get_study(url, study_id))
-        for point in spec.start_with:
-            ostudy.enqueue_trial({p: _choice(v) for p, v in point.items()})
     advance(url, study_id, start=start)
     return study_id
 
@@ -217,6 +213,10 @@ def _queue_configuration(url: str, study: dict, k: int) -> list[int]:
     dists = distributions(spec)
     if spec.strategy == "grid":
         params = spec.grid()[k]
+        numbers = [_add_running_trial(ostudy, params, dists) for _ in range(spec.repeats)]
+    elif k < len(spec.start_with):  # the points to try first, as given (each k is claimed once)
+        first = {p: v[0] if isinstance(v, list) else v.low for p, v in spec.factors.items()}
+        params = {**first, **spec.start_with[k]}
         numbers = [_add_running_trial(ostudy, params, dists) for _ in range(spec.repeats)]
     else:
         trial = ostudy.ask(dists)
@@ -256,15 +256,17 @@ def advance(url: str, study_id: int, *, start: bool = True) -> list[int]:
         spec, base = _spec_of(study)
         limit = spec.n_configs(base)
         while True:
-            if spec.strategy == "tpe" and _in_flight(url, study_id) >= _tpe_parallel():
-                break  # TPE learns from finished trials: ask for the next one when one ends
-            k = store.claim_study_config(url, study_id, limit)
+            # TPE learns from finished trials: it asks for the next one when one ends. The in-flight
+            # count is taken inside the claim's transaction, so racing processes never over-ask.
+            in_flight = (_tpe_parallel(), spec.repeats) if spec.strategy == "tpe" else None
+            k = store.claim_study_config(url, study_id, limit, in_flight)
             if k is None:
                 break
             queued += _queue_configuration(url, study, k)
             if spec.strategy == "tpe":
                 break
         if not queued and _in_flight(url, study_id) == 0 and queries.get_study(url, study_id)["configs_asked"] >= limit:
+            _tell_finished(url, study)  # the last trials may have ended since the first look: told before "completed"
             store.set_study_status(url, study_id, "completed", only_from="running")  # a stop wins
     if start:
         start_queued(url)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
-EXIT_INVALID = 2
+from control.cli_io import print_errors
 
 
 def add_study_parser(sub) -> None:
@@ -31,12 +30,6 @@ def add_study_parser(sub) -> None:
     for p in ss.choices.values():
         p.add_argument("--db", help="SQLAlchemy URL (default: $LAB_DB_URL or sqlite:///lab.db)")
         p.set_defaults(fn=cmd_study)
-
-
-def _errors(errors) -> int:
-    for field, msg in errors:
-        print(f"{field}: {' '.join(str(msg).split())}", file=sys.stderr)
-    return EXIT_INVALID
 
 
 def _clean(x):
@@ -58,7 +51,7 @@ def cmd_study(args) -> int:
     if args.study_command == "create":
         spec, base, errors = studies.load_study_file(args.file, url)
         if errors:
-            return _errors(errors)
+            return print_errors(errors)
         if args.preview:
             print(json.dumps(_clean(studies.preview(spec, base)), indent=2, default=str))
             return 0
@@ -67,7 +60,7 @@ def cmd_study(args) -> int:
     from db import queries
 
     if queries.get_study(url, args.id) is None:
-        return _errors([("id", f"no study {args.id}")])
+        return print_errors([("id", f"no study {args.id}")])
     if args.study_command == "stop":
         studies.stop_study(url, args.id)
     elif args.study_command == "resume":

@@ -107,9 +107,10 @@ def check_integrity(url: str) -> None:
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return
     broken = DatabaseCorrupt(f"{path.name} is not a valid SQLite database: restore a backup or move it away ({path})")
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise broken
+    # Only through sqlite3, never open()/close() on the file: closing any descriptor of a database file
+    # drops every POSIX lock this process holds on it, and another process's writes then corrupt what
+    # our open connections see ("database disk image is malformed"). SQLite itself refuses a file that
+    # is not a database ("file is not a database"), which lands in the except below.
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
@@ -146,9 +147,10 @@ def backup(url: str | None = None, dest: str | Path | None = None) -> Path:
     return target
 
 
-def init_db(url: str | None = None) -> str:
+def init_db(url: str | None = None, check: bool = True) -> str:
     """Check an existing SQLite file, then create or upgrade the schema to the latest migration;
-    returns the URL used."""
+    returns the URL used. check=False skips `PRAGMA integrity_check` (it reads the whole file): an
+    engine started by the launcher runs on a database that `init` or the dashboard already checked."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -156,7 +158,8 @@ def init_db(url: str | None = None) -> str:
     url = db_url(url)
     if sqlite_path(url) is not None:
         sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
-        check_integrity(url)
+        if check:
+            check_integrity(url)
     sqlite = url.startswith("sqlite")
     with get_engine(url).connect() as conn:
         cfg = alembic_config(url, conn)

@@ -421,14 +421,22 @@ def set_study_status(url, study_id: int, status: str, only_from: str | None = No
     return write(url, lambda s: s.execute(q.values(status=status)).rowcount == 1)
 
 
-def claim_study_config(url, study_id: int, limit: int) -> int | None:
+def claim_study_config(url, study_id: int, limit: int, in_flight: tuple[int, int] | None = None) -> int | None:
     """Hand out the next configuration number of a study (0, 1, ...) below `limit`, once, even when
-    several processes ask at the same time; None when the budget is spent."""
+    several processes ask at the same time; None when the budget is spent. in_flight=(max runs,
+    runs per configuration): also None while that many of the study's runs are queued, running or
+    about to be created by an earlier claim."""
 
     def fn(s):
         asked = s.scalar(select(Study.configs_asked).where(Study.id == study_id))
         if asked is None or asked >= limit:
             return None
+        if in_flight is not None:
+            ended = s.scalar(
+                select(func.count()).select_from(Run).where(Run.study_id == study_id, Run.status.in_(FINAL))
+            )
+            if asked * in_flight[1] - ended >= in_flight[0]:
+                return None
         res = s.execute(
             update(Study).where(Study.id == study_id, Study.configs_asked == asked).values(configs_asked=asked + 1)
         )

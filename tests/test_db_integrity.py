@@ -3,6 +3,7 @@ of a traceback; `python -m engine backup` makes a sound copy while the lab is in
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def test_a_broken_lab_db_is_one_line_from_init_and_from_the_dashboard(lab_with_r
     from db.session import get_engine
 
     get_engine(url).dispose()
+    gc.collect()  # no pooled connection left to checkpoint the WAL over the damage later
+    _checkpointed(path)
     damage(path)
     res = _engine("init", url=url)
     assert res.returncode == 2, res.stderr

@@ -32,7 +32,7 @@ def test_a_write_lock_longer_than_the_stale_period_loses_no_live_engine_and_keep
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "2")
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.4}))
-    ids = [launch_run(db_url, quick_config(db_url, **SLOW)) for _ in range(3)]
+    ids = [launch_run(db_url, quick_config(db_url, **{**SLOW, "train.epochs": 6})) for _ in range(3)]
     first = ids[:2]
     wait_for(lambda: all(run(db_url, r)["epochs_done"] >= 1 for r in first), what="both engines past their first epoch")
 
@@ -44,13 +44,15 @@ def test_a_write_lock_longer_than_the_stale_period_loses_no_live_engine_and_keep
         lock.execute("COMMIT")
         lock.close()
     assert refresh_lost(db_url) == []  # before the engines' waiting heartbeats land
-    assert start_queued(db_url) == []  # both slots are still held
-    assert [run(db_url, r)["status"] for r in ids] == [RunStatus.RUNNING, RunStatus.RUNNING, RunStatus.QUEUED]
+    statuses = [run(db_url, r)["status"] for r in ids]
+    assert RunStatus.LOST not in statuses and statuses.count(RunStatus.RUNNING) <= 2, statuses
+    if RunStatus.COMPLETED not in statuses:  # neither engine finished right after the lock went
+        assert start_queued(db_url) == [] and run(db_url, ids[2])["status"] == RunStatus.QUEUED
 
     for r in ids:
         row = wait_final(db_url, r)
         assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
-        assert {k[0] for k in metric_rows(db_url, r)} == {1, 2, 3}
+        assert {k[0] for k in metric_rows(db_url, r)} == set(range(1, 7))
 
 
 def test_a_frozen_engine_keeps_its_slot_and_its_lost_status_when_it_continues(db_url, monkeypatch):

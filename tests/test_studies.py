@@ -424,6 +424,7 @@ def test_studies_page_designs_refuses_previews_launches_and_reads_the_answer(db_
 
     at = open_page("studies", study=study["id"])
     summary = at.dataframe[0].value
+    assert "n" in summary, (list(summary.columns), [m.value for m in at.info], at.radio(key="study_mode").value)
     assert list(summary["n"]) == [2, 2]
     state = studies.study_state(db_url, study["id"])
     assert list(summary["mean"]) == pytest.approx([g["mean"] for g in state["summary"]])

@@ -160,6 +160,11 @@ def _design() -> None:
 
 
 # ------------------------------------------------------------------------------- results
+def _fingerprint(study_id: int) -> tuple:
+    """What the cached reads are keyed on: the study's status and each trial's (status, epochs done)."""
+    return queries.get_study(url, study_id)["status"], queries.study_progress(url, study_id)
+
+
 def _open() -> None:
     if not existing:
         st.info("No studies yet: design one above (Design a new study).")
@@ -169,7 +174,7 @@ def _open() -> None:
         ss["study_open"] = existing[0]["id"]
     study_id = st.selectbox("Study", list(labels), format_func=labels.get, key="study_open")
     st.query_params["study"] = str(study_id)
-    fingerprint = queries.study_progress(url, study_id)
+    fingerprint = _fingerprint(study_id)
     state = reads.study_state(url, study_id, fingerprint)
     live = state["status"] == "running"
 
@@ -177,10 +182,8 @@ def _open() -> None:
     def live_progress():
         if live:
             studies.advance(url, study_id)  # the page moves the study on: results told, lost trials noticed
-        if (
-            queries.study_progress(url, study_id) != fingerprint
-            or queries.get_study(url, study_id)["status"] != state["status"]
-        ):
+        if _fingerprint(study_id) != fingerprint:
+            reads.studies_list.clear()  # the picker's labels carry the status
             st.rerun()
         share, text = ps.progress_counts(state["counts"], state["planned_runs"])
         st.progress(min(1.0, share), text=text)

@@ -24,6 +24,7 @@ __all__ = [
     "ShakeDropFn",
     "SmallCNN",
     "SqueezeExcite",
+    "drop_path",
     "ModelError",
     "apply_small_stem",
     "backbone_parameters",
