@@ -122,7 +122,9 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
     from engine.sinks import ConsoleSink, MultiSink
     from engine.training.loop import train
 
-    sink = MultiSink(DBSink(url, run_id), ConsoleSink(), *study_sinks(url, run_id))  # a study's pruner last
+    hooks = _fault_injection()
+    faults = hooks.sinks() if hooks else []  # after every real sink: the event is written, then the fault
+    sink = MultiSink(DBSink(url, run_id), ConsoleSink(), *study_sinks(url, run_id), *faults)
     try:
         cfg = parse_config(row["config"])
         spec = resolve_dataset(url, cfg.data.dataset)
@@ -143,7 +145,7 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
         return 1
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     store.update_run(url, run_id, run_dir=str(run_dir))
-    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=_fault_injection())
+    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=hooks)
     return 0 if result.status in (RunStatus.COMPLETED, RunStatus.STOPPED) else 1
 
 

@@ -67,3 +67,13 @@ def load_resume_point(run_dir: Path, log=print) -> dict | None:
         if p.name == "last.pt":
             return best
     return best
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the half-written temporary files (`.<name>.<pid>.<id>.tmp`, see engine.fileio) that an engine
+    killed in the middle of a save left behind. Only the run's own engine writes here, and it is this one."""
+    removed = []
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed

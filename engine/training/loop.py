@@ -95,9 +95,12 @@ def _train(run: Run) -> RunResult:
         run.schedule.observe({"val_loss": metrics.get(("val", "loss")), "val_acc": metrics.get(("val", "acc"))})
         improved, value = run.progress.record(epoch, metrics, cfg)
         run.keep_val_probs(epoch, val_probs)
-        if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
-            _save_checkpoints(run, improved, value)  # first the checkpoint, then the rows that point at it
+        # First the epoch's rows, then its checkpoints. A process killed between the two resumes from the
+        # previous checkpoint, whose resume drops the rows of later epochs and trains this one again: the
+        # rows and the checkpoint always agree. (The other order lost the epoch's rows for good.)
         sink.on_epoch_end(epoch, metrics, confusion)
+        if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
+            _save_checkpoints(run, improved, value)
         run.beat.reset()
         run.hooks.after_epoch(epoch)
         if dist.any(run.stopper.requested, run.device):
@@ -117,6 +120,8 @@ def _train(run: Run) -> RunResult:
 
 
 def _resume(run: Run) -> None:
+    for tmp in ckpt.remove_temporaries(run.run_dir):
+        run.sink.on_log(f"removed {tmp.name}, left by an engine killed while saving")
     state = ckpt.load_resume_point(run.run_dir, log=run.sink.on_log)
     if state is None:
         run.sink.on_log("no readable checkpoint: starting from epoch 1")
