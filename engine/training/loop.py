@@ -98,9 +98,11 @@ def _train(run: Run) -> RunResult:
         # First the epoch's rows, then its checkpoints. A process killed between the two resumes from the
         # previous checkpoint, whose resume drops the rows of later epochs and trains this one again: the
         # rows and the checkpoint always agree. (The other order lost the epoch's rows for good.)
-        sink.on_epoch_end(epoch, metrics, confusion)
+        stop = _epoch_rows(run, epoch, metrics, confusion)
         if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
             _save_checkpoints(run, improved, value)
+        if stop is not None:
+            raise stop
         run.beat.reset()
         run.hooks.after_epoch(epoch)
         if dist.any(run.stopper.requested, run.device):
@@ -117,6 +119,16 @@ def _train(run: Run) -> RunResult:
     sink.on_status("completed")
     p = run.progress
     return RunResult("completed", p.epoch, p.best_epoch, p.best_value, test_acc)
+
+
+def _epoch_rows(run: Run, epoch: int, metrics: dict, confusion: dict) -> StopRequested | None:
+    """Report the finished epoch. A sink may answer with a stop (a study's pruner does): the epoch
+    still gets its checkpoints before the run stops, so a pruned run resumes like a stopped one."""
+    try:
+        run.sink.on_epoch_end(epoch, metrics, confusion)
+    except StopRequested as stop:
+        return stop
+    return None
 
 
 def _resume(run: Run) -> None:
