@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -96,6 +97,12 @@ class Run(Base):
         ForeignKey("lab_studies.id", ondelete="SET NULL"), nullable=True, index=True
     )
     trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # live progress inside an epoch or a final-evaluation phase, from the engine's heartbeat:
+    # {"phase": "train"|"val"|"test"|"tta"|..., "step", "steps", "images_per_sec", "eta_s", "epoch", "at"}
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # facts the engine established about this run, shown on Run detail: e.g.
+    # {"init_from": {"run_id", "loaded", "kept"}, "lr_find": {"id", "suggested_lr", "rule"}, "threads": 2}
+    facts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     checkpoints: Mapped[list[Checkpoint]] = relationship(back_populates="run", cascade="all, delete-orphan")
     __table_args__ = (CheckConstraint(RUN_STATUS_CHECK, name="ck_runs_status"),)
@@ -181,6 +188,41 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class EpochPredictions(Base):
+    """Every image's prediction on one split at one epoch, packed: `pred` int16 little-endian and
+    `confidence` float16 (the predicted class's probability), both in the split's fixed order; 4 bytes
+    per image, so 40 kB per epoch for 10k images. One row per (run, split, epoch), not one per image."""
+
+    __tablename__ = "epoch_predictions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16), default="val")
+    n: Mapped[int] = mapped_column(Integer)
+    pred: Mapped[bytes] = mapped_column(LargeBinary)
+    confidence: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (UniqueConstraint("run_id", "split", "epoch", name="uq_epoch_predictions"),)
+
+
+class LRFind(Base):
+    """An LR range test on a config, run as a short engine job in its own process."""
+
+    __tablename__ = "lr_finds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|completed|failed
+    config: Mapped[dict] = mapped_column(JSON)
+    dataset: Mapped[str] = mapped_column(String(200), default="")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    suggested_lr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"lrs": [...], "losses": [...], ...}
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class TTAResult(Base):
     __tablename__ = "tta_results"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -190,4 +232,6 @@ class TTAResult(Base):
     variant: Mapped[str] = mapped_column(String(32))
     accuracy: Mapped[float] = mapped_column(Float)
     per_class: Mapped[dict] = mapped_column(JSON)  # {accuracy: [...], f1: [...]}
+    # inference cost of this variant: wall seconds per image for all its views (TTA cost and benefit)
+    seconds_per_image: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
