@@ -248,8 +248,8 @@ def _spawn(url: str, run_id: int) -> int:
         )  # own session: survives the dashboard
     _CHILDREN[proc.pid] = proc
     _reap_when_done(proc)
-    store.update_run(
-        url, run_id, pid=proc.pid, log_path=str(log_path), run_dir=str(run_dir), backend="local", resume_requested=False
+    store.record_spawn(
+        url, run_id, proc.pid, log_path=str(log_path), run_dir=str(run_dir), backend="local", resume_requested=False
     )
     return proc.pid
 
@@ -411,17 +411,7 @@ def resume_run(url: str, run_id: int) -> None:
         raise ValueError(f"no run {run_id}")
     if row["status"] not in RESUMABLE:
         raise ValueError(f"run {run_id} is {row['status']}; only stopped, failed or lost runs can be resumed")
-    if (
-        row["backend"] in ("local", "cli")
-        and row["host"] in (None, socket.gethostname())
-        and is_engine_process(row["pid"], run_id)
-    ):
-        # A lost run whose process still exists (frozen, or hung): two engines must never share a run.
-        _signal_engine(row["pid"], signal.SIGKILL)
-        for _ in range(50):
-            if not pid_alive(row["pid"]):
-                break
-            time.sleep(0.1)
+    _kill_leftover_engine(row)
     if not store.requeue_for_resume(url, run_id):
         raise ValueError(f"run {run_id} changed state; reload and try again")
     if row["backend"] == "slurm":
@@ -430,3 +420,49 @@ def resume_run(url: str, run_id: int) -> None:
         if row["backend"] == "cli":
             store.update_run(url, run_id, backend="local")  # the launcher runs it from now on
         start_queued(url)
+
+
+def _kill_leftover_engine(row: dict) -> None:
+    """A lost run whose process still exists here (frozen, or hung): two engines must never share a run.
+    One on another host cannot be reached; it finds out at its next write that the run is no longer its
+    own (db.store.Owner) and exits without writing."""
+    if (
+        row["backend"] in ("local", "cli")
+        and row["host"] in (None, socket.gethostname())
+        and is_engine_process(row["pid"], row["id"])
+    ):
+        _signal_engine(row["pid"], signal.SIGKILL)
+        for _ in range(50):
+            if not pid_alive(row["pid"]):
+                break
+            time.sleep(0.1)
+
+
+def resume_here(url: str | None, run_id: int) -> bool:
+    """`python -m engine train --run-id N --resume` typed by hand for a stopped, failed or lost run: the run
+    becomes this command's to train (status running, no engine recorded yet, backend "cli"), after a
+    leftover engine of it here is killed, as resume_run does. False, and nothing changed, when the run is
+    not resumable: queued or running, it is a launcher's or a Slurm job's, which passed --resume itself."""
+    from db.models import utcnow
+    from db.session import db_url
+
+    url = db_url(url)
+    row = queries.get_run(url, run_id)
+    if row is None or row["status"] not in RESUMABLE:
+        return False
+    _kill_leftover_engine(row)
+    return store.set_status(
+        url,
+        run_id,
+        RunStatus.RUNNING,
+        RESUMABLE,
+        pid=None,
+        host=socket.gethostname(),
+        backend="cli",
+        heartbeat_at=utcnow(),  # not lost for the heartbeat of the engine that ran before
+        ended_at=None,
+        error=None,
+        traceback=None,
+        stop_requested=False,
+        resume_requested=False,
+    )

@@ -18,7 +18,6 @@ import math
 import uuid
 from pathlib import Path
 
-from control import study_stats
 from control.optuna_db import optuna_storage
 from control.study_spec import Range, StudySpec, apply_params, parse_study
 from db import queries, store
@@ -290,11 +289,20 @@ def _tell_finished(url: str, study: dict) -> None:
     runs = [r for r in queries.study_runs(url, study["id"]) if r["status"] not in ACTIVE]
     if not runs:
         return
-    ostudy = _optuna_study(url, study)
-    open_trials = {t.number for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    # Which trials are still open, asked of the bare RDB storage: it reads only the running trials' rows,
+    # where a loaded Study's cache reads every trial with all its params first (most of an advance's time
+    # on a study with many finished trials). The Study is loaded only when there is something to tell.
+    storage = optuna_storage(url)
+    open_trials = {
+        t.number
+        for t in storage.get_all_trials(
+            storage.get_study_id_from_name(study["optuna_study_name"]), deepcopy=False, states=(TrialState.RUNNING,)
+        )
+    }
     pending = [r for r in runs if r["trial_number"] in open_trials and r["status"] != RunStatus.STOPPED]
     if not pending:
         return
+    ostudy = _optuna_study(url, study)
     spec, _ = _spec_of(study)
     values = objective_values(url, [r["id"] for r in pending], spec.objective.metric)
     for r in pending:
@@ -310,17 +318,19 @@ def _tell_finished(url: str, study: dict) -> None:
             pass  # another process told it a moment ago
 
 
-def on_run_end(url: str, run_id: int) -> None:
-    """After a trial's engine ends: move its study on (tell the result, ask for the next trial)."""
+def on_run_end(url: str, run_id: int) -> list[int]:
+    """After a trial's engine ends: move its study on (tell the result, ask for the next trial); returns
+    the runs it queued (TPE asks for the next trial only now; a grid's are queued from the start)."""
     import sys
     import traceback
 
     try:
         link = queries.run_study(url, run_id)
         if link is not None:
-            advance(url, link[0], start=False)
+            return advance(url, link[0], start=False)
     except Exception:  # the study catches up at its next advance; the queue must move on regardless
         print(f"study update after run {run_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
+    return []
 
 
 def stop_study(url: str, study_id: int) -> None:
@@ -398,6 +408,8 @@ def study_state(url: str, study_id: int, *, refresh: bool = True) -> dict:
         for r in runs
     ]
     rows = [(t["params"], t["objective"]) for t in trials if t["objective"] is not None]
+    from control import study_stats  # scipy: imported by what draws results, not by every trial's engine
+
     summary = study_stats.grouped_summary(rows, spec.objective.direction)
     for g in summary:
         g["run_ids"] = [t["run_id"] for t in trials if t["objective"] is not None and t["params"] == g["params"]]
@@ -462,6 +474,8 @@ def compare_groups(url: str, study_id: int, a: int, b: int, method: str = "welch
     state = study_state(url, study_id, refresh=False)
     ga, gb = state["summary"][a], state["summary"][b]
     by_run = {t["run_id"]: t["objective"] for t in state["trials"]}
+    from control import study_stats
+
     result = study_stats.diff_of_means(
         [by_run[i] for i in ga["run_ids"]], [by_run[i] for i in gb["run_ids"]], method=method
     )
@@ -478,6 +492,8 @@ def compare_runs(url: str, run_a: int, run_b: int) -> dict:
         raise ValueError("the two runs were tested on different test sets")
     ca = [p == t for p, t in zip(pa["pred"], pa["target"])]
     cb = [p == t for p, t in zip(pb["pred"], pb["target"])]
+    from control import study_stats
+
     result = study_stats.mcnemar_exact(ca, cb)
     return {**result, "sentence": study_stats.verdict(result, f"run {run_a}", f"run {run_b}")}
 

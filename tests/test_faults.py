@@ -269,7 +269,10 @@ def test_checkpoints_are_atomic_load_weights_only_and_skip_malicious_or_truncate
     assert ckpt.load(ckpt.epoch_path(run_dir, 2))["epoch"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]
 
-    # Truncated everywhere: nothing readable, resume starts from scratch instead of crashing.
+    # Truncated everywhere: nothing readable, so resume refuses in one line instead of retraining from
+    # epoch 1 over the finished epochs; only a folder without any checkpoint starts from scratch.
     for p in run_dir.iterdir():
         p.write_bytes(p.read_bytes()[:100])
-    assert ckpt.load_resume_point(run_dir, log=messages.append) is None
+    with pytest.raises(ckpt.NoResumePoint, match=r"^cannot resume: no checkpoint in .*last\.pt unreadable"):
+        ckpt.load_resume_point(run_dir, log=messages.append)
+    assert ckpt.load_resume_point(tmp_path / "empty", log=messages.append) is None
