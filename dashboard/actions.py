@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from control import engine_jobs
 from control.command import PROJECT_ROOT, engine_env, evaluate_command
 
 
@@ -38,67 +36,28 @@ def evaluate_checkpoint(
     return proc.returncode == 0, output
 
 
-@dataclass
-class EvaluationJob:
-    """`python -m engine evaluate` running in the background for one run (one at a time per run)."""
-
-    checkpoint: str
-    split: str
-    proc: subprocess.Popen
-    log_path: Path
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def progress(self) -> str:
-        """Elapsed time and the evaluation's latest line of output."""
-        last = (log_tail(str(self.log_path), 1) or "").strip()
-        return f"{time.monotonic() - self.started:.0f} s" + (f" · {last[:200]}" if last else "")
-
-
-# Jobs outlive the page run (and the browser tab) that started them; keyed by (database URL, run id).
-_JOBS: dict[tuple[str, int], EvaluationJob] = {}
+def _key(url: str, run_id: int) -> tuple:
+    return ("evaluate", url, int(run_id))  # one at a time per run; outlives the page run that started it
 
 
 def start_evaluation(
     url: str, run_id: int, checkpoint: str, tta: list[str] | None = None, split: str = "test", log_dir=None
-) -> EvaluationJob:
+) -> engine_jobs.EngineJob:
     """Start evaluating one checkpoint in its own process and return at once, so the page stays usable;
     the engine writes the evaluation (and TTA) rows as `evaluate_checkpoint` does."""
-    if (job := _JOBS.get((url, run_id))) is not None and job.running:
-        return job
-    log_dir = Path(log_dir or tempfile.gettempdir())
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"evaluate_{run_id}_{checkpoint}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            evaluate_command(run_id, checkpoint, split, tta),
-            cwd=PROJECT_ROOT,
-            env=engine_env(url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    threading.Thread(target=proc.wait, name=f"reap-evaluate-{proc.pid}", daemon=True).start()  # no zombie
-    job = _JOBS[(url, run_id)] = EvaluationJob(checkpoint, split, proc, log_path)
-    return job
+    log_path = Path(log_dir or tempfile.gettempdir()) / f"evaluate_{run_id}_{checkpoint}.log"
+    argv = evaluate_command(run_id, checkpoint, split, tta)[3:]  # after `python -m engine`
+    return engine_jobs.start(_key(url, run_id), url, argv, log_path, {"checkpoint": checkpoint, "split": split})
 
 
-def evaluation_job(url: str, run_id: int) -> EvaluationJob | None:
-    return _JOBS.get((url, run_id))
+def evaluation_job(url: str, run_id: int) -> engine_jobs.EngineJob | None:
+    return engine_jobs.job(_key(url, run_id))
 
 
 def finish_evaluation(url: str, run_id: int) -> tuple[bool, str] | None:
     """(succeeded, the command's output) once the run's background evaluation has ended, else None."""
-    job = _JOBS.get((url, run_id))
-    if job is None or job.running:
-        return None
-    del _JOBS[(url, run_id)]
-    output = log_tail(str(job.log_path), 50) or ""
-    return job.proc.returncode == 0, output.strip()
+    job = engine_jobs.finish(_key(url, run_id))
+    return None if job is None else (job.returncode == 0, job.output(50))
 
 
 def log_tail(path: str | None, lines: int = 200, max_bytes: int = 256_000) -> str | None:

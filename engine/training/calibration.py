@@ -40,7 +40,14 @@ def reliability_bins(probs, labels, n_bins: int = 15) -> list[dict]:
     """Per confidence bin: its edges, mean confidence, accuracy and count (empty bins: count 0, no means)."""
     p = _tensor(probs)
     conf, pred = p.max(dim=1)
-    correct = (pred == torch.as_tensor(np.asarray(labels))).double()
+    return confidence_bins(conf, pred == torch.as_tensor(np.asarray(labels)), n_bins)
+
+
+def confidence_bins(confidence, correct, n_bins: int = 15) -> list[dict]:
+    """`reliability_bins` from each prediction's top-1 confidence and whether it was right: what a stored
+    evaluation keeps (no full probability rows needed)."""
+    conf = _tensor(confidence).reshape(-1)
+    correct = torch.as_tensor(np.asarray(correct)).reshape(-1).double()
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
     which = torch.bucketize(conf, edges[1:-1], right=False)  # (lower, upper]: a confidence on an edge goes below
     bins = []
@@ -61,7 +68,11 @@ def reliability_bins(probs, labels, n_bins: int = 15) -> list[dict]:
 
 def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
     """Sum over bins of (count / N) x |accuracy - confidence|."""
-    bins = reliability_bins(probs, labels, n_bins)
+    return ece_of_bins(reliability_bins(probs, labels, n_bins))
+
+
+def ece_of_bins(bins: list[dict]) -> float:
+    """Expected calibration error of reliability bins: sum of (count / N) x |accuracy - confidence|."""
     total = sum(b["count"] for b in bins)
     return sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
 
