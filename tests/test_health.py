@@ -1,0 +1,191 @@
+"""Data health (engine.health and its panels): near-duplicates between train and test, label-noise
+suspects from a real trained run with deliberately flipped labels, class imbalance and the loss it
+suggests, and the Datasets / Run detail panels in AppTest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import health
+from tests.health_support import FLIP_SHARE, flipped_mask, use_lab
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+def _digits_splits():
+    from engine.config import DataConfig
+    from engine.data import BUILTIN_SPECS, load_arrays, make_splits
+
+    return make_splits(load_arrays(BUILTIN_SPECS["digits"]), DataConfig())
+
+
+# ------------------------------------------------------------------------------- near-duplicates
+def test_a_test_image_planted_in_train_is_found_and_unrelated_images_are_not():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (300, 32, 32, 1), dtype=np.uint8)  # unrelated pictures: noise
+    test = rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8)
+    copy = np.clip(test[7].astype(int) + 6, 0, 255).astype(np.uint8)  # a brighter re-save of test #7
+    train[123] = copy
+    pairs = health.near_duplicates(train, test, threshold=health.DEFAULT_HAMMING)
+    assert [(p["train"], p["test"]) for p in pairs] == [(123, 7)]
+    assert pairs[0]["distance"] <= 2
+    assert health.duplicate_summary(pairs, len(test)) == {"pairs": 1, "test_images": 1, "share": 1 / 40}
+    scan = health.scan_duplicates(train, test, max_pairs=0)  # the counts cover every pair, shown or not
+    assert (scan["pairs"], scan["total_pairs"], scan["test_images"]) == ([], 1, 1)
+    assert scan["min_distance"][7] <= 2 and np.delete(scan["min_distance"], 7).min() > health.DEFAULT_HAMMING
+
+
+def test_a_digit_planted_in_the_training_split_is_found_among_real_digits():
+    sp = _digits_splits()
+    train_x = sp.train_x.copy()
+    j = 11
+    train_x[5] = sp.test_x[j]
+    pairs = health.near_duplicates(train_x, sp.test_x, threshold=2)
+    assert {"train": 5, "test": j, "distance": 0} in pairs
+    # a pair of different digits whose hashes are far apart is not reported
+    th, sh = health.phash_array(train_x), health.phash_array(sp.test_x)
+    far = np.flatnonzero((health.hamming(sh[[j]], th)[0] > 8) & (sp.train_y != sp.test_y[j]))
+    assert len(far) and not any(p["train"] == int(far[0]) and p["test"] == j for p in pairs)
+
+
+# ------------------------------------------------------------------------------- imbalance
+def test_imbalance_suggests_no_change_weighted_ce_or_focal_by_the_ratio():
+    from engine.config import parse_config
+    from tests.conftest import tiny_config
+
+    balanced = health.imbalance_report([500, 480, 450])
+    assert balanced["loss"] is None and balanced["ratio"] == pytest.approx(500 / 450)
+    mild = health.imbalance_report([400, 100, 100], ["a", "b", "c"])
+    assert mild["ratio"] == 4.0 and mild["loss"] == {"name": "ce", "class_weights": "inverse_frequency"}
+    # inverse-frequency weights give every class the same total weight
+    totals = np.asarray(mild["weights"]) * np.asarray(mild["counts"])
+    assert totals == pytest.approx(np.full(3, totals[0]), rel=1e-3)
+    severe = health.imbalance_report([1000, 50, 20, 0], ["a", "b", "c", "d"])
+    assert severe["ratio"] == 50.0 and severe["loss"]["name"] == "focal"
+    assert severe["empty_classes"] == ["d"]
+    # the config "use this loss" sends is valid and carries the loss
+    cfg = parse_config(health.with_loss(tiny_config(), severe["loss"]))
+    assert cfg.loss.name == "focal" and cfg.loss.class_weights == "inverse_frequency"
+
+
+# ------------------------------------------------------------------------------- label noise
+def test_flipped_labels_rank_among_the_top_label_noise_suspects(noisy_run):
+    from control.preflight import resolve_dataset
+    from db import queries
+    from engine.data import load_arrays, make_splits
+
+    lab = noisy_run
+    sp = make_splits(load_arrays(resolve_dataset(lab["url"], lab["config"].data.dataset)), lab["config"].data)
+    evals = {e["split"]: e for e in queries.evaluations(lab["url"], lab["run_id"], with_predictions=True)}
+    assert {"val", "test"} <= set(evals)
+    found = total = 0
+    for split, x, y in (("val", sp.val_x, sp.val_y), ("test", sp.test_x, sp.test_y)):
+        preds = evals[split]["predictions"]
+        assert np.array_equal(preds["target"], y)
+        flipped = flipped_mask(x, y, lab["clean"])
+        k = int(flipped.sum())
+        assert k > 0
+        top = [s["index"] for s in health.label_noise_suspects(preds, top=k, min_confidence=0.0)]
+        found, total = found + int(flipped[top].sum()), total + k
+    # chance: a random pick of k images holds FLIP_SHARE (8 %) flips; the model's confident mistakes hold most of them
+    assert found / total >= 0.5 > 3 * FLIP_SHARE, (found, total)
+
+
+def test_suspects_are_confidently_wrong_and_ranked_by_confidence():
+    preds = {
+        "target": [0, 1, 2, 3, 4],
+        "pred": [0, 2, 0, 3, 1],
+        "confidence": [0.99, 0.7, 0.95, 0.9, 0.4],
+        "loss": [0.01, 2.0, 3.0, 0.1, 1.0],
+    }
+    got = health.label_noise_suspects(preds, min_confidence=0.5)
+    assert [(s["index"], s["label"], s["pred"]) for s in got] == [(2, 2, 0), (1, 1, 2)]
+
+
+# ------------------------------------------------------------------------------- pages
+def _page(page: str, **query) -> AppTest:
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    at.switch_page(f"views/{page}.py")
+    for k, v in query.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the_builder(noisy_run, monkeypatch):
+    lab = noisy_run
+    use_lab(lab, monkeypatch)
+    run_id = lab["run_id"]
+    at = _page("run_detail", run=run_id)
+    assert "Data health" in [t.label for t in at.tabs]
+    # the suspects gallery: tiles with the label and the predicted class
+    captions = [img.caption for el in at.image for img in el.proto.imgs]
+    assert any(" label " in c and "predicted" in c for c in captions)
+    at.toggle(key=f"health_{run_id}_dups_on").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    msgs = [m.value for m in at.success] + [m.value for m in at.warning]
+    assert any("near-duplicate" in m for m in msgs), msgs
+    # digits are balanced: no loss to send, and the suggestion says so
+    assert any("balanced" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.label.startswith("Use this loss")]
+
+
+def test_datasets_page_sends_the_suggested_loss_of_an_imbalanced_dataset_to_the_builder(db_url, tmp_path):
+    from control import dataset_registry as registry
+    from engine.data import BUILTIN_SPECS, load_arrays
+
+    d = load_arrays(BUILTIN_SPECS["digits"])
+    keep = np.concatenate([np.flatnonzero(d.train_y != 0), np.flatnonzero(d.train_y == 0)[:10]])
+    np.savez(tmp_path / "skewed.npz", images=d.train_x[keep], labels=d.train_y[keep])
+    registry.register_dataset(db_url, "skewed", "npz", str(tmp_path / "skewed.npz"), {})
+    at = _page("datasets")
+    at.selectbox(key="datasets_pick").set_value("skewed").run()
+    assert not at.exception, [e.message for e in at.exception]
+    use = [b for b in at.button if b.label.startswith("Use this loss")]
+    assert use and "focal" in use[0].label  # ~180 vs ~8 training images of class 0: above the focal ratio
+    use[0].click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.session_state["builder_config"]["loss"]["name"] == "focal"
+    assert at.session_state["builder_config"]["loss"]["class_weights"] == "inverse_frequency"
+    assert at.session_state["builder_config"]["data"]["dataset"] == "skewed"
+    assert json.dumps(at.session_state["builder_config"])  # a plain config the builder can launch
+
+
+def test_the_health_command_reports_imbalance_and_a_planted_duplicate(db_url, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from engine.data import BUILTIN_SPECS, load_arrays
+
+    d = load_arrays(BUILTIN_SPECS["digits"])
+    keep = np.concatenate([np.flatnonzero(d.train_y != 3), np.flatnonzero(d.train_y == 3)[:40]])
+    x, y = d.train_x[keep], d.train_y[keep]
+    test_x, test_y = x[:100], y[:100]  # the dataset's own test split...
+    leak = [0, 0, 0]  # ...copied into train three times (validation, carved from train, may take one)
+    train_x, train_y = np.concatenate([x[100:], test_x[leak]]), np.concatenate([y[100:], test_y[leak]])
+    np.savez(tmp_path / "leaky.npz", x_train=train_x, y_train=train_y, x_test=test_x, y_test=test_y)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "health", f"npz:{tmp_path / 'leaky.npz'}", "--json", "--db", db_url],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["imbalance"]["loss"] == {"name": "ce", "class_weights": "inverse_frequency"}  # ~4.5x fewer 3s
+    assert any(p["test"] == 0 and p["distance"] == 0 for p in report["duplicates"]["pairs"])
+    assert report["duplicates"]["test_images"] >= 1
