@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from dashboard.aug_params import fit_params
 from engine.augment import apply_pipeline, build_pipeline, seed_pipeline
 from engine.data import ImageArrays, adapt_images
 
@@ -29,13 +30,14 @@ DEFAULT_AUGMENT = {
 
 
 def default_augment(image_side: int | None) -> dict:
-    """A first pipeline to edit that fits the images: pad-and-crop by an eighth of the side (4 px of a
-    32 px image, 1 px of an 8 px digit: a 4 px shift would push most of a digit out of its frame)."""
+    """A first pipeline to edit that fits the images (dashboard.aug_params.fit_params, the builder's rule
+    too): pad-and-crop by at most an eighth of the side (4 px of a 32 px image, 1 px of an 8 px digit: a
+    4 px shift would push most of a digit out of its frame), no crop larger than the image."""
     if not image_side:
         return DEFAULT_AUGMENT
-    padding = max(1, int(image_side) // 8)
-    train = [dict(step) for step in DEFAULT_AUGMENT["train"]]
-    train[1] = {**train[1], "params": {"padding": padding}}
+    train = [
+        {**step, "params": fit_params(step["name"], step["params"], image_side)} for step in DEFAULT_AUGMENT["train"]
+    ]
     return {**DEFAULT_AUGMENT, "train": train}
 
 
@@ -112,6 +114,15 @@ def augment_grid(images: np.ndarray, steps, n: int, seed: int) -> np.ndarray:
     pipeline = build_pipeline(steps, int(images.shape[1]))
     seed_pipeline(pipeline, seed)
     return np.stack([np.stack([apply_pipeline(pipeline, img) for img in images]) for _ in range(n)])
+
+
+def preview_grid(data: ImageArrays, steps, data_section: dict | None, k: int, n: int, seed: int):
+    """The builder's inline preview: k training images (one class after another) as trained (resize,
+    channels), n augmented versions of each, and their class names -> (images, (n, k) grid, names)."""
+    indices = pick_images(data, k, seed)
+    images = prepare_images(data, indices, data_section)
+    names = [str(data.class_names[int(c)]) for c in data.train_y[indices]]
+    return images, augment_grid(images, steps, n, seed), names
 
 
 def fast_path_support(steps, image_shape: tuple | None = None) -> tuple[bool, str]:

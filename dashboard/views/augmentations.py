@@ -1,7 +1,8 @@
 """Augmentation browser: the same images through a pipeline N times, exactly as the engine augments them.
 
 Pipeline from the builder being edited (st.session_state["builder_config"]), from a past run's config, or
-edited here as YAML. Images, augmentation, Mixup/CutMix and the fast-path view all come from
+edited here as YAML; "Use this pipeline" sends a past run's or the edited one to the builder
+(st.session_state[forms.PIPELINE_FOR_BUILDER]). The contrast-stretch toggle changes only the display. Images, augmentation, Mixup/CutMix and the fast-path view all come from
 dashboard.augment_preview, which calls the engine's own code. Layout only here.
 """
 
@@ -10,7 +11,7 @@ import random
 import streamlit as st
 
 from dashboard import augment_preview as ap
-from dashboard import plots, reads
+from dashboard import forms, plots, reads
 from dashboard.state import db_url_for_session
 from engine.config import ConfigError
 from engine.data import DatasetError
@@ -31,6 +32,14 @@ def _other_images():
 def _edit_copy(section):
     st.session_state["aug_yaml"] = ap.augment_yaml(section)
     st.session_state["aug_source"] = SRC_EDIT
+
+
+def _side(dataset: str | None) -> int | None:
+    """The image side of a dataset (the page loads its images below anyway: a cached resource)."""
+    try:
+        return int(reads.dataset_arrays(url, dataset).train_x.shape[1]) if dataset else None
+    except (DatasetError, OSError, ValueError):
+        return None
 
 
 st.title("Augmentation browser")
@@ -62,13 +71,14 @@ elif source == SRC_RUN:
         )
         augment_section, data_section = ap.sections_of(reads.run_config(url, int(run_id)))
 else:
-    if "aug_yaml" not in st.session_state:  # a first pipeline sized for the dataset on screen
-        shown = st.session_state.get("aug_dataset") or next(iter(reads.dataset_names(url)), None)
-        try:  # the page loads these images below anyway (a cached resource)
-            side = reads.dataset_arrays(url, shown).train_x.shape[1] if shown else None
-        except (DatasetError, OSError, ValueError):
-            side = None
-        st.session_state["aug_yaml"] = ap.augment_yaml(ap.default_augment(side))
+    # A first pipeline sized for the dataset on screen; while it is left untouched it follows the dataset
+    # (an 8 px digit gets 1 px of padding, a 32 px image 4 px).
+    shown = st.session_state.get("aug_dataset") or next(iter(reads.dataset_names(url)), None)
+    untouched = st.session_state.get("aug_yaml") == st.session_state.get("_aug_yaml_default")
+    if "aug_yaml" not in st.session_state or (untouched and st.session_state.get("_aug_yaml_side_of") != shown):
+        st.session_state["aug_yaml"] = ap.augment_yaml(ap.default_augment(_side(shown)))
+        st.session_state["_aug_yaml_default"] = st.session_state["aug_yaml"]
+        st.session_state["_aug_yaml_side_of"] = shown
     st.text_area("augment section (YAML): train steps and mixup", key="aug_yaml", height=220)
 
 try:
@@ -79,6 +89,15 @@ except ConfigError as exc:
     for field, msg in exc.errors:
         st.error(f"{field}: {msg}")
     st.stop()
+
+if source != SRC_BUILDER and st.button(
+    "➡ Use this pipeline in the builder",
+    key="aug_use_pipeline",
+    help="Open New run with these augmentation steps (and Mixup/CutMix) in place of the form's; "
+    "every other field stays as it was",
+):
+    st.session_state[forms.PIPELINE_FOR_BUILDER] = augment.model_dump(mode="json", include={"train", "mixup"})
+    st.switch_page("views/new_run.py")
 
 if source != SRC_EDIT:
     with st.expander("This pipeline as YAML"):
@@ -104,9 +123,10 @@ dataset = c1.selectbox("Dataset", names, key="aug_dataset")
 k = c2.slider("Images", 1, 12, 6, key="aug_k")
 n = c3.slider("Augmented versions", 1, 8, 5, key="aug_n")
 c4.number_input("Seed", 0, 2**31 - 1, key="aug_seed", step=1)
-b1, b2, _ = st.columns([1, 1, 4])
+b1, b2, b3 = st.columns([1, 1, 4], vertical_alignment="center")
 b1.button("🎲 Re-roll", key="aug_reroll", on_click=_reroll, help="Same images, new random augmentations (new seed)")
 b2.button("Other images", key="aug_other", on_click=_other_images)
+stretch = plots.stretch_toggle(b3, key="aug_stretch")
 
 try:
     data = reads.dataset_arrays(url, dataset)
@@ -133,7 +153,8 @@ grid = ap.augment_grid(images, augment.train, n, seed)
 for j in range(len(images)):
     cname = data.class_names[int(labels[j])]
     st.image(
-        [plots.display_image(images[j])] + [plots.display_image(grid[r, j]) for r in range(n)],
+        [plots.display_image(images[j], stretch=stretch)]
+        + [plots.display_image(grid[r, j], stretch=stretch) for r in range(n)],
         caption=[f"original · {cname}"] + [f"#{r + 1}" for r in range(n)],
         width=96,
     )
@@ -160,7 +181,7 @@ elif batch < 2:
 else:
     mixed, soft, lam = ap.mixup_preview(grid[0, :batch], labels[:batch], data.num_classes, mixup, seed)
     st.image(
-        [plots.display_image(x) for x in mixed],
+        [plots.display_image(x, stretch=stretch) for x in mixed],
         caption=[ap.soft_label_caption(t, data.class_names) for t in soft],
         width=128,
     )
@@ -181,7 +202,8 @@ else:
     fast = ap.fast_path_grid(images, augment.train, n, seed)
     for j in range(len(images)):
         st.image(
-            [plots.display_image(images[j])] + [plots.display_image(fast[r, j]) for r in range(n)],
+            [plots.display_image(images[j], stretch=stretch)]
+            + [plots.display_image(fast[r, j], stretch=stretch) for r in range(n)],
             caption=["original"] + [f"fast #{r + 1}" for r in range(n)],
             width=96,
         )
