@@ -131,7 +131,20 @@ def image_size_stats(kind: str, path: str, options: dict, data: ImageArrays) -> 
 def summarize(kind: str, path: str, options: dict, data: ImageArrays) -> dict:
     summary = dataset_summary(data)
     summary["image_sizes"] = image_size_stats(kind, path, options, data)
+    if summary.get("val_count"):
+        where = "its val/valid/validation folder" if kind == "imagefolder" else "its val rows"
+        summary["notes"] = [
+            f"validation uses the dataset's own split ({summary['val_count']:,} images, {where}); "
+            "data.val_fraction does not apply to it"
+        ]
     return summary
+
+
+def counts_line(summary: dict) -> str:
+    """'1,000 train / 200 val / 300 test images': the splits as registered (the val part only when the
+    dataset has its own; otherwise data.val_fraction carves it out of train at training time)."""
+    val = f"{summary['val_count']:,} val / " if summary.get("val_count") else ""
+    return f"{summary['train_count']:,} train / {val}{summary['test_count']:,} test images"
 
 
 def load_and_summarize(kind: str, path: str, options: dict) -> dict:

@@ -19,13 +19,15 @@ ORIENTATION_SENSITIVE = {"digits", "fashion_mnist"}  # flips/rotations change wh
 
 PRESETS: dict[str, str] = {
     "galaxy10-convnext-finetune": "Imbalanced 10-class galaxy images: pretrained ConvNeXt-tiny fine-tune, MLP head + dropout, freeze then "
-    "unfreeze last 20, focal loss + inverse-frequency weights, flips/rot90, cosine, TTA",
-    "tiny200-resnet18-small-stem": "200 classes 40x40: ResNet18 with small stem, SGD nesterov, cosine, "
-    "dropout 0.4, affine aug, every epoch kept, TTA majority vote of random passes",
+    "unfreeze last 20, focal loss + inverse-frequency weights, flips/rot90, cosine over the unfrozen epochs, "
+    "TTA set identity + flips + rot90",
+    "tiny200-effnetv2s-multistep": "200 classes 40x40: EfficientNetV2-S from scratch with a small stem and a "
+    "stride-1 first stage, ShakeDrop 0.5, SGD nesterov, MultiStep [30, 45], dropout 0.8, batch 32, affine aug, "
+    "every epoch kept, TTA majority vote of 10 random passes",
     "tiny200-resnet50-plateau": "200 classes 40x40: ResNet50 with small stem, SGD, ReduceLROnPlateau "
     "(patience, cooldown), dropout 0.7, flips + random erasing",
     "stl10-resnet-se-droppath": "STL-10-like: CIFAR ResNet 64-128-256-512 + SE + drop path, AdamW "
-    "warmup+cosine, RandAugment+flip, Mixup/CutMix, label-smoothing schedule, EMA, TTA",
+    "warmup+cosine, RandAugment+flip, Mixup/CutMix, label smoothing lowered on plateaus, EMA, TTA",
     "fast-tiny": "Fast start for tiny images (<= 16 px, e.g. digits): small CNN, AdamW, cosine, 10 epochs",
     "fast-small": "Fast start for small images (<= 32 px, e.g. Fashion-MNIST, CIFAR): 3-stage ResNet, "
     "pad-crop + flip on the fast path, SGD one-cycle, label smoothing",
@@ -152,37 +154,54 @@ def _galaxy10(dataset, size, classes) -> Preset:
                 ]
             },
             "optim": {"name": "adamw", "lr": 1e-4 if pretrained else 1e-3, "weight_decay": 0.05},
-            "schedule": {"name": "cosine", "t_max": epochs},
+            # the recipe's cosine (T_max = the fine-tuning epochs) starts when the backbone unfreezes
+            "schedule": {"name": "cosine", "t_max": epochs - freeze["epochs"], "start_after_freeze": pretrained},
             "loss": {"name": "focal", "focal_gamma": 2.0, "label_smoothing": 0.1, "class_weights": "inverse_frequency"},
             "train": {"epochs": epochs, "batch_size": 32, "keep_last": 3},
-            "eval": {"tta": ["none", "hflip", "vflip", "rot90", "dihedral8"], "best_metric": "val_acc"},
+            "eval": {
+                "tta": ["none", "hflip", "vflip", "rot90", "dihedral8"],
+                # the recipe's own TTA: identity, both flips and a 90-degree turn, averaged into one prediction
+                "tta_set": ["identity", "hflip", "vflip", "rot90"],
+                "tta_set_name": "flips_rot90",
+                "best_metric": "val_acc",
+            },
         },
         notes,
     )
 
 
-def _tiny200_resnet18(dataset, size, classes) -> Preset:
-    notes: list[str] = []
+def _tiny200_effnetv2s(dataset, size, classes) -> Preset:
+    notes: list[str] = [
+        "every epoch is kept (the recipe's best test result came from an earlier epoch's checkpoint): "
+        "evaluate any of them on the Run detail page or with `engine evaluate --checkpoint epoch_NNNN`",
+    ]
     stem = _stem(size, notes)
-    if stem and size is not None and size <= 48:
-        stem["stride1_stages"] = 1  # at <= 48 px the first downsampling stage keeps its resolution too
+    if stem:
+        stem["stride1_stages"] = 1  # the recipe also set stride 1 in the first stride-2 stage after the stem
     _orientation_note(dataset, notes)
-    epochs = 30
+    epochs = 60
     return Preset(
         {
             "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
-            "model": {"source": "torchvision", "name": "resnet18", "pretrained": False, "dropout": 0.4, **stem},
+            "model": {
+                "source": "torchvision",
+                "name": "efficientnet_v2_s",
+                "pretrained": False,
+                "dropout": 0.8,
+                "shakedrop": 0.5,  # on each MBConv / FusedMBConv residual branch, linear over depth
+                **stem,
+            },
             "augment": {
                 "train": [
                     _step("HorizontalFlip", 0.5),
-                    _step("Affine", 0.6, translate_percent=[-0.125, 0.125]),
-                    _step("Affine", 0.6, rotate=[-10, 10]),
+                    _step("Affine", 0.8, translate_percent=[-0.125, 0.125]),
+                    _step("Affine", 0.8, rotate=[-10, 10]),
                 ]
             },
             "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
-            "schedule": {"name": "cosine", "t_max": epochs},
-            "train": {"epochs": epochs, "batch_size": 64, "checkpoint_every": 1, "keep_last": 10},
-            "eval": {"tta": ["none", "random_vote", "random_mean"], "tta_passes": 10},
+            "schedule": {"name": "multistep", "milestones": [30, 45], "gamma": 0.1},
+            "train": {"epochs": epochs, "batch_size": 32, "checkpoint_every": 1, "keep_last": epochs},
+            "eval": {"tta": ["none", "random_vote"], "tta_passes": 10},
         },
         notes,
     )
@@ -254,7 +273,16 @@ def _stl10(dataset, size, classes) -> Preset:
             },
             "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
             "schedule": {"name": "cosine", "warmup_epochs": 5, "warmup_start_factor": 0.1, "eta_min": 1e-6},
-            "loss": {"name": "ce", "label_smoothing": 0.1, "smoothing_end": 0.0},
+            # "dynamic" smoothing: lowered when the validation accuracy stops improving (halved each plateau)
+            "loss": {
+                "name": "ce",
+                "label_smoothing": 0.1,
+                "smoothing_end": 0.0,
+                "smoothing_schedule": "plateau",
+                "smoothing_metric": "val_acc",
+                "smoothing_patience": 5,
+                "smoothing_factor": 0.5,
+            },
             "regularize": {
                 "ema": {"enabled": True, "decay": 0.999},
                 "early_stopping": {"enabled": True, "metric": "val_acc", "patience": 20},
@@ -311,7 +339,7 @@ def _fast_resnet(widths: list[int], epochs: int, amp: str):
 
 _BUILDERS = {
     "galaxy10-convnext-finetune": _galaxy10,
-    "tiny200-resnet18-small-stem": _tiny200_resnet18,
+    "tiny200-effnetv2s-multistep": _tiny200_effnetv2s,
     "tiny200-resnet50-plateau": _tiny200_resnet50,
     "stl10-resnet-se-droppath": _stl10,
     "fast-tiny": _fast_tiny,

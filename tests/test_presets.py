@@ -34,9 +34,9 @@ def test_unknown_preset_is_refused():
 
 
 def test_presets_adapt_to_image_size():
-    small = parse_config(preset_config("tiny200-resnet18-small-stem", "tiny200", 40, 200))
+    small = parse_config(preset_config("tiny200-effnetv2s-multistep", "tiny200", 40, 200))
     assert small.model.small_stem and small.model.stride1_stages == 1
-    big = parse_config(preset_config("tiny200-resnet18-small-stem", "galaxy10", 256, 10))
+    big = parse_config(preset_config("tiny200-effnetv2s-multistep", "galaxy10", 256, 10))
     assert not big.model.small_stem and big.data.image_size is None
     huge = build_preset("galaxy10-convnext-finetune", "big_photos", 512, 37)
     assert huge.config["data"]["image_size"] == 224 and any("224" in n for n in huge.notes)
@@ -75,10 +75,10 @@ def test_the_recipes_keep_their_techniques():
     assert galaxy.schedule.name == "cosine" and {"hflip", "vflip", "rot90"} <= set(galaxy.eval.tta)
     assert {"RandomResizedCrop", "RandomRotate90", "RandomBrightnessContrast"} <= {s.name for s in galaxy.augment.train}
 
-    r18 = parse_config(preset_config("tiny200-resnet18-small-stem", "tiny200", 40, 200))
-    assert (r18.model.source, r18.model.name) == ("torchvision", "resnet18")
-    assert r18.optim.name == "sgd" and r18.optim.nesterov and r18.optim.weight_decay == 1e-4
-    assert r18.schedule.name == "cosine" and "random_vote" in r18.eval.tta and r18.train.checkpoint_every == 1
+    eff = parse_config(preset_config("tiny200-effnetv2s-multistep", "tiny200", 40, 200))
+    assert (eff.model.source, eff.model.name) == ("torchvision", "efficientnet_v2_s")
+    assert eff.optim.name == "sgd" and eff.optim.nesterov and eff.optim.weight_decay == 1e-4
+    assert eff.schedule.name == "multistep" and "random_vote" in eff.eval.tta and eff.train.checkpoint_every == 1
 
     r50 = parse_config(preset_config("tiny200-resnet50-plateau", "tiny200", 40, 200))
     assert r50.model.name == "resnet50" and r50.model.small_stem and r50.schedule.name == "plateau"

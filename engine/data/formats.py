@@ -1,7 +1,8 @@
 """Datasets as uint8 arrays in memory: loading the formats our users have.
 
 Every dataset becomes `ImageArrays`: images uint8 (N, H, W, C) and int64 labels, for a train and a
-test split. All of our users' datasets fit in memory (Galaxy10 at 256x256 is 3.5 GB), which keeps
+test split, and a validation split when the dataset has its own (`val/`, `valid/`, `validation/`
+folders; CSV split values of those names). All of our users' datasets fit in memory (Galaxy10 at 256x256 is 3.5 GB), which keeps
 the CPU path simple (an array-backed Dataset) and lets the fast path put the whole set on the GPU.
 
 A dataset is named by a `DatasetSpec` (kind + path + options), stored in the DB's datasets table.
@@ -36,6 +37,9 @@ FASHION_CLASSES = [
     "Ankle boot",
 ]
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# A dataset's own splits by name (folders and CSV split values, case-insensitive); anything else trains.
+VAL_SPLIT_NAMES = ("val", "valid", "validation")
+TEST_SPLIT_NAMES = ("test",)
 DATASET_KINDS = ("digits", "idx", "imagefolder", "csv", "npz", "hdf5", "torchvision")
 TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "KMNIST", "EMNIST")
 
@@ -62,6 +66,9 @@ class ImageArrays:
     test_x: np.ndarray | None
     test_y: np.ndarray | None
     class_names: list[str]
+    # the dataset's own validation split (a valid/ folder, split=val rows), else None: carved from train
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -228,22 +235,47 @@ def _folder_split(root: Path, size: int | None, classes: list[str] | None):
     return _stack(images, size, str(root)), np.asarray(labels, dtype=np.int64), classes
 
 
+def split_of(name: str) -> str:
+    """'train', 'val' or 'test' for a folder name or a CSV split value (case-insensitive)."""
+    key = (name or "").strip().lower()
+    return "val" if key in VAL_SPLIT_NAMES else "test" if key in TEST_SPLIT_NAMES else "train"
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """The train/, val|valid|validation/ and test/ folders of an ImageFolder root (any letter case)."""
+    found: dict[str, Path] = {}
+    for p in sorted(root.iterdir()):
+        if not p.is_dir():
+            continue
+        key = p.name.lower()
+        split = "train" if key == "train" else split_of(key) if key in VAL_SPLIT_NAMES + TEST_SPLIT_NAMES else None
+        if split is None:
+            continue
+        if split in found:
+            raise DatasetError(f"{root}: both {found[split].name}/ and {p.name}/ are a {split} split; keep one")
+        found[split] = p
+    return found
+
+
 def _load_imagefolder(spec: DatasetSpec) -> ImageArrays:
     root = Path(spec.path)
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
     size = check_image_size(spec.options.get("image_size"))
-    if (root / "train").is_dir():
-        tx, ty, classes = _folder_split(root / "train", size, None)
-        size = size or tx.shape[1]
-        if (root / "test").is_dir():
-            vx, vy, _ = _folder_split(root / "test", size, classes)
-        else:
-            vx = vy = None
-    else:
+    dirs = _split_dirs(root)
+    if "train" not in dirs:
         tx, ty, classes = _folder_split(root, size, None)
-        vx = vy = None
-    return ImageArrays(tx, ty, vx, vy, classes)
+        return ImageArrays(tx, ty, None, None, classes)
+    tx, ty, classes = _folder_split(_inside(dirs["train"], root), size, None)
+    size = size or tx.shape[1]
+    out = {}
+    for split in ("val", "test"):
+        if split in dirs:
+            x, y, _ = _folder_split(_inside(dirs[split], root), size, classes)
+            out[split] = (x, y)
+    vx, vy = out.get("val", (None, None))
+    sx, sy = out.get("test", (None, None))
+    return ImageArrays(tx, ty, sx, sy, classes, vx, vy)
 
 
 def _load_csv(spec: DatasetSpec) -> ImageArrays:
@@ -262,24 +294,29 @@ def _load_csv(spec: DatasetSpec) -> ImageArrays:
     for n, r in enumerate(rows, start=2):  # line 1 is the header
         if not (r.get(path_col) or "").strip() or not (r.get(label_col) or "").strip():
             raise DatasetError(f"{path}, line {n}: every row needs a '{path_col}' and a '{label_col}'")
-    train_labels = {r[label_col] for r in rows if r.get(split_col) != "test"}
+    splits = [split_of(r.get(split_col) or "train") for r in rows]
+    train_labels = {r[label_col] for r, s in zip(rows, splits) if s == "train"}
     unknown = sorted({r[label_col] for r in rows} - train_labels)
     if unknown:
-        raise DatasetError(f"{path}: test labels {', '.join(unknown[:5])} never occur in the training rows")
+        raise DatasetError(f"{path}: test/val labels {', '.join(unknown[:5])} never occur in the training rows")
     classes = sorted(train_labels, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
-    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
-    for r in rows:
-        split = "test" if r.get(split_col, "train") == "test" else "train"
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], []), "test": ([], [])}
+    for r, split in zip(rows, splits):
         parts[split][0].append(_read_image(image_root / r[path_col]))
         parts[split][1].append(classes.index(r[label_col]))
     size = check_image_size(spec.options.get("image_size"))
     tx = _stack(parts["train"][0], size, str(path))
     ty = np.asarray(parts["train"][1], dtype=np.int64)
-    vx = vy = None
-    if parts["test"][0]:
-        vx = _stack(parts["test"][0], size or tx.shape[1], str(path))
-        vy = np.asarray(parts["test"][1], dtype=np.int64)
-    return ImageArrays(tx, ty, vx, vy, classes)
+    out: dict[str, tuple] = {}
+    for split in ("val", "test"):
+        if parts[split][0]:
+            out[split] = (
+                _stack(parts[split][0], size or tx.shape[1], str(path)),
+                np.asarray(parts[split][1], dtype=np.int64),
+            )
+    vx, vy = out.get("val", (None, None))
+    sx, sy = out.get("test", (None, None))
+    return ImageArrays(tx, ty, sx, sy, classes, vx, vy)
 
 
 def _as_nhwc(x: np.ndarray, where: str) -> np.ndarray:

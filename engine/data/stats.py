@@ -67,6 +67,7 @@ def dataset_summary(data: ImageArrays) -> dict:
         "class_names": data.class_names,
         "train_count": int(len(data.train_y)),
         "test_count": int(len(data.test_y)) if data.test_y is not None else 0,
+        "val_count": int(len(data.val_y)) if data.val_y is not None else 0,  # the dataset's own validation split
         "class_counts": counts,
         "test_class_counts": test_counts,
         "image_shape": list(data.train_x.shape[1:]),

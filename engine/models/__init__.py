@@ -7,11 +7,13 @@
 
 from engine.models.custom import CUSTOM_MODELS, BasicBlock, CifarResNet, ShakeDropFn, SmallCNN, SqueezeExcite, drop_path
 from engine.models.zoo import (
+    INIT_MIN_SHARE,
     ModelError,
     apply_small_stem,
     backbone_parameters,
     build_model,
     head_parameters,
+    matching_tensors,
     pretrained_cached,
     replace_head,
     set_frozen,
@@ -25,11 +27,13 @@ __all__ = [
     "SmallCNN",
     "SqueezeExcite",
     "drop_path",
+    "INIT_MIN_SHARE",
     "ModelError",
     "apply_small_stem",
     "backbone_parameters",
     "build_model",
     "head_parameters",
+    "matching_tensors",
     "pretrained_cached",
     "replace_head",
     "set_frozen",

@@ -97,17 +97,34 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet for small images: 3x3 stride-1 stem, no maxpool, stages of BasicBlocks.
+    """ResNet for small images: a 3x3 stride-1 stem by default (kernel, stride and width configurable),
+    no maxpool, stages of BasicBlocks.
 
     Drop path and ShakeDrop rates grow linearly with block depth (the usual schedule)."""
 
-    def __init__(self, in_ch, num_classes, widths, depths, se=False, drop_path=0.0, shakedrop=0.0, dropout=0.0):
+    def __init__(
+        self,
+        in_ch,
+        num_classes,
+        widths,
+        depths,
+        se=False,
+        drop_path=0.0,
+        shakedrop=0.0,
+        dropout=0.0,
+        stem_kernel: int = 3,
+        stem_stride: int = 1,
+        stem_width: int | None = None,
+    ):
         super().__init__()
+        sw = stem_width or widths[0]  # a stem narrower/wider than the first stage: its first block projects
         self.stem = nn.Sequential(
-            nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_ch, sw, stem_kernel, stem_stride, stem_kernel // 2, bias=False),
+            nn.BatchNorm2d(sw),
+            nn.ReLU(inplace=True),
         )
         total, k = sum(depths), 0
-        stages, cin = [], widths[0]
+        stages, cin = [], sw
         for s, (w, d) in enumerate(zip(widths, depths)):
             blocks = []
             for b in range(d):

@@ -117,20 +117,54 @@ def _check_pretrained_obtainable(source: str, name: str) -> None:
         )
 
 
+HUB_PREFIX = "hf-hub:"
+
+
+def hub_architecture(name: str) -> tuple[str, dict]:
+    """The timm architecture (and its saved model_args) of an 'hf-hub:org/repo[@rev]' name, without the
+    network: the repo's config.json when it is in the Hugging Face cache, else the repo's own name
+    when it is a timm model name (timm's own repos: 'timm/resnet10t.c3_in1k' is resnet10t)."""
+    import timm
+
+    repo = name.removeprefix(HUB_PREFIX).split("@")[0]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo, "config.json", cache_dir=_hf_cache_dir())
+    except Exception:  # a repo id the hub library refuses: judged by its name below
+        hit = None
+    if isinstance(hit, str):
+        import json
+
+        with open(hit, encoding="utf-8") as f:
+            conf = json.load(f)
+        arch = conf.get("architecture") or conf.get("model_name")
+        if arch and timm.is_model(arch):
+            return arch, dict(conf.get("model_args") or {})
+    base = repo.rsplit("/", 1)[-1].split(".")[0]
+    if timm.is_model(base):
+        return base, {}
+    raise ModelError(
+        f"model.name: '{name}' is a Hugging Face hub model whose architecture is not known offline: its "
+        "config and weights need the network (huggingface.co) or, with model.pretrained, a local weights "
+        "file (model.weights_path) and the timm architecture's own name in model.name"
+    )
+
+
 def _create_timm(cfg, in_ch, num_classes):
     import timm
 
-    if cfg.name not in timm.list_models() and cfg.name.split(".")[0] not in timm.list_models():
+    hub = cfg.name.startswith(HUB_PREFIX)
+    if not hub and cfg.name not in timm.list_models() and cfg.name.split(".")[0] not in timm.list_models():
         raise ModelError(f"model.name: timm has no model '{cfg.name}'")
     # The classifier is replaced by our head (with its own dropout), so timm's drop_rate is not used.
     kwargs = dict(num_classes=num_classes, in_chans=in_ch)
     if cfg.drop_path > 0:
         kwargs["drop_path_rate"] = cfg.drop_path
+    if hub:
+        return _create_hub(timm, cfg, kwargs)
     if cfg.pretrained and cfg.weights_path:
-        try:
-            model = timm.create_model(cfg.name, pretrained=False, **kwargs)
-        except Exception as exc:
-            raise ModelError(f"model.name: {str(exc)[:300]}") from None
+        model = _timm_model(timm, cfg.name, cfg, kwargs)
         _load_weights_file(model, cfg.weights_path)
         return model
     if cfg.pretrained:
@@ -141,12 +175,82 @@ def _create_timm(cfg, in_ch, num_classes):
             _check_pretrained_obtainable("timm", cfg.name)
     try:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
+    except TypeError as exc:
+        if "drop_path_rate" in str(exc):
+            raise ModelError(_NO_DROP_PATH.format(name=cfg.name)) from None
+        raise ModelError(f"model.name: {str(exc)[:300]}") from None
     except Exception as exc:  # no network, no cache
         if cfg.pretrained:
             raise ModelError(
                 f"model.pretrained: weights for '{cfg.name}' are not in the local cache and cannot be "
                 f"downloaded ({type(exc).__name__}); {_PRETRAINED_HINT}"
             ) from None
+        raise ModelError(f"model.name: {str(exc)[:300]}") from None
+
+
+def _create_hub(timm, cfg, kwargs: dict) -> nn.Module:
+    """An 'hf-hub:org/repo' model. Weights from model.weights_path, or from the Hugging Face cache, are
+    loaded into the architecture built offline (hub_architecture); otherwise they need the hub itself."""
+    weights = cfg.weights_path if cfg.pretrained else None
+    if cfg.pretrained and not weights:
+        weights = _hub_cached_weights(cfg.name)
+        if weights is None:
+            if not _reachable(_hub_host()):
+                raise ModelError(
+                    f"model.pretrained: '{cfg.name}' has its weights on the Hugging Face hub, which cannot be "
+                    f"reached ({_hub_host()}), and they are not in its cache; hub weights need the network or "
+                    "a local weights file (model.weights_path)"
+                )
+            try:  # online: timm reads the repo's config and weights itself
+                return timm.create_model(cfg.name, pretrained=True, **kwargs)
+            except Exception as exc:
+                raise ModelError(f"model.pretrained: {cfg.name}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    try:
+        arch, model_args = hub_architecture(cfg.name)
+    except ModelError:
+        if not _reachable(_hub_host()):
+            raise
+        arch, model_args = cfg.name, {}  # online: timm reads the repo's config.json itself
+    model = _timm_model(timm, arch, cfg, {**model_args, **kwargs})
+    if weights:
+        _load_weights_file(model, weights)
+    return model
+
+
+def _hub_cached_weights(name: str) -> str | None:
+    """The weights file of an 'hf-hub:' repo in the Hugging Face cache, else None. No network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = name.removeprefix(HUB_PREFIX).split("@")[0]
+    for f in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            hit = try_to_load_from_cache(repo, f, cache_dir=_hf_cache_dir())
+        except Exception:
+            return None
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+_NO_DROP_PATH = (
+    "model.drop_path: timm's '{name}' has no stochastic depth (no drop_path_rate); "
+    "ResNets, EfficientNets, ConvNeXt and vision transformers do"
+)
+
+
+def _hub_host() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
+
+
+def _timm_model(timm, name: str, cfg, kwargs: dict) -> nn.Module:
+    """timm.create_model without pretrained weights, its failures in the config's words."""
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        if "drop_path_rate" in str(exc):
+            raise ModelError(_NO_DROP_PATH.format(name=cfg.name)) from None
+        raise ModelError(f"model.name: {str(exc)[:300]}") from None
+    except Exception as exc:
         raise ModelError(f"model.name: {str(exc)[:300]}") from None
 
 
@@ -173,6 +277,8 @@ def _create_torchvision(cfg, in_ch, num_classes):
     if cfg.pretrained and cfg.weights_path:
         _load_weights_file(model, cfg.weights_path)
     _adapt_in_channels(model, in_ch)
+    if cfg.shakedrop > 0:
+        apply_shakedrop(model, cfg.name, cfg.shakedrop)
     return model  # the head is replaced later, so num_classes is set there
 
 
@@ -190,6 +296,68 @@ def _torchvision_with_drop_path(tvm, cfg, weights):
         return tvm.get_model(cfg.name, weights=weights)
 
 
+class _ShakeDropGate(nn.Module):
+    """ShakeDrop on a residual branch whose output passes through this module before the shortcut is
+    added; put in place of (after) a torchvision block's `stochastic_depth`, which sits exactly there."""
+
+    def __init__(self, p: float, before: nn.Module | None = None):
+        super().__init__()
+        self.p, self.before = p, before
+
+    def forward(self, x):
+        from engine.models.custom import ShakeDropFn
+
+        if self.before is not None:
+            x = self.before(x)
+        return ShakeDropFn.apply(x, self.p) if self.training else x * (1.0 - self.p)
+
+
+SHAKEDROP_TORCHVISION = "torchvision ResNet / ResNeXt / Wide ResNet, EfficientNet / EfficientNetV2 and ConvNeXt"
+
+
+def apply_shakedrop(model: nn.Module, name: str, p_max: float) -> None:
+    """ShakeDrop on torchvision's residual blocks, the rate growing linearly with depth to p_max as on the
+    custom ResNet; the weights' names do not change.
+    - ResNet family: each BasicBlock / Bottleneck's residual branch (the output of its last BN, just
+      before the shortcut is added) is gated by a forward hook.
+    - EfficientNet / EfficientNetV2 (MBConv, FusedMBConv blocks with a shortcut) and ConvNeXt (CNBlock):
+      the branch already passes through the block's `stochastic_depth` right before the shortcut is
+      added; the gate is put there (after stochastic depth, when both are on)."""
+    from torchvision.models.convnext import CNBlock
+    from torchvision.models.efficientnet import FusedMBConv, MBConv
+    from torchvision.models.resnet import BasicBlock as TvBasic
+    from torchvision.models.resnet import Bottleneck as TvBottleneck
+
+    from engine.models.custom import ShakeDropFn
+
+    def residual(m) -> bool:
+        if isinstance(m, (TvBasic, TvBottleneck, CNBlock)):
+            return True
+        return isinstance(m, (MBConv, FusedMBConv)) and m.use_res_connect
+
+    blocks = [m for m in model.modules() if residual(m)]
+    if not blocks:
+        raise ModelError(
+            f"model.shakedrop: torchvision's '{name}' has no residual blocks ShakeDrop can gate; it is available "
+            f"on the custom ResNet and torchvision {SHAKEDROP_TORCHVISION}"
+        )
+
+    def gate(mod, _inputs, out):
+        if not mod.training:
+            return out * (1.0 - mod._lab_shakedrop)  # noqa: SLF001
+        return ShakeDropFn.apply(out, mod._lab_shakedrop)  # noqa: SLF001
+
+    for i, block in enumerate(blocks):
+        p = p_max * (i + 1) / len(blocks)
+        if isinstance(block, (TvBasic, TvBottleneck)):
+            last_bn = block.bn3 if isinstance(block, TvBottleneck) else block.bn2
+            last_bn._lab_shakedrop = p  # noqa: SLF001
+            last_bn.register_forward_hook(gate)
+        else:
+            sd = block.stochastic_depth
+            block.stochastic_depth = _ShakeDropGate(p, sd if getattr(sd, "p", 0.0) > 0 else None)
+
+
 def _read_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -203,6 +371,16 @@ def _read_state_dict(path: Path) -> dict:
     if not isinstance(state, dict):
         raise ModelError(f"model.weights_path: {path} does not hold a state_dict")
     return state
+
+
+# initialising from another run: the share of the new model's tensors the parent must supply
+INIT_MIN_SHARE = 0.5
+
+
+def matching_tensors(model: nn.Module, state_dict: dict) -> dict:
+    """The tensors of `state_dict` that fit `model` by name and shape (what initialising from a run loads)."""
+    own = model.state_dict()
+    return {k: v for k, v in state_dict.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
 
 
 def _load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
@@ -293,10 +471,10 @@ def _stride_one(model: nn.Module, name: str, mod: nn.Module) -> None:
         _set_module(model, name, nn.Identity())
 
 
-def apply_small_stem(model: nn.Module, stride1_stages: int = 0) -> None:
+def apply_small_stem(model: nn.Module, stride1_stages: int = 0, kernel: int = 3, stride: int = 1) -> None:
     """Small-image stem for ResNet/EfficientNet/ConvNeXt-style CNNs (on 32-64 px images the ImageNet stem's
     4x downsampling would discard most of each image): the first conv
-    becomes 3x3 stride 1 (freshly initialised), max pools become identity, and the first
+    becomes `kernel` x `kernel`, stride `stride` (3x3 stride 1 by default; freshly initialised), max pools become identity, and the first
     `stride1_stages` stride-2 stages get stride 1 (their downsample shortcuts too), keeping their size."""
     name, conv = _first_conv(model)
     if conv is None:
@@ -306,7 +484,7 @@ def apply_small_stem(model: nn.Module, stride1_stages: int = 0) -> None:
             "model.small_stem: applies to convolutional models (ResNet, EfficientNet, ConvNeXt); "
             "for a vision transformer set data.image_size instead"
         )
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, kernel, stride, kernel // 2, bias=conv.bias is not None)
     _set_module(model, name, new)
     for mname, mod in list(model.named_modules()):
         if isinstance(mod, nn.MaxPool2d):
@@ -425,7 +603,17 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
             )
         elif cfg.name == "resnet":
             model = CifarResNet(
-                in_ch, num_classes, cfg.widths, cfg.depths, cfg.se, cfg.drop_path, cfg.shakedrop, cfg.dropout
+                in_ch,
+                num_classes,
+                cfg.widths,
+                cfg.depths,
+                cfg.se,
+                cfg.drop_path,
+                cfg.shakedrop,
+                cfg.dropout,
+                stem_kernel=cfg.stem_kernel,
+                stem_stride=cfg.stem_stride,
+                stem_width=cfg.stem_width,
             )
         else:
             raise ModelError(f"model.name: unknown custom model '{cfg.name}' (choose from {', '.join(CUSTOM_MODELS)})")
@@ -438,6 +626,6 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
         _create_timm(cfg, in_ch, num_classes) if cfg.source == "timm" else _create_torchvision(cfg, in_ch, num_classes)
     )
     if cfg.small_stem:
-        apply_small_stem(model, cfg.stride1_stages)
+        apply_small_stem(model, cfg.stride1_stages, cfg.stem_kernel, cfg.stem_stride)
     replace_head(model, num_classes, cfg)
     return model
