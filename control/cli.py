@@ -8,7 +8,10 @@
   python -m engine init                              create/upgrade the DB, register built-in datasets
   python -m engine backup [DEST]                     a consistent copy of a SQLite lab (online backup API)
   python -m engine study create|show|stop|resume ...  a study: a designed set of runs (control.study_cli)
+  python -m engine kfold config.yaml --k 5 | --runs 4 5 6   K folds trained and tested as one ensemble (control.kfold)
   python -m engine lr-find|export|predict ...         LR range test, ONNX/TorchScript export, predict files (control.diagnose_cli)
+  python -m engine explain --run-id N [--method umap]  Grad-CAM maps and a 2-D embedding, cached (control.explain_jobs)
+  python -m engine health DATASET [--json]             class imbalance + suggested loss, train/test near-duplicates
 
 Invalid input exits with code 2 and one line per field on stderr.
 """
@@ -32,17 +35,24 @@ def cmd_validate(args) -> int:
     if cfg is None:
         return print_errors(errors)
     url = init_db(args.db)
-    errors = preflight(cfg, url)
+    notes: list = []
+    errors = preflight(cfg, url, notes)
     if errors:
         return print_errors(errors)
+    for field, message in notes:  # what the data decides instead of the config, e.g. its own val split
+        print(f"note: {field}: {message}")
     print("ok")
     return 0
 
 
 def cmd_train(args) -> int:
     if args.run_id is not None:  # spawned by the launcher: beat first, import torch after
+        if args.resume:  # typed by hand for a stopped/failed/lost run: it becomes this command's to train
+            from control.launcher import resume_here
+
+            resume_here(args.db, args.run_id)
         return run_training(args.db, args.run_id, resume=args.resume)
-    from control.preflight import preflight
+    from control.preflight import check_here
     from db import store
     from db.models import RunStatus
     from db.session import init_db
@@ -53,7 +63,9 @@ def cmd_train(args) -> int:
     cfg, errors = load_config_file(args.config)
     if cfg is None:
         return print_errors(errors)
-    errors = preflight(cfg, url)
+    # Checked here, not in a sandboxed child: this process loads the data to train on it anyway, and
+    # the splits the checks loaded are the ones it trains on (one load, one split per engine).
+    errors, loaded = check_here(cfg, url)
     if errors:
         return print_errors(errors)
     run_id = store.create_run(
@@ -67,7 +79,7 @@ def cmd_train(args) -> int:
     print(f"run {run_id}", flush=True)
     if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(url, run_id, cfg.train.devices, args.resume)
-    return run_training(url, run_id, resume=args.resume)
+    return run_training(url, run_id, resume=args.resume, loaded=loaded)
 
 
 def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
@@ -79,8 +91,9 @@ def _torchrun(url: str, run_id: int, devices: int, resume: bool) -> int:
     return subprocess.call(engine_command(run_id, devices, resume), env=engine_env(url))
 
 
-def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
-    """Train run `run_id` in this process, reporting to the DB and the console."""
+def run_training(url: str | None, run_id: int, resume: bool = False, loaded=None) -> int:
+    """Train run `run_id` in this process, reporting to the DB and the console. `loaded`: the run's data,
+    already loaded and split by this process's preflight (else the engine loads it)."""
     from control.heartbeat import Heartbeat
     from db.session import db_url
 
@@ -89,7 +102,7 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
     # Beat from the first second (imports and data loading take a while), so a starting engine
     # never looks lost; and whatever happens below, free the slot for the queue.
     try:
-        with Heartbeat(url, run_id):
+        with Heartbeat(url, run_id) as beat:
             from db import queries
             from db.session import init_db
 
@@ -97,24 +110,28 @@ def run_training(url: str | None, run_id: int, resume: bool = False) -> int:
             row = queries.get_run(url, run_id)
             if row is None:
                 return print_errors([("--run-id", f"no run {run_id} in {display_url(url)}")])
-            return _run_training(url, run_id, row, resume)
+            return _run_training(url, run_id, row, resume, loaded, progress_to=beat.offer)
     finally:
-        if row is not None:
-            from control.studies import on_run_end
-
-            on_run_end(url, run_id)  # a study's trial: tell its result, queue the next trial
-        if row is not None and row["backend"] in ("local", "cli"):
+        local = row is not None and row["backend"] in ("local", "cli")
+        if local:
             from control.launcher import start_queued
 
-            start_queued(url)  # a finished run frees a local slot: start whatever waits in the queue
+            # A finished run frees a local slot: start whatever waits in the queue first (a grid or random
+            # study's next trial is queued already), so the study's bookkeeping below (importing Optuna,
+            # telling it the result) is not on the way from this trial's end to the next one's start.
+            start_queued(url)
+        if row is not None and _maybe_trial(url, run_id):
+            from control.studies import on_run_end  # scipy, Optuna: only a study's trial needs them
+
+            if on_run_end(url, run_id) and local:  # it queued the next trial (TPE asks after each result)
+                start_queued(url)
 
 
-def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
+def _run_training(url: str, run_id: int, row: dict, resume: bool, loaded=None, progress_to=None) -> int:
     import traceback
 
     from control.launcher import run_dir_for
     from control.preflight import resolve_dataset
-    from control.studies import study_sinks
     from db import queries, store
     from db.models import RunStatus
     from db.sink import DBSink
@@ -124,7 +141,8 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
 
     hooks = _fault_injection()
     faults = hooks.sinks() if hooks else []  # after every real sink: the event is written, then the fault
-    sink = MultiSink(DBSink(url, run_id), ConsoleSink(), *study_sinks(url, run_id), *faults)
+    db_sink = DBSink(url, run_id, progress_to=progress_to)  # live progress travels with the heartbeat
+    sink = MultiSink(db_sink, ConsoleSink(), *_study_sinks(url, run_id), *faults)
     try:
         cfg = parse_config(row["config"])
         spec = resolve_dataset(url, cfg.data.dataset)
@@ -145,8 +163,27 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool) -> int:
         return 1
     run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     store.update_run(url, run_id, run_dir=str(run_dir))
-    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=hooks)
+    result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=hooks, loaded=loaded)
     return 0 if result.status in (RunStatus.COMPLETED, RunStatus.STOPPED) else 1
+
+
+def _maybe_trial(url: str, run_id: int) -> bool:
+    """Whether the run may be a study's trial (True when the DB cannot say: the study then decides)."""
+    from db import queries
+
+    try:
+        return queries.run_study(url, run_id) is not None
+    except Exception:
+        return True
+
+
+def _study_sinks(url: str, run_id: int) -> list:
+    """A study trial's extra sinks (its pruner); an ordinary run imports nothing of the studies."""
+    if not _maybe_trial(url, run_id):
+        return []
+    from control.studies import study_sinks
+
+    return study_sinks(url, run_id)
 
 
 def _fault_injection():
@@ -263,9 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     from control.study_cli import add_study_parser
 
     add_study_parser(sub)
+    from control.kfold import add_kfold_parser
+
+    add_kfold_parser(sub)
     from control.diagnose_cli import add_diagnose_parsers
 
     add_diagnose_parsers(sub)
+    from control.explain_jobs import add_explain_parser, add_health_parser
+
+    add_explain_parser(sub)
+    add_health_parser(sub)
     return p
 
 

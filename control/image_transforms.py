@@ -33,6 +33,10 @@ def why_not_an_image_transform(name: str) -> str | None:
     """None for a single-image pixel or spatial transform, else why `name` is not one."""
     if name in _NEEDS_TARGETS:
         return f"{name} needs {_NEEDS_TARGETS[name]} besides the image; an image classifier has none"
+    from engine.augment import registry
+
+    if name in registry.REGISTRY and name != "NoOp":  # known single-image transforms: no import needed
+        return None
     from engine.augment.composites import albumentations
 
     obj = getattr(albumentations(), name, None)

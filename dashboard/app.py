@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dashboard import styles  # noqa: E402
 from dashboard.state import db_url_for_session  # noqa: E402
 
 st.set_page_config(page_title="Image Classifier Lab", page_icon="🧪", layout="wide")
+styles.apply()  # gaps between gallery tiles and their captions
 db_url_for_session()
 
 PAGES = Path(__file__).resolve().parent / "views"

@@ -5,7 +5,9 @@ the pydantic model itself (`field_specs`): label, help, advanced, step and when 
 (show_if) come from each field's `ui(...)` metadata in engine.config, its range from the schema, so
 a field added to the config appears in the builder without touching the page or this module.
 Widgets are keyed `cfg:<dotted path>` ("cfg:optim.lr"); the augmentation list is edited as steps
-keyed by a stable uid ("aug:<uid>:p", "aug:<uid>:params") so reordering never mixes up params.
+keyed by a stable uid ("aug:<uid>:p", one typed widget per parameter "aug:<uid>:v:<param>" read
+from the transform's schema by dashboard.aug_params, and "aug:<uid>:params" for JSON of any other
+params) so reordering never mixes up params.
 
 Everything here takes and returns plain data, so it is unit-tested without a browser.
 """
@@ -25,10 +27,12 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from engine.config import AugmentStep, ExperimentConfig
+from dashboard import aug_params
+from engine.config import AugmentStep, ExperimentConfig, non_default_settings, short_setting_name
 
 KEY_PREFIX = "cfg:"
-STEPS_KEY = "aug_steps"  # session key: list of {"uid", "name"} in pipeline order
+STEPS_KEY = "aug_steps"  # session key: list of {"uid", "name", "fields", "keys"} in pipeline order
+PIPELINE_FOR_BUILDER = "builder_use_pipeline"  # session key: an augment section the builder takes next
 
 # (config section, tab title) in the order the builder shows them.
 SECTIONS: list[tuple[str, str]] = [
@@ -365,17 +369,46 @@ def parse_params(text: str) -> dict:
 
 
 def step_state(name: str, p: float = 0.5, params: dict | None = None, defaults: dict | None = None) -> dict:
-    """Session-state entries for one new step: its row in STEPS_KEY and its two widget values."""
+    """Session-state entries for one new step: its row in STEPS_KEY and its widget values.
+
+    Every parameter of the transform gets a typed widget (dashboard.aug_params: numbers, ranges as two
+    numbers, choices, flags; JSON for the rest), keyed "aug:<uid>:v:<param>". The row records each
+    widget's kind (a value that is a number or a range keeps the widget it came with) and the params
+    the step was given ("keys": those are always written back; the others only when changed from the
+    transform's default). Params no widget edits (unknown names, masks) stay in the JSON box
+    "aug:<uid>:params", so nothing given is ever dropped."""
     uid = new_uid()
     if params is None:
         params = dict((defaults or {}).get(name, {}))
-    return {"row": {"uid": uid, "name": name}, f"aug:{uid}:p": float(p), f"aug:{uid}:params": params_text(params)}
+    rest = dict(params or {})
+    fields: dict[str, str] = {}
+    widgets: dict[str, Any] = {}
+    for spec in aug_params.param_specs(name) or ():
+        value = rest.pop(spec.name, spec.default)
+        kind = spec.kind_for(value)
+        fields[spec.name] = kind
+        widgets.update(aug_params.widget_values(uid, spec.name, kind, value))
+    keys = [k for k in (params or {}) if k in fields]
+    row = {"uid": uid, "name": name, "fields": fields, "keys": keys}
+    return {"row": row, f"aug:{uid}:p": float(p), f"aug:{uid}:params": params_text(rest), **widgets}
 
 
 def add_step(state: dict, name: str, defaults: dict | None = None, p: float = 0.5) -> None:
     entry = step_state(name, p=p, defaults=defaults)
     state[STEPS_KEY] = list(state.get(STEPS_KEY, [])) + [entry.pop("row")]
     state.update(entry)
+
+
+def with_pipeline(config: dict, augment: dict) -> dict:
+    """`config` with its augmentation pipeline (train steps, and mixup when given) replaced by `augment`'s:
+    what "Use this pipeline" on the Augmentations page sends to the builder. The rest is kept."""
+    out = merge(config or {}, {})
+    section = dict(out.get("augment") or {})
+    section["train"] = [dict(step) for step in augment.get("train") or []]
+    if isinstance(augment.get("mixup"), dict):
+        section["mixup"] = dict(augment["mixup"])
+    out["augment"] = section
+    return out
 
 
 def move_step(state: dict, index: int, delta: int) -> None:
@@ -396,16 +429,45 @@ def remove_step(state: dict, index: int) -> None:
 _P_MIN, _P_MAX, _P_RANGE = _bounds(AugmentStep.model_fields["p"].metadata, "float")
 
 
+def typed_params(state, row: dict, skip=()) -> tuple[dict, list[str]]:
+    """A step's params from its typed widgets, and what is wrong with them ("scale: [0.8, 1.5] is out of
+    range: must be ≥ 0 and ≤ 1"). A value out of range is kept as typed and reported, never replaced;
+    an empty widget leaves the param to the transform's default (or the training size)."""
+    specs = aug_params.specs_by_name(row["name"])
+    keys = set(row.get("keys", ()))
+    params: dict[str, Any] = {}
+    errors: list[str] = []
+    for name, kind in (row.get("fields") or {}).items():
+        if name in skip:
+            continue
+        try:
+            value = aug_params.read_value(state, row["uid"], name, kind)
+        except ValueError as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        spec = specs.get(name)
+        if value is None and kind != "choice":  # an empty widget: the default (a choice may offer None)
+            continue
+        if spec is None or name in keys or not aug_params.same(value, spec.default):
+            params[name] = value
+        if spec is not None and (why := aug_params.problem(spec, kind, value)) is not None:
+            errors.append(f"{name}: {why}")
+    return params, errors
+
+
 def steps_from_state(state) -> tuple[list[dict], list[tuple[str, str]]]:
     """The pipeline as config dicts, plus parse errors keyed 'augment.train.<i>'."""
     steps, errors = [], []
     for i, row in enumerate(state.get(STEPS_KEY, [])):
         uid = row["uid"]
         try:
-            params = parse_params(state.get(f"aug:{uid}:params", "{}"))
+            extra = parse_params(state.get(f"aug:{uid}:params", "{}"))
         except ValueError as exc:
             errors.append((f"augment.train.{i}", str(exc)))
-            params = {}
+            extra = {}
+        params, typed_errors = typed_params(state, row, skip=set(extra))
+        errors += [(f"augment.train.{i}", msg) for msg in typed_errors]
+        params.update(extra)  # the JSON box wins over a widget for the same param
         p = state.get(f"aug:{uid}:p", 0.5)
         p = 0.5 if p is None else float(p)
         if not _P_MIN <= p <= _P_MAX:
@@ -455,7 +517,22 @@ def state_to_config(state, base: dict | None = None) -> tuple[dict, list[tuple[s
             errors.append((spec.path, problem))
     steps, step_errors = steps_from_state(state)
     config.setdefault("augment", {})["train"] = steps
+    _reset_hidden_model_fields(config)
     return config, errors + step_errors
+
+
+def _reset_hidden_model_fields(config: dict) -> None:
+    """A model-dependent field hidden for the model now chosen (e.g. ShakeDrop after switching from the
+    custom ResNet to an EfficientNet) goes back to its default: it would do nothing, and be refused."""
+    from engine.config import MODEL_DEPENDENT_FIELDS
+
+    specs = {s.path: s for s in field_specs()}
+    defaults = default_config()
+    for path in MODEL_DEPENDENT_FIELDS:
+        if path in specs and not is_relevant(specs[path], config):
+            set_path(config, path, get_path(defaults, path))
+    if get_path(config, "model.source") != "custom":  # widths shape the custom models only (small_cnn: the first)
+        set_path(config, "model.widths", get_path(defaults, "model.widths"))
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -683,11 +760,44 @@ def config_summary(config: dict) -> str:
         f"{g('train.epochs')} epochs × batch {g('train.batch_size')}",
         ("aug: " + " → ".join(steps)) if steps else "no augmentation",
     ]
-    if g("augment.mixup.mixup_alpha") or g("augment.mixup.cutmix_alpha"):
-        parts.append("mixup/cutmix")
-    if g("loss.label_smoothing"):
-        parts.append(f"smoothing {g('loss.label_smoothing'):g}")
+    # then every other setting that differs from the defaults, found from the schema (two runs that differ
+    # only in the loss, its class weights or the EMA never read the same)
+    parts += [
+        f"{short_setting_name(path)} {_setting_text(value)}"
+        for path, value in non_default_settings(config).items()
+        if path not in SUMMARY_HEADLINE
+    ]
     return " · ".join(parts)
+
+
+# Settings the summary's headline parts already say.
+SUMMARY_HEADLINE = frozenset(
+    {
+        "name",
+        "data.dataset",
+        "data.image_size",
+        "model.source",
+        "model.name",
+        "model.pretrained",
+        "optim.name",
+        "optim.lr",
+        "optim.weight_decay",
+        "schedule.name",
+        "train.epochs",
+        "train.batch_size",
+        "augment.train",
+    }
+)
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_setting_text(v) if not isinstance(v, dict) else json.dumps(v) for v in value) + "]"
+    return "none" if value is None else str(value)
 
 
 def available_backends() -> list[str]:

@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard import plots_diagnosis
+from dashboard.live_text import status_text
 from db.models import RunStatus
 
 STATUS_ICONS = {
@@ -77,7 +79,7 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
         {
             "id": df["id"].astype(int),
             "name": df["name"].fillna(""),
-            "status": df["status"].map(status_label),
+            "status": _live_status(df),
             "dataset": df["dataset"].fillna(""),
             "model": df["model"].fillna(""),
             "best_val_acc": df["best_val_acc"].astype(float),
@@ -91,6 +93,13 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index(drop=True)
+
+
+def _live_status(df: pd.DataFrame) -> list[str]:
+    """The status label, with a running run's live phase: "🏃 running · final evaluation: test 40%"."""
+    progress = df["progress"] if "progress" in df else [None] * len(df)
+    rows = zip(df["status"], progress, df["epochs_done"], df["epochs_planned"])
+    return [status_text(status_label(s), s, p, d, n) for s, p, d, n in rows]
 
 
 def run_option_label(row) -> str:
@@ -113,8 +122,9 @@ def metrics_csv(history: pd.DataFrame) -> str:
     return history_wide(history).to_csv(index=False)
 
 
-def learning_curves(history: pd.DataFrame, title: str = "") -> go.Figure | None:
-    """Loss and accuracy (train vs val), learning rate and throughput per epoch, 2 x 2."""
+def learning_curves(history: pd.DataFrame, title: str = "", best_metric: str = "val_acc") -> go.Figure | None:
+    """Loss and accuracy (train vs val), learning rate and throughput per epoch, 2 x 2; the best epoch (by
+    `best_metric`) and an overfitting onset (engine.diagnose) marked on the loss and accuracy panels."""
     wide = history_wide(history)
     if wide.empty or len(wide.columns) <= 1:
         return None
@@ -145,6 +155,7 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> go.Figure | None:
                     row=row,
                     col=col,
                 )
+        _ema_companions(fig, wide, name, fmt, row, col)
     if "train_lr" in wide:
         fig.add_trace(
             go.Scatter(
@@ -185,7 +196,30 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> go.Figure | None:
         title=title or None,
         legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0, xanchor="left"),
     )
+    plots_diagnosis.mark_reading(fig, plots_diagnosis.curve_reading(wide, best_metric))
     return fig
+
+
+def _ema_companions(fig: go.Figure, wide: pd.DataFrame, name: str, fmt: str, row: int, col: int) -> None:
+    """With an EMA, validation of the other weights beside the evaluated ones (val_acc_raw beside the EMA's
+    val_acc, or val_acc_ema beside the raw val_acc), dashed in the validation colour."""
+    for suffix, label in (("raw", "val (raw weights)"), ("ema", "val (EMA weights)")):
+        c = f"val_{name}_{suffix}"
+        if c in wide:
+            fig.add_trace(
+                go.Scatter(
+                    x=wide["epoch"],
+                    y=wide[c],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=name == "loss",
+                    line=dict(color=SPLIT_COLORS["val"], dash="dash"),
+                    hovertemplate=f"epoch %{{x}}<br>{label} {name}: %{{y:{fmt}}}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
 
 
 def _epoch_tick(n: int):
@@ -432,10 +466,44 @@ def prediction_caption(predictions: dict, i: int, class_names: list[str], with_l
     return text
 
 
-def display_image(img: np.ndarray, px: int = 96) -> np.ndarray:
-    """uint8 HWC -> an image whose shorter side is at least `px`, enlarged by whole pixels (nearest
-    neighbour: the pixels of 8x8 digits stay sharp squares); grey comes out as (H, W)."""
+STRETCH_PERCENTILES = (1.0, 99.0)
+STRETCH_LABEL = "Contrast stretch (display only)"
+STRETCH_HELP = (
+    "Shows each image rescaled so its 1st–99th percentile spans black to white: faint or sparse images "
+    "(mostly black, as astronomy or medical scans) become visible. Only what is shown changes: training, "
+    "the run's config and its augmentation never see it."
+)
+
+
+def contrast_stretch(img: np.ndarray, percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+    """For display only: the image's low..high percentile rescaled to 0..255 (all channels together, so
+    colours keep their balance). When the high percentile is still the black background (under 1 % of the
+    pixels lit, a few stars) the brightest pixel is the top instead; a flat image comes back as it is."""
     a = np.asarray(img)
+    if a.size == 0:
+        return a
+    lo, hi = (float(v) for v in np.percentile(a, percentiles))
+    if hi <= lo:
+        hi = float(a.max())
+    if hi <= lo:
+        return a
+    out = (a.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def stretch_toggle(where, key: str = "display_stretch") -> bool:
+    """The display toggle for contrast stretch, drawn in `where` (st or a column); kept for the session."""
+    return bool(where.toggle(STRETCH_LABEL, key=key, help=STRETCH_HELP, persist_state="session"))
+
+
+def display_image(img: np.ndarray, px: int = 96, stretch: bool = False) -> np.ndarray:
+    """uint8 HWC -> an image whose shorter side is at least `px`, enlarged by whole pixels (nearest
+    neighbour: the pixels of 8x8 digits stay sharp squares); grey comes out as (H, W). With `stretch`, the
+    image is contrast-stretched first (`contrast_stretch`): every gallery, sample grid and preview shows
+    images through here, so the display toggle means the same everywhere."""
+    a = np.asarray(img)
+    if stretch:
+        a = contrast_stretch(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     scale = max(1, math.ceil(px / max(1, min(a.shape[:2]))))

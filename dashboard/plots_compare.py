@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from dashboard import plots_diagnosis
 from dashboard.plots import class_names_for, normalise_rows
 from engine.metrics import lower_is_better
 
@@ -170,7 +171,8 @@ def curves_figure(
     smoothing: float = 0.0,
     log_y: bool = False,
 ) -> go.Figure:
-    """One line per (run, split): colour = run, dash = split. Hover shows the raw value even when smoothed."""
+    """One line per (run, split): colour = run, dash = split. Hover shows the raw value even when smoothed.
+    Each run's best epoch (by the val value of `metric`) is starred, an overfitting onset crossed."""
     fig = go.Figure()
     h = history[history["name"] == metric].sort_values("epoch")
     groups = {key: g for key, g in h.groupby(["run_id", "split"], sort=False)}  # one pass, not a mask per trace
@@ -200,6 +202,9 @@ def curves_figure(
                 )
             )
     fig.add_traces(traces)
+    if metric in ("acc", "loss"):  # curves that read themselves: best epoch (star), overfitting onset (cross)
+        readings = plots_diagnosis.compare_readings(history, labels, f"val_{metric}")
+        plots_diagnosis.mark_compare(fig, labels, readings, log_y)
     short = len(h) and h["epoch"].max() <= 20
     fig.update_layout(
         xaxis_title="epoch",
@@ -316,12 +321,21 @@ def _grid_axes(n: int, cols: int, hgap: float = 0.06, vgap: float = 0.1) -> list
 def confusion_grid_figure(
     matrices: Mapping[str, list], class_names: list[str], normalize: bool = True, cols: int = 3
 ) -> go.Figure:
-    """Confusion matrices side by side (rows = true class, columns = predicted), one shared colour scale."""
+    """Confusion matrices side by side (rows = true class, columns = predicted), one shared colour scale.
+    The row labels (the same classes in every panel) are shown on the first column only, so long class
+    names never run into the neighbour matrix; long column labels are slanted, and the rows are spaced
+    by pixels (tick labels, axis title, the next panel's title) so no title sits on an axis above it."""
     labels = list(matrices)
     cols = max(1, min(cols, len(labels)))
     nrows = math.ceil(len(labels) / cols) if labels else 1
+    longest = max((len(n) for n in class_names_for(len(next(iter(matrices.values()), [])), class_names)), default=1)
+    slanted = longest > 2
+    panel_px, gap_px = 300, 70 + (6 * min(longest, 14) if slanted else 14)  # gap: x ticks + "predicted" + title
+    top, bottom = 40, gap_px - 20
+    plot_px = nrows * panel_px + (nrows - 1) * gap_px
+    vgap = gap_px / plot_px if nrows > 1 else 0.1
     traces, layout, titles = [], {}, []
-    for i, (label, (k, xaxis, yaxis)) in enumerate(zip(labels, _grid_axes(len(labels), cols))):
+    for i, (label, (k, xaxis, yaxis)) in enumerate(zip(labels, _grid_axes(len(labels), cols, hgap=0.07, vgap=vgap))):
         counts = np.asarray(matrices[label], dtype=np.float64)
         z = normalise_rows(counts) if normalize else counts
         names = class_names_for(len(counts), class_names)
@@ -342,12 +356,21 @@ def confusion_grid_figure(
             )
         )
         # category axes: class names '0'..'9' are labels, not numbers
-        layout[f"xaxis{k}"] = {**xaxis, "type": "category", "title": {"text": "predicted"}}
+        layout[f"xaxis{k}"] = {
+            **xaxis,
+            "type": "category",
+            "title": {"text": "predicted", "standoff": 4},
+            "tickangle": -45 if slanted else 0,
+            "automargin": True,
+        }
+        first = i % cols == 0
         layout[f"yaxis{k}"] = {
             **yaxis,
             "type": "category",
             "autorange": "reversed",
-            **({"title": {"text": "true"}} if i % cols == 0 else {}),
+            "showticklabels": first,
+            "automargin": True,
+            **({"title": {"text": "true"}} if first else {}),
         }
         titles.append(
             {
@@ -358,6 +381,7 @@ def confusion_grid_figure(
                 "yref": "paper",
                 "xanchor": "center",
                 "yanchor": "bottom",
+                "yshift": 2,
                 "showarrow": False,
             }
         )
@@ -365,8 +389,8 @@ def confusion_grid_figure(
     fig.update_layout(
         **layout,
         annotations=titles,
-        height=320 * nrows + 60,
-        margin={"t": 40},
+        height=plot_px + top + bottom,
+        margin={"t": top, "b": bottom},
         coloraxis={"colorscale": "Blues", "colorbar": {"title": {"text": "rate" if normalize else "count"}}},
     )
     return fig
@@ -437,6 +461,29 @@ def per_class_figure(per_class: Mapping[str, dict], class_names: list[str], metr
         margin={"t": 30},
     )
     return fig
+
+
+def per_class_table(
+    per_class: Mapping[str, dict], class_names: list[str], metric: str = "recall"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bars as numbers: one row per class, one column per run, plus "best" (the run(s) with the highest
+    value, ties joined by " = ") and "support". Also a same-shaped boolean frame marking each class's best
+    cells, for highlighting."""
+    columns = {label: [float(v) for v in (pc or {}).get(metric, [])] for label, pc in per_class.items()}
+    columns = {label: v for label, v in columns.items() if v}
+    if not columns:
+        return pd.DataFrame(), pd.DataFrame()
+    n = max(len(v) for v in columns.values())
+    table = pd.DataFrame({label: v + [float("nan")] * (n - len(v)) for label, v in columns.items()})
+    table.index = class_names_for(n, class_names)
+    table.index.name = "class"
+    is_best = table.eq(table.max(axis=1), axis=0) & table.notna()
+    best = [" = ".join(c for c in table.columns if is_best.loc[i, c]) or "–" for i in table.index]
+    support = next(((pc or {}).get("support") for pc in per_class.values() if (pc or {}).get("support")), None)
+    out = table.assign(best=best)
+    if support is not None and len(support) == n:
+        out["support"] = [int(s) for s in support]
+    return out, is_best
 
 
 def tta_figure(tta: pd.DataFrame, labels: Mapping[int, str]) -> go.Figure:
@@ -522,7 +569,8 @@ def class_counts_figure(summary: dict) -> go.Figure:
 
 
 def datasets_table(rows: list[dict]) -> pd.DataFrame:
-    """One line per registered dataset, from the stored summaries (no dataset is loaded)."""
+    """One line per registered dataset, from the stored summaries (no dataset is loaded). A dataset
+    registered without one (a built-in) says "not computed" in its stats column, never a row of blanks."""
     out = []
     for d in rows:
         s = d.get("summary") or {}
@@ -533,10 +581,14 @@ def datasets_table(rows: list[dict]) -> pd.DataFrame:
                 "path": d["path"],
                 "classes": s.get("num_classes"),
                 "train": s.get("train_count"),
+                "val": s.get("val_count") or None,  # None: carved from train (data.val_fraction)
                 "test": s.get("test_count"),
                 "image": "×".join(str(x) for x in s["image_shape"]) if s.get("image_shape") else None,
                 "mean": ", ".join(f"{v:.3f}" for v in s["mean"]) if s.get("mean") else None,
                 "std": ", ".join(f"{v:.3f}" for v in s["std"]) if s.get("std") else None,
+                "stats": "computed" if s else "not computed",
             }
         )
-    return pd.DataFrame(out, columns=["name", "kind", "path", "classes", "train", "test", "image", "mean", "std"])
+    return pd.DataFrame(
+        out, columns=["name", "kind", "path", "classes", "train", "val", "test", "image", "mean", "std", "stats"]
+    )

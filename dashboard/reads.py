@@ -148,6 +148,18 @@ def class_names(url: str, data_config_json: str, n: int) -> list[str]:
     return class_names_for(max(n, len(names)), names)  # n = 0: all of them
 
 
+@st.cache_data(max_entries=32, show_spinner="Augmenting a few images…")
+def augment_preview(url: str, dataset: str, steps_json: str, data_json: str, k: int, n: int, seed: int):
+    """The builder's inline preview, cached by (dataset, pipeline): (k originals, (n, k) augmented, their
+    class names), from dashboard.augment_preview.preview_grid (the engine's own pipeline code)."""
+    import json
+
+    from dashboard import augment_preview as ap
+
+    data = dataset_arrays(url, dataset)
+    return ap.preview_grid(data, json.loads(steps_json), json.loads(data_json), k, n, seed)
+
+
 @st.cache_resource(show_spinner=False)
 def transforms() -> list[str]:
     """The transforms a step may use: single-image pixel and spatial ones, the common ones first."""
@@ -197,3 +209,9 @@ def study_importance(url: str, study_id: int, n_done: int) -> dict[str, float]:
     from control.studies import param_importance
 
     return param_importance(url, study_id)
+
+
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def run_facts(url: str, run_id: int, status: str) -> dict:
+    """runs.facts of one run (init_from, lr_find, ...), re-read when its status changes."""
+    return queries.run_facts(url, run_id)

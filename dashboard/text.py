@@ -20,3 +20,14 @@ def plain(value) -> str:
     text = _AUTOLINKED.sub(WORD_JOINER, str(value if value is not None else ""))
     text = _LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], _INLINE.sub(r"\\\1", text))
     return "  \n".join(text.splitlines()) if "\n" in text else text
+
+
+def init_from_text(fact: dict | None) -> str | None:
+    """runs.facts' init_from as one line: 'run #3, last checkpoint (epoch 2), weights: 24 tensors loaded, 2 kept fresh'."""
+    if not fact:
+        return None
+    epoch = f" (epoch {fact['epoch']})" if fact.get("epoch") is not None else ""
+    return (
+        f"run #{fact.get('run_id')}, {fact.get('checkpoint')} checkpoint{epoch}, {fact.get('mode', 'weights')}: "
+        f"{fact.get('loaded')} tensors loaded, {fact.get('kept')} kept fresh"
+    )

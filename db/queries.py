@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 from sqlalchemy import select
 
 from db.models import (
@@ -10,6 +10,7 @@ from db.models import (
     Checkpoint,
     ConfusionMatrix,
     Dataset,
+    EpochPredictions,
     Evaluation,
     LatestMetric,
     Metric,
@@ -19,6 +20,20 @@ from db.models import (
     TTAResult,
 )
 from db.session import read
+from engine import image_history
+
+
+class _LazyPandas:
+    """pandas, imported on the first DataFrame: the engine reads its run row, dataset and checkpoints
+    here and never builds one, so an engine process does not pay pandas' import (~0.3 s, more under load)."""
+
+    def __getattr__(self, name: str):
+        import pandas
+
+        return getattr(pandas, name)
+
+
+pd = _LazyPandas()
 
 RUN_COLUMNS = (
     "id",
@@ -113,6 +128,7 @@ def list_runs(url, limit: int | None = None) -> pd.DataFrame:
             Run.backend,
             Run.host,
             Run.device,
+            Run.progress,
         ).order_by(Run.id.desc())
         if limit:
             q = q.limit(limit)
@@ -135,6 +151,7 @@ def list_runs(url, limit: int | None = None) -> pd.DataFrame:
                 "backend",
                 "host",
                 "device",
+                "progress",
             ],
         )
         if runs.empty:
@@ -237,12 +254,14 @@ def tta_results(url, run_ids: list[int]) -> pd.DataFrame:
                 TTAResult.variant,
                 TTAResult.accuracy,
                 TTAResult.per_class,
+                TTAResult.seconds_per_image,
             )
             .where(TTAResult.run_id.in_(run_ids))
             .order_by(TTAResult.run_id, TTAResult.id)
         ).all()
 
-    return pd.DataFrame(read(url, fn), columns=["run_id", "split", "checkpoint", "variant", "accuracy", "per_class"])
+    columns = ["run_id", "split", "checkpoint", "variant", "accuracy", "per_class", "seconds_per_image"]
+    return pd.DataFrame(read(url, fn), columns=columns)
 
 
 def checkpoints(url, run_id: int) -> list[dict]:
@@ -397,15 +416,12 @@ def run_progress(url, run_id: int) -> dict | None:
 
     def fn(s):
         row = s.execute(
-            select(Run.status, Run.epochs_done, Run.epochs_planned, Run.heartbeat_at, Run.ended_at, Run.error).where(
-                Run.id == run_id
-            )
+            select(
+                Run.status, Run.epochs_done, Run.epochs_planned, Run.heartbeat_at, Run.ended_at, Run.error, Run.progress
+            ).where(Run.id == run_id)
         ).first()
-        return (
-            None
-            if row is None
-            else dict(zip(("status", "epochs_done", "epochs_planned", "heartbeat_at", "ended_at", "error"), row))
-        )
+        keys = ("status", "epochs_done", "epochs_planned", "heartbeat_at", "ended_at", "error", "progress")
+        return None if row is None else dict(zip(keys, row))
 
     return read(url, fn)
 
@@ -501,3 +517,57 @@ def study_curves(url, study_id: int, split: str, name: str) -> pd.DataFrame:
         ).all()
 
     return pd.DataFrame(read(url, fn), columns=["run_id", "epoch", "value"])
+
+
+# ------------------------------------------------------------------------------- per-image history
+def prediction_history(url, run_id: int, split: str = "val", epochs: list[int] | None = None):
+    """The run's stored per-image predictions on `split` (all epochs, or those asked), unpacked into an
+    engine.image_history.History with (epochs x n) pred and confidence matrices; None when there are none."""
+
+    def fn(s):
+        q = select(EpochPredictions.epoch, EpochPredictions.n, EpochPredictions.pred, EpochPredictions.confidence)
+        q = q.where(EpochPredictions.run_id == run_id, EpochPredictions.split == split)
+        if epochs is not None:
+            q = q.where(EpochPredictions.epoch.in_(list(epochs)))
+        return s.execute(q.order_by(EpochPredictions.epoch)).all()
+
+    rows = read(url, fn)
+    if not rows:
+        return None
+    n = rows[-1].n
+    rows = [r for r in rows if r.n == n]  # the newest size; a row of another size cannot be lined up
+    unpacked = [image_history.unpack(r.pred, r.confidence, r.n) for r in rows]
+    return image_history.History(
+        epochs=[r.epoch for r in rows],
+        pred=np.stack([p for p, _ in unpacked]),
+        confidence=np.stack([c for _, c in unpacked]),
+    )
+
+
+def prediction_epochs(url, run_id: int, split: str = "val") -> list[int]:
+    """Epochs with stored per-image predictions (cheap: no blobs read)."""
+
+    def fn(s):
+        q = select(EpochPredictions.epoch).where(EpochPredictions.run_id == run_id, EpochPredictions.split == split)
+        return list(s.scalars(q.order_by(EpochPredictions.epoch)))
+
+    return read(url, fn)
+
+
+def get_lr_find(url, find_id: int) -> dict | None:
+    """One LR range test: status, suggestion, rule, the curve (result), error, pid and log."""
+    from db.models import LRFind
+
+    def fn(s):
+        r = s.get(LRFind, find_id)
+        if r is None:
+            return None
+        cols = ("id", "status", "config", "dataset", "model", "suggested_lr", "rule", "result", "pid", "log_path")
+        return {c: getattr(r, c) for c in cols} | {"error": r.error, "created_at": r.created_at, "ended_at": r.ended_at}
+
+    return read(url, fn)
+
+
+def run_facts(url, run_id: int) -> dict:
+    """runs.facts of one run ({} when it has none)."""
+    return read(url, lambda s: s.scalar(select(Run.facts).where(Run.id == run_id))) or {}

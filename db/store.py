@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 
 from db.models import (
     ACTIVE,
@@ -14,6 +16,7 @@ from db.models import (
     Checkpoint,
     ConfusionMatrix,
     Dataset,
+    EpochPredictions,
     Evaluation,
     LatestMetric,
     Metric,
@@ -24,7 +27,9 @@ from db.models import (
     utcnow,
 )
 from db.session import read, write
+from engine import image_history
 from engine.metrics import is_better
+from engine.sinks import RunTakenOver
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -106,37 +111,143 @@ def set_status(url, run_id: int, status: RunStatus, allowed_from, **values) -> b
 
 
 def mark_started(url, run_id: int, pid: int, device: str, data_path: str | None = None) -> bool:
+    """The engine `pid` (this process) starts: the run is its own from now on (see Owner).
+
+    Only while no other engine holds the run: its recorded pid is empty (claimed, or queued in Slurm), this
+    process's, or its parent's (the torchrun the launcher spawned). An engine that froze while starting and
+    whose run another engine has taken since does not take it back; False then, and nothing written."""
     # stop_requested is left alone: a stop asked for while the engine was still starting must hold.
     now = utcnow()
-    return set_status(
-        url,
-        run_id,
-        RunStatus.RUNNING,
-        ENGINE_STARTS_FROM,
-        pid=pid,
-        host=socket.gethostname(),
-        device=device,
-        started_at=now,
-        heartbeat_at=now,
-        ended_at=None,
-        error=None,
-        traceback=None,
-        resume_requested=False,
-        **({"data_path": data_path} if data_path else {}),
-    )
-
-
-def mark_ended(url, run_id: int, status: RunStatus, error: str | None = None, traceback: str | None = None) -> bool:
-    """A queued or running run ends; False (and nothing written) if it had already ended or been marked lost."""
-    return set_status(url, run_id, status, ENDS_FROM, ended_at=utcnow(), error=error, traceback=traceback)
-
-
-def heartbeat(url, run_id: int) -> bool:
-    """Refresh the heartbeat; returns True when someone asked the run to stop (remote backends)."""
+    mine = (pid, os.getppid())
 
     def fn(s):
+        res = s.execute(
+            update(Run)
+            .where(
+                Run.id == run_id, Run.status.in_(tuple(ENGINE_STARTS_FROM)), or_(Run.pid.is_(None), Run.pid.in_(mine))
+            )
+            .values(
+                status=RunStatus.RUNNING,
+                pid=pid,
+                host=socket.gethostname(),
+                device=device,
+                started_at=now,
+                heartbeat_at=now,
+                ended_at=None,
+                error=None,
+                traceback=None,
+                resume_requested=False,
+                **({"data_path": data_path} if data_path else {}),
+            )
+        )
+        return res.rowcount == 1
+
+    return write(url, fn)
+
+
+def mark_ended(
+    url,
+    run_id: int,
+    status: RunStatus,
+    error: str | None = None,
+    traceback: str | None = None,
+    *,
+    owner: Owner | None = None,
+) -> bool:
+    """A queued or running run ends; False (and nothing written) if it had already ended or been marked lost,
+    or (owner given: the engine's own word) if another engine owns it now."""
+
+    def fn(s):
+        if owner is not None and _ownership_problem(s, run_id, owner):
+            return False
+        return _transition(s, run_id, status, ENDS_FROM, ended_at=utcnow(), error=error, traceback=traceback)
+
+    return write(url, fn)
+
+
+def heartbeat(url, run_id: int, owner: Owner | None = None) -> bool:
+    """Refresh the heartbeat; returns True when someone asked the run to stop (remote backends).
+    owner given: raises RunTakenOver (and writes nothing) when the run is no longer that engine's."""
+
+    def fn(s):
+        _check_owner(s, run_id, owner)
         s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
         return bool(s.scalar(select(Run.stop_requested).where(Run.id == run_id)))
+
+    return write(url, fn)
+
+
+# ---------------------------------------------------------------------------------- engine ownership
+# The engine that marked a run started owns it until it ends: its host and pid are on the row, and a
+# frozen process keeps its pid, so no other live engine can have both. A frozen engine marked lost while
+# another engine took the run over (resume), or whose run was stopped or requeued meanwhile, may continue
+# at any moment; every write an engine makes about its run (rows, checkpoints, evaluations, facts, its
+# heartbeat, its final status) passes its Owner and is checked in that write's own transaction, so the
+# old engine finds out at its next write, writes nothing, and exits (RunTakenOver).
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid())
+
+
+def _ownership_problem(s, run_id: int, owner: Owner) -> str | None:
+    # FOR UPDATE: on PostgreSQL no other engine's mark_started can land between this check and the write
+    # (SQLite's BEGIN IMMEDIATE, taken by every write, already serialises them).
+    q = select(Run.status, Run.host, Run.pid).where(Run.id == run_id).with_for_update()
+    row = s.execute(q).one_or_none()
+    if row is None:
+        return f"run {run_id} no longer exists"
+    if row.status != RunStatus.RUNNING:
+        return f"run {run_id} is {row.status} now"
+    if (row.host, row.pid) != (owner.host, owner.pid):
+        where = f"pid {row.pid} on {row.host}" if row.pid is not None else "a new engine, starting"
+        return f"run {run_id} belongs to {where} now"
+    return None
+
+
+def _check_owner(s, run_id: int, owner: Owner | None) -> None:
+    if owner is not None and (problem := _ownership_problem(s, run_id, owner)) is not None:
+        raise RunTakenOver(f"this engine (pid {owner.pid} on {owner.host}) no longer owns the run: {problem}")
+
+
+def record_spawn(url, run_id: int, pid: int, **fields) -> None:
+    """The launcher spawned the engine `pid`: record it (and `fields`), unless the engine already recorded
+    itself (mark_started; under torchrun that is rank 0, not the torchrun process spawned here)."""
+
+    def fn(s):
+        s.execute(update(Run).where(Run.id == run_id).values(**fields))
+        s.execute(update(Run).where(Run.id == run_id, Run.pid.is_(None)).values(pid=pid))
+
+    write(url, fn)
+
+
+def check_owner(url, run_id: int, owner: Owner | None) -> None:
+    """Raise RunTakenOver unless `owner` still owns the run (before the engine writes into the run's folder)."""
+    read(url, lambda s: _check_owner(s, run_id, owner))
+
+
+def engine_heartbeat(url, run_id: int, pids: tuple[int, ...], progress: dict | None = None) -> bool:
+    """The engine process's background beat, from its first second: refreshes heartbeat_at while the run is
+    queued or running and no other engine holds it (its pid is empty or one of `pids`). False, and nothing
+    written, once another engine took it or it ended: the beat stops for good. `progress`: the engine's
+    newest live progress (runs.progress), written in the same statement."""
+    values = {"heartbeat_at": utcnow(), **({"progress": progress} if progress is not None else {})}
+
+    def fn(s):
+        res = s.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.status.in_(tuple(ACTIVE)),
+                or_(Run.pid.is_(None), Run.pid.in_(pids) & (Run.host == socket.gethostname())),
+            )
+            .values(**values)
+        )
+        return res.rowcount == 1
 
     return write(url, fn)
 
@@ -279,14 +390,24 @@ def _refresh_latest(s, run_id: int, split: str, name: str, epoch: int, value: fl
 
 
 def add_epoch(
-    url, run_id: int, epoch: int, metrics: dict[tuple[str, str], float], confusion: dict[str, list] | None = None
+    url,
+    run_id: int,
+    epoch: int,
+    metrics: dict[tuple[str, str], float],
+    confusion: dict[str, list] | None = None,
+    *,
+    predictions: dict[str, tuple] | None = None,
+    owner: Owner | None = None,
 ) -> None:
-    """One epoch's metric rows (+ confusion matrices) and the run's progress, in one transaction."""
+    """One epoch's metric rows (+ confusion matrices, + every image's packed prediction per split:
+    split -> (pred, confidence) arrays) and the run's progress, in one transaction."""
 
     def fn(s):
+        _check_owner(s, run_id, owner)  # a frozen engine that lost its run writes no rows over the new one's
         # Re-running an epoch after a resume replaces its rows instead of duplicating them.
         s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.epoch == epoch))
         s.execute(delete(ConfusionMatrix).where(ConfusionMatrix.run_id == run_id, ConfusionMatrix.epoch == epoch))
+        _put_predictions(s, run_id, epoch, predictions or {})
         s.add_all(
             Metric(run_id=run_id, epoch=epoch, split=sp, name=n, value=float(v)) for (sp, n), v in metrics.items()
         )
@@ -299,11 +420,31 @@ def add_epoch(
     write(url, fn)
 
 
+def _put_predictions(s, run_id: int, epoch: int, predictions: dict[str, tuple]) -> None:
+    for split, (pred, confidence) in predictions.items():
+        pred_bytes, conf_bytes = image_history.pack(pred, confidence)
+        s.execute(
+            delete(EpochPredictions).where(
+                EpochPredictions.run_id == run_id, EpochPredictions.split == split, EpochPredictions.epoch == epoch
+            )
+        )
+        s.add(
+            EpochPredictions(
+                run_id=run_id, epoch=epoch, split=split, n=len(pred), pred=pred_bytes, confidence=conf_bytes
+            )
+        )
+
+
+def add_epoch_predictions(url, run_id: int, epoch: int, split: str, pred, confidence) -> None:
+    """One split's per-image predictions at one epoch, on their own (add_epoch writes them with the epoch)."""
+    write(url, lambda s: _put_predictions(s, run_id, epoch, {split: (pred, confidence)}))
+
+
 def truncate_after(url, run_id: int, epoch: int) -> None:
     """Before resuming from `epoch`: drop rows of later (unfinished or re-run) epochs and rebuild latest."""
 
     def fn(s):
-        for table in (Metric, ConfusionMatrix):
+        for table in (Metric, ConfusionMatrix, EpochPredictions):
             s.execute(delete(table).where(table.run_id == run_id, table.epoch > epoch))
         s.execute(
             delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.epoch > epoch, Checkpoint.kind == "epoch")
@@ -317,8 +458,11 @@ def truncate_after(url, run_id: int, epoch: int) -> None:
     write(url, fn)
 
 
-def add_checkpoint(url, run_id: int, epoch: int, kind: str, path: str, metric_name=None, metric_value=None) -> None:
+def add_checkpoint(
+    url, run_id: int, epoch: int, kind: str, path: str, metric_name=None, metric_value=None, *, owner=None
+) -> None:
     def fn(s):
+        _check_owner(s, run_id, owner)
         if kind in ("best", "last"):  # one row each, moved forward
             s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.kind == kind))
         else:
@@ -332,8 +476,12 @@ def add_checkpoint(url, run_id: int, epoch: int, kind: str, path: str, metric_na
     write(url, fn)
 
 
-def remove_checkpoint(url, run_id: int, path: str) -> None:
-    write(url, lambda s: s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path)))
+def remove_checkpoint(url, run_id: int, path: str, *, owner: Owner | None = None) -> None:
+    def fn(s):
+        _check_owner(s, run_id, owner)
+        s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == path))
+
+    write(url, fn)
 
 
 def add_evaluation(
@@ -347,8 +495,11 @@ def add_evaluation(
     per_class: dict,
     confusion: list,
     predictions: dict | None,
+    *,
+    owner: Owner | None = None,
 ) -> None:
     def fn(s):
+        _check_owner(s, run_id, owner)
         s.execute(
             delete(Evaluation).where(
                 Evaluation.run_id == run_id, Evaluation.split == split, Evaluation.checkpoint == checkpoint
@@ -374,10 +525,11 @@ def add_evaluation(
     write(url, fn)
 
 
-def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, dict]) -> None:
-    """results: variant -> {accuracy, per_class}"""
+def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, dict], *, owner=None) -> None:
+    """results: variant -> {accuracy, per_class[, seconds_per_image]} (wall seconds per image of all its views)"""
 
     def fn(s):
+        _check_owner(s, run_id, owner)
         s.execute(
             delete(TTAResult).where(
                 TTAResult.run_id == run_id, TTAResult.split == split, TTAResult.checkpoint == checkpoint
@@ -391,6 +543,7 @@ def add_tta(url, run_id: int, split: str, checkpoint: str, results: dict[str, di
                 variant=v,
                 accuracy=r["accuracy"],
                 per_class=r["per_class"],
+                seconds_per_image=r.get("seconds_per_image"),
             )
             for v, r in results.items()
         )
@@ -447,3 +600,51 @@ def claim_study_config(url, study_id: int, limit: int, in_flight: tuple[int, int
 
 def mark_pruned(url, run_id: int, epoch: int) -> bool:
     return set_status(url, run_id, RunStatus.PRUNED, PRUNED_FROM, error=f"pruned after epoch {epoch}")
+
+
+# ---------------------------------------------------------------------------------- LR range tests, run facts
+def create_lr_find(url, config: dict) -> int:
+    """Record an LR range test on `config` as queued; the engine job fills in the rest."""
+    from db.models import LRFind
+
+    def fn(s):
+        row = LRFind(
+            status="queued",
+            config=config,
+            dataset=config.get("data", {}).get("dataset", ""),
+            model=f"{config.get('model', {}).get('source', '')}:{config.get('model', {}).get('name', '')}",
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+    return write(url, fn)
+
+
+def update_lr_find(url, find_id: int, **fields) -> None:
+    """Set fields of an LR range test (status, pid, log_path, result, suggested_lr, rule, error, ended_at)."""
+    from db.models import LRFind
+
+    if fields.get("status") in ("completed", "failed") and "ended_at" not in fields:
+        fields["ended_at"] = utcnow()
+    write(url, lambda s: s.execute(update(LRFind).where(LRFind.id == find_id).values(**fields)))
+
+
+def fail_lr_find_if_unfinished(url, find_id: int, error: str) -> bool:
+    """Mark an LR range test failed unless it already ended (its process died without saying so)."""
+    from db.models import LRFind
+
+    q = update(LRFind).where(LRFind.id == find_id, LRFind.status.in_(("queued", "running")))
+    return write(url, lambda s: s.execute(q.values(status="failed", error=error, ended_at=utcnow())).rowcount == 1)
+
+
+def merge_run_facts(url, run_id: int, facts: dict, *, owner: Owner | None = None) -> None:
+    """Add (or replace) top-level keys of runs.facts, keeping every other key: read and write in one
+    transaction, so facts written at the same time by the engine or the dashboard are not lost."""
+
+    def fn(s):
+        _check_owner(s, run_id, owner)
+        current = s.scalar(select(Run.facts).where(Run.id == run_id))
+        s.execute(update(Run).where(Run.id == run_id).values(facts={**(current or {}), **facts}))
+
+    write(url, fn)

@@ -49,6 +49,22 @@ def field_error(field: str, message: str) -> PydanticCustomError:
 
 
 CUSTOM_RESNET: ShowIf = {"model.source": "custom", "model.name": "resnet"}
+LIBRARY_MODEL: ShowIf = {"model.source": {"not": "custom"}}
+# Fields refused where they do nothing for the chosen model, and hidden there by their show-if: the
+# builder puts a hidden one back to its default (a value left from another model would be refused).
+MODEL_DEPENDENT_FIELDS = (
+    "model.small_stem",
+    "model.stride1_stages",
+    "model.stem_kernel",
+    "model.stem_stride",
+    "model.stem_width",
+    "model.se",
+    "model.depths",
+    "model.shakedrop",
+    "model.drop_path",
+)
+# the stem's kernel and stride: the custom ResNet's own stem, or the small-image stem of a library model
+STEM_SHAPE: ShowIf = [CUSTOM_RESNET, {"model.source": {"not": "custom"}, "model.small_stem": True}]
 NOT_SMALL_CNN: ShowIf = [{"model.source": {"not": "custom"}}, {"model.name": {"not": "small_cnn"}}]
 EARLY_STOPPING: ShowIf = {"regularize.early_stopping.enabled": True}
 MIXING: ShowIf = [{"augment.mixup.mixup_alpha": {"gt": 0}}, {"augment.mixup.cutmix_alpha": {"gt": 0}}]
@@ -94,10 +110,32 @@ class DataConfig(Section):
     channels: Literal["auto", 1, 3] = Field(
         "auto", description="Force grey (1) or colour (3) input", json_schema_extra=ui("Channels", advanced=True)
     )
-    normalize: Literal["dataset", "imagenet", "none"] = Field(
+    normalize: Literal["dataset", "imagenet", "none", "custom"] = Field(
         "dataset",
-        description="dataset = mean/std of the training split",
+        description="dataset = mean/std of the training split; custom = data.mean / data.std as given",
         json_schema_extra=ui("Normalisation", advanced=True),
+    )
+    mean: list[float] | None = Field(
+        None,
+        max_length=3,
+        description="Per-channel mean (pixels in [0, 1]) for normalize: custom",
+        json_schema_extra=ui(
+            "Normalisation mean (per channel)",
+            advanced=True,
+            help="comma-separated, one per channel, e.g. 0.16, 0.16, 0.16",
+            show_if={"data.normalize": "custom"},
+        ),
+    )
+    std: list[float] | None = Field(
+        None,
+        max_length=3,
+        description="Per-channel std (> 0) for normalize: custom",
+        json_schema_extra=ui(
+            "Normalisation std (per channel)",
+            advanced=True,
+            help="comma-separated, one per channel, each > 0, e.g. 0.12, 0.1, 0.1",
+            show_if={"data.normalize": "custom"},
+        ),
     )
     kfold: int | None = Field(
         None,
@@ -132,7 +170,26 @@ class DataConfig(Section):
             raise field_error("fold", f"must be < kfold ({self.kfold})")
         if self.kfold is not None and self.train_on_val:
             raise field_error("train_on_val", "train_on_val and kfold are exclusive")
+        self._check_custom_normalisation()
         return self
+
+    def _check_custom_normalisation(self) -> None:
+        if self.normalize != "custom":
+            for name in ("mean", "std"):
+                if getattr(self, name) is not None:
+                    raise field_error(name, "is used only with data.normalize: custom")
+            return
+        for name in ("mean", "std"):
+            if not getattr(self, name):
+                raise field_error(name, "normalize: custom needs one value per channel")
+        if len(self.mean) != len(self.std):
+            raise field_error("std", f"has {len(self.std)} values but mean has {len(self.mean)}; one per channel each")
+        if self.channels != "auto" and len(self.mean) != self.channels:
+            raise field_error("mean", f"has {len(self.mean)} values but channels is {self.channels}")
+        if any(v <= 0 for v in self.std):
+            raise field_error("std", "every std must be > 0")
+        if any(not -10.0 <= v <= 10.0 for v in self.mean + self.std):
+            raise field_error("mean", "values are pixel statistics in [0, 1]: keep them within [-10, 10]")
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -215,17 +272,37 @@ class ModelConfig(Section):
     )
     small_stem: bool = Field(
         False,
-        description="3x3 stride-1 first conv, no maxpool (for small images)",
-        json_schema_extra=ui("Small-image stem", show_if=NOT_SMALL_CNN),
+        description="timm / torchvision CNNs: a stem_kernel x stem_kernel, stride stem_stride first conv, "
+        "no maxpool (for small images; the custom ResNet always has one)",
+        json_schema_extra=ui("Small-image stem", show_if=LIBRARY_MODEL),
     )
     stride1_stages: int = Field(
         0,
         ge=0,
         le=4,
         description="Also set stride 1 in the first N stride-2 stages",
-        json_schema_extra=ui(
-            "Stride-1 stages", advanced=True, show_if=[c | {"model.small_stem": True} for c in NOT_SMALL_CNN]
-        ),
+        json_schema_extra=ui("Stride-1 stages", advanced=True, show_if=LIBRARY_MODEL | {"model.small_stem": True}),
+    )
+    stem_kernel: int = Field(
+        3,
+        ge=1,
+        le=7,
+        description="Kernel size of the small-image stem's conv (odd: 1, 3, 5 or 7)",
+        json_schema_extra=ui("Stem kernel [px]", advanced=True, show_if=STEM_SHAPE),
+    )
+    stem_stride: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Stride of the small-image stem's conv",
+        json_schema_extra=ui("Stem stride", advanced=True, show_if=STEM_SHAPE),
+    )
+    stem_width: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Custom ResNet: the stem's output channels (None = the first stage's width)",
+        json_schema_extra=ui("Stem width [channels]", advanced=True, show_if=CUSTOM_RESNET),
     )
     # custom resnet family
     widths: list[int] = Field(
@@ -264,8 +341,10 @@ class ModelConfig(Section):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="ShakeDrop max drop probability",
-        json_schema_extra=ui("ShakeDrop (max p)", advanced=True, show_if=CUSTOM_RESNET),
+        description="ShakeDrop max drop probability (custom ResNet; torchvision ResNet family, EfficientNet(V2), ConvNeXt)",
+        json_schema_extra=ui(
+            "ShakeDrop (max p)", advanced=True, show_if=[CUSTOM_RESNET, {"model.source": "torchvision"}]
+        ),
     )
     dropout: float = Field(
         0.0,
@@ -298,7 +377,53 @@ class ModelConfig(Section):
                 "depths",
                 f"has {len(self.depths)} stages but widths has {len(self.widths)}; they must have the same length",
             )
+        self._model_dependent_fields()
         return self
+
+    def _model_dependent_fields(self) -> None:
+        """A field that does nothing for the chosen model is refused, saying where it applies (the
+        architecture-level cases, e.g. ShakeDrop on a torchvision EfficientNet, are refused when the
+        model is built: engine.models.zoo)."""
+        resnet = self.source == "custom" and self.name == "resnet"
+        small_cnn = self.source == "custom" and self.name == "small_cnn"
+        fields = type(self).model_fields
+        changed = {f for f in ("widths", "depths") if getattr(self, f) != fields[f].default_factory()}
+        if self.source == "custom" and self.small_stem:
+            raise field_error(
+                "small_stem",
+                "custom models already have a small-image stem (set stem_kernel / stem_stride / stem_width "
+                "for the custom ResNet); small_stem adapts timm and torchvision CNNs",
+            )
+        if self.stride1_stages and not (self.source != "custom" and self.small_stem):
+            raise field_error("stride1_stages", "applies with small_stem, to timm and torchvision CNNs")
+        if (self.stem_kernel, self.stem_stride) != (3, 1):
+            if self.stem_kernel % 2 == 0:
+                raise field_error("stem_kernel", f"must be odd (1, 3, 5 or 7), got {self.stem_kernel}")
+            if not (resnet or (self.source != "custom" and self.small_stem)):
+                name = "stem_kernel" if self.stem_kernel != 3 else "stem_stride"
+                raise field_error(name, "applies to the custom ResNet's stem, or with small_stem to timm/torchvision")
+        if self.stem_width is not None and not resnet:
+            raise field_error("stem_width", "applies to the custom ResNet (model.name: resnet)")
+        if self.se and not resnet:
+            raise field_error("se", "squeeze-and-excitation blocks are part of the custom ResNet only")
+        if "depths" in changed and not resnet:
+            raise field_error("depths", "applies to the custom ResNet (model.name: resnet)")
+        if "widths" in changed and self.source != "custom":
+            raise field_error("widths", "applies to the custom models (small_cnn uses the first width)")
+        tv_shakedrop = self.source == "torchvision" and self.name.startswith(
+            ("resnet", "resnext", "wide_resnet", "efficientnet", "convnext")
+        )
+        if self.shakedrop > 0 and not (resnet or tv_shakedrop):
+            raise field_error(
+                "shakedrop",
+                "ShakeDrop is available on the custom ResNet and torchvision ResNet / ResNeXt / Wide ResNet, "
+                "EfficientNet / EfficientNetV2 and ConvNeXt (not on timm models)",
+            )
+        if self.drop_path > 0 and small_cnn:
+            raise field_error(
+                "drop_path",
+                "small_cnn has no residual blocks to drop; use the custom ResNet or a timm/torchvision model",
+            )
 
 
 # ---------------------------------------------------------------------------------- augmentation
@@ -510,6 +635,12 @@ class ScheduleConfig(Section):
     onecycle_pct_start: float = Field(
         0.3, gt=0.0, lt=1.0, json_schema_extra=ui("One-cycle: rising share", show_if={"schedule.name": "onecycle"})
     )
+    start_after_freeze: bool = Field(
+        False,
+        description="The schedule (with its warmup) starts when the backbone unfreezes: the head-only epochs "
+        "train at the base LR, and cosine periods, milestones and step sizes count from the first unfrozen epoch",
+        json_schema_extra=ui("Start the schedule after the head-only epochs", advanced=True),
+    )
 
     @field_validator("milestones")
     @classmethod
@@ -537,8 +668,56 @@ class LossConfig(Section):
         None,
         ge=0.0,
         lt=1.0,
-        description="Label smoothing moves linearly to this by the last epoch",
-        json_schema_extra=ui("Smoothing at the last epoch", advanced=True),
+        description="Label smoothing moves from label_smoothing to this, as smoothing_schedule says",
+        json_schema_extra=ui("Smoothing at the end", advanced=True),
+    )
+    smoothing_schedule: Literal["linear", "step", "plateau"] = Field(
+        "linear",
+        description="linear: to smoothing_end by the last epoch; step: at each of smoothing_milestones the distance "
+        "left to smoothing_end is multiplied by smoothing_factor; plateau: the same when smoothing_metric stops "
+        "improving for smoothing_patience epochs (torch's ReduceLROnPlateau rule)",
+        json_schema_extra=ui("Smoothing schedule", advanced=True, show_if={"loss.smoothing_end": {"set": True}}),
+    )
+    smoothing_milestones: list[int] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Epochs after which smoothing takes its next step (as LR milestones count)",
+        json_schema_extra=ui(
+            "Smoothing milestones [epochs]",
+            advanced=True,
+            help="comma-separated, e.g. 30, 60",
+            show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": "step"},
+        ),
+    )
+    smoothing_factor: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the distance to smoothing_end kept at each step (0 = jump to smoothing_end)",
+        json_schema_extra=ui(
+            "Smoothing step factor",
+            advanced=True,
+            step=0.05,
+            show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": ["step", "plateau"]},
+        ),
+    )
+    smoothing_metric: Literal["val_loss", "val_acc"] = Field(
+        "val_loss",
+        json_schema_extra=ui(
+            "Smoothing plateau: watch",
+            advanced=True,
+            show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": "plateau"},
+        ),
+    )
+    smoothing_patience: int = Field(
+        3,
+        ge=0,
+        le=10000,
+        json_schema_extra=ui(
+            "Smoothing plateau: patience [epochs]",
+            advanced=True,
+            show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": "plateau"},
+        ),
     )
     class_weights: Literal["none", "inverse_frequency"] = Field(
         "none", json_schema_extra=ui("Class weights", advanced=True)
@@ -572,6 +751,23 @@ class LossConfig(Section):
             raise ValueError("alpha values must be between 0 and 1000")
         return v
 
+    @field_validator("smoothing_milestones")
+    @classmethod
+    def _smoothing_milestones(cls, v):
+        if any(m < 1 for m in v) or v != sorted(set(v)):
+            raise ValueError("milestones must be positive, increasing and unique")
+        return v
+
+    @model_validator(mode="after")
+    def _smoothing_schedule(self):
+        if self.smoothing_schedule != "linear" and self.smoothing_end is None:
+            raise field_error("smoothing_end", f"a {self.smoothing_schedule} smoothing schedule needs an end value")
+        if self.smoothing_schedule == "step" and not self.smoothing_milestones:
+            raise field_error("smoothing_milestones", "a step smoothing schedule needs at least one milestone")
+        if self.smoothing_milestones and self.smoothing_schedule != "step":
+            raise field_error("smoothing_milestones", "are used only by smoothing_schedule: step")
+        return self
+
 
 # ---------------------------------------------------------------------------------- regularize
 class EMAConfig(Section):
@@ -583,6 +779,24 @@ class EMAConfig(Section):
         True,
         description="Validate and test the EMA weights instead of the raw ones",
         json_schema_extra=ui("Evaluate the EMA weights", show_if={"regularize.ema.enabled": True}),
+    )
+    warmup: bool = Field(
+        True,
+        description="Decay grows with the updates, 1 - (1 + step)^-power, up to decay (timm's EMA warmup): "
+        "an early EMA is an average of the steps so far, not of the random initial weights",
+        json_schema_extra=ui("EMA warmup", advanced=True, show_if={"regularize.ema.enabled": True}),
+    )
+    warmup_power: float = Field(
+        2 / 3,
+        gt=0.0,
+        le=1.0,
+        description="EMA warmup power: 2/3 reaches decay 0.999 after ~31.6k updates, 3/4 after ~10k",
+        json_schema_extra=ui(
+            "EMA warmup power",
+            advanced=True,
+            step=0.05,
+            show_if={"regularize.ema.enabled": True, "regularize.ema.warmup": True},
+        ),
     )
 
 
@@ -665,6 +879,12 @@ class TrainConfig(Section):
         "last",
         json_schema_extra=ui("…from its checkpoint", advanced=True, show_if={"train.init_from_run": {"set": True}}),
     )
+    init_mode: Literal["weights", "continue"] = Field(
+        "weights",
+        description="weights: the parent's weights, a fresh optimizer; continue: also its optimizer state "
+        "(momentum, Adam moments) and LR-plateau state, with this config's lr, batch size and epochs on top",
+        json_schema_extra=ui("…and take over", advanced=True, show_if={"train.init_from_run": {"set": True}}),
+    )
     max_steps_per_epoch: int | None = Field(
         None,
         ge=1,
@@ -688,6 +908,8 @@ class TrainConfig(Section):
 
 # ----------------------------------------------------------------------------------------- eval
 TTA_VARIANTS = ("none", "hflip", "vflip", "rot90", "dihedral8", "random_mean", "random_vote", "multicrop")
+# Single views a user's own TTA set is made of (engine.training.evaluate.SET_VIEWS implements each).
+TTA_SET_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
 
 
 class EvalConfig(Section):
@@ -708,6 +930,34 @@ class EvalConfig(Section):
         json_schema_extra=ui("Random TTA passes", show_if={"eval.tta": ["random_mean", "random_vote"]}),
     )
     test_checkpoint: Literal["best", "last"] = Field("best", json_schema_extra=ui("Test the checkpoint", advanced=True))
+    tta_set: list[Literal[TTA_SET_VIEWS]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        max_length=len(TTA_SET_VIEWS),
+        description="Your own TTA variant: the views you pick, combined into one prediction, evaluated beside "
+        "the variants above under its own name (rot90 here is the one view turned by 90 degrees)",
+        json_schema_extra=ui("Your TTA set: views", help="e.g. identity, hflip, vflip, rot90; empty = none"),
+    )
+    tta_set_name: str = Field(
+        "my_tta",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_+\-]{1,40}$",
+        description="The name your TTA set is stored and shown under",
+        json_schema_extra=ui("Your TTA set: name", show_if={"eval.tta_set": list(TTA_SET_VIEWS)}),
+    )
+    tta_set_combine: Literal["mean", "vote"] = Field(
+        "mean",
+        description="mean of the views' probabilities, or majority vote of their predicted classes",
+        json_schema_extra=ui("Your TTA set: combine by", show_if={"eval.tta_set": list(TTA_SET_VIEWS)}),
+    )
+
+    @model_validator(mode="after")
+    def _tta_set(self):
+        if self.tta_set and self.tta_set_name in TTA_VARIANTS:
+            raise field_error("tta_set_name", f"'{self.tta_set_name}' is a built-in variant: choose another name")
+        if len(set(self.tta_set)) != len(self.tta_set):
+            raise field_error("tta_set", "each view once")
+        return self
 
 
 # ------------------------------------------------------------------------------------ the whole
@@ -734,10 +984,28 @@ class ExperimentConfig(Section):
             raise field_error(
                 "schedule.warmup_epochs", f"{self.schedule.warmup_epochs} must be < train.epochs ({epochs})"
             )
+        if self.loss.smoothing_milestones and self.loss.smoothing_milestones[-1] >= epochs:
+            raise field_error(
+                "loss.smoothing_milestones",
+                f"{self.loss.smoothing_milestones[-1]} must be before the last epoch ({epochs})",
+            )
         if self.optim.switch_to_sgd_epoch is not None and self.optim.switch_to_sgd_epoch >= epochs:
             raise field_error("optim.switch_to_sgd_epoch", f"must be before the last epoch ({epochs})")
         if self.model.freeze.epochs >= epochs and self.model.freeze.epochs > 0:
             raise field_error("model.freeze.epochs", f"must be < train.epochs ({epochs})")
+        if self.schedule.start_after_freeze and not self.model.freeze.epochs:
+            raise field_error("schedule.start_after_freeze", "needs head-only epochs first (model.freeze.epochs > 0)")
+        if self.schedule.start_after_freeze and self.schedule.warmup_epochs >= epochs - self.model.freeze.epochs > 0:
+            raise field_error(
+                "schedule.warmup_epochs",
+                f"must be < the {epochs - self.model.freeze.epochs} epochs after the head-only ones",
+            )
+        if self.train.init_mode == "continue" and self.train.init_from_run is None:
+            raise field_error("train.init_mode", "continue needs train.init_from_run (the run to continue)")
+        if self.train.init_mode == "continue" and self.train.init_checkpoint != "last":
+            raise field_error(
+                "train.init_checkpoint", "continue needs the parent's last checkpoint (best holds the weights only)"
+            )
         if self.model.pretrained and self.model.source == "custom":
             raise field_error("model.pretrained", "custom models have no pretrained weights")
         if self.train.devices > 1 and self.train.batch_size % self.train.devices:
@@ -846,3 +1114,40 @@ def parse_config(data: Any) -> ExperimentConfig:
         raise ConfigError(errors_from_validation(exc)) from None
     except (TypeError, ValueError, RecursionError) as exc:  # e.g. a param value albumentations chokes on
         raise ConfigError([("(root)", str(exc)[:500])]) from None
+
+
+# ------------------------------------------------------------------------------- what a run changed
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> value for every leaf of nested mappings (lists are leaves: a pipeline is one setting)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_leaves(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting of a default-constructed ExperimentConfig, by dotted path (JSON values)."""
+    return _leaves(ExperimentConfig().model_dump(mode="json"))
+
+
+def non_default_settings(config: dict | ExperimentConfig) -> dict[str, Any]:
+    """The settings of `config` that differ from the defaults, by dotted path, in schema order: derived from
+    the model itself, so a new field shows up with no list to keep. Keys the schema lacks count as set."""
+    raw = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else config
+    defaults = default_settings()
+    given = _leaves(json.loads(json.dumps(raw, default=str)))  # tuples as lists, like the dumped defaults
+    changed = {p: v for p, v in given.items() if p not in defaults or defaults[p] != v}
+    order = {p: i for i, p in enumerate(defaults)}
+    return dict(sorted(changed.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def short_setting_name(path: str) -> str:
+    """A dotted path without its section when the rest names one setting only ("focal_gamma", "ema.decay");
+    otherwise the full path ("loss.name", as model.name and optim.name exist too)."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        return path
+    tails = [p.partition(".")[2] for p in default_settings()]
+    return rest if tails.count(rest) == 1 else path

@@ -117,3 +117,7 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(cluster.reason)
     yield cluster
     cluster.stop()
+
+
+# A real run trained on digits with flipped labels, shared by the data-health and explanation tests.
+from tests.health_support import noisy_run  # noqa: E402, F401  (a session fixture: one training for both files)

@@ -45,7 +45,7 @@ def rich_config() -> dict:
         "model": {
             "source": "custom",
             "name": "resnet",
-            "small_stem": True,
+            "stem_width": 24,
             "widths": [16, 32],
             "depths": [1, 2],
             "se": True,
@@ -201,13 +201,13 @@ def test_a_number_out_of_range_is_reported_and_kept_as_typed():
         ({}, {"model.dropout"}, {"model.small_stem", "model.widths", "model.shakedrop", "data.fold"}),
         (
             {"model": {"name": "resnet"}},
-            {"model.small_stem", "model.widths", "model.depths", "model.se", "model.shakedrop", "model.drop_path"},
-            {"model.stride1_stages", "model.pretrained"},
+            {"model.stem_kernel", "model.stem_width", "model.widths", "model.depths", "model.se", "model.shakedrop"},
+            {"model.small_stem", "model.stride1_stages", "model.pretrained"},
         ),
         (
             {"model": {"source": "timm", "name": "resnet18", "small_stem": True, "pretrained": True}},
-            {"model.stride1_stages", "model.pretrained", "model.weights_path"},
-            {"model.widths", "model.se"},
+            {"model.stride1_stages", "model.pretrained", "model.weights_path", "model.stem_stride"},
+            {"model.widths", "model.se", "model.shakedrop", "model.stem_width"},
         ),
         (
             {"augment": {"mixup": {"mixup_alpha": 0.2}}, "data": {"kfold": 5}},

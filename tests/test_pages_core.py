@@ -374,6 +374,10 @@ def test_run_detail_shows_a_completed_run(in_lab):
         "Test errors & gallery",
         "Per class",
         "TTA",
+        "Data health",
+        "Explain",
+        "Calibration",
+        "Export",
         "Checkpoints",
         "Log",
         "Config",
@@ -390,7 +394,9 @@ def test_run_detail_shows_a_completed_run(in_lab):
     at.selectbox(key=f"detail_pred_{run_id}").set_value(p)
     at.run()
     expected = int(np.sum((np.array(preds["target"]) == t) & (np.array(preds["pred"]) == p)))
-    gallery, top_loss = at.image[0], at.image[1]
+    shown = [el for el in at.image if el.proto.imgs]  # the Confusion by epoch tab has validation galleries too
+    gallery = next(el for el in shown if el.proto.imgs[0].caption.startswith("✓ true 3 → 3"))
+    top_loss = next(el for el in shown if ", loss " in el.proto.imgs[0].caption)
     assert len(gallery.proto.imgs) == min(expected, 48) > 0
     assert all(img.caption.startswith("✓ true 3 → 3") for img in gallery.proto.imgs)
     assert len(top_loss.proto.imgs) == 24
@@ -417,8 +423,14 @@ def test_run_detail_evaluates_a_checkpoint_on_test(in_lab):
     assert any("test accuracy of epoch_0001" in s.replace("\\", "") for s in texts(at.success)), texts(at.error)
     evals = [e for e in queries.evaluations(url, run_id) if e["split"] == "test"]
     assert [e["checkpoint"] for e in evals][-1] == "epoch_0001" and evals[-1]["epoch"] == 1
-    labels = at.selectbox(key=f"detail_eval_{run_id}").options
-    assert len(labels) == 2 and "epoch_0001 checkpoint, epoch 1" in labels[-1]
+    # the test-side views can now show it, and it is kept: evaluating it again is off
+    picker = at.selectbox(key=f"detail_test_ckpt_{run_id}")
+    assert picker.value == "best"
+    assert f"epoch_0001 (epoch 1) — test accuracy {evals[-1]['accuracy']:.2%}" in picker.options
+    picker.set_value("epoch_0001").run()
+    assert any("epoch_0001 checkpoint, epoch 1" in c.value for c in at.caption)  # Per class shows that evaluation
+    assert at.selectbox(key=f"detail_ckpt_{run_id}").value == "epoch_0001"
+    assert button(at, "🧪 Evaluate on test").disabled
 
 
 def test_run_detail_shows_a_failed_run_and_picks_the_newest_by_default(in_lab):

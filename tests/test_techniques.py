@@ -113,7 +113,9 @@ def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(tmp_path):
 
 # ------------------------------------------------------------------------------ EMA
 def test_the_ema_model_is_what_gets_validated_checkpointed_and_tested(tmp_path):
-    raw = small(**{"regularize.ema": {"enabled": True, "decay": 0.8}, "train.epochs": 1, "optim.lr": 0.01})
+    # the constant-decay rule (warmup off; the warmup's own rule: test_recipes_b.py)
+    ema = {"enabled": True, "decay": 0.8, "warmup": False}
+    raw = small(**{"regularize.ema": ema, "train.epochs": 1, "optim.lr": 0.01})
     init = _initial_state(raw)
     rec, run_dir = run(tmp_path, "ema", raw, init_state=init)
     last = ckpt.load(run_dir / "last.pt")
@@ -138,7 +140,7 @@ def test_the_ema_model_is_what_gets_validated_checkpointed_and_tested(tmp_path):
     for k, v in _params(one["model"], cfg.model).items():
         assert torch.allclose(one["ema"][k], 0.8 * init["model"][k] + 0.2 * v, atol=1e-6), k
 
-    raw_eval = {**raw, "regularize": {"ema": {"enabled": True, "decay": 0.8, "evaluate_ema": False}}}
+    raw_eval = {**raw, "regularize": {"ema": {**ema, "evaluate_ema": False}}}
     rec2, dir2 = run(tmp_path, "raw", raw_eval, init_state=init)
     assert rec2.epochs[1]["val_loss"] == pytest.approx(val_loss(ckpt.load(dir2 / "last.pt")["model"]), abs=1e-6)
 
@@ -634,14 +636,17 @@ def test_epoch_checkpoints_hold_the_evaluated_weights_unless_the_full_state_is_a
     _, full = run(tmp_path, "full", small(**ema, **{"train.epoch_checkpoint": "full"}))
     assert set(ckpt.load(full / "epoch_0001.pt")) == set(last)
 
-    # a weights-only snapshot is no resume point: with last.pt unreadable the run starts over
+    # a weights-only snapshot is no resume point: with last.pt unreadable the resume is refused in one line
+    # (retraining from epoch 1 would replace the finished epochs), while a full snapshot resumes
     for d in (light, full):
         data = (d / "last.pt").read_bytes()
         (d / "last.pt").write_bytes(data[: len(data) // 2])
-    resumed = Recorder()
-    assert train(parse_config(small(**ema)), DIGITS, light, resumed, resume=True).status == "completed"
-    assert any("no readable checkpoint" in m for m in resumed.logs) and sorted(resumed.epochs) == [1, 2]
-    assert resumed.epochs == rec.epochs  # and redoes it exactly
+    refused = Recorder()
+    assert train(parse_config(small(**ema)), DIGITS, light, refused, resume=True).status == "failed"
+    assert refused.status[-1][0] == "failed" and refused.epochs == {}
+    assert refused.status[-1][1]["error"].startswith(f"cannot resume: no checkpoint in {light} holds a state")
+    assert "last.pt unreadable" in refused.status[-1][1]["error"]
+    assert "epoch_0002.pt weights only" in refused.status[-1][1]["error"]
     resumed_full = Recorder()
     raw_full = small(**ema, **{"train.epoch_checkpoint": "full"})
     assert train(parse_config(raw_full), DIGITS, full, resumed_full, resume=True).status == "completed"

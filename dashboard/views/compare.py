@@ -8,9 +8,10 @@ Layout only: reads are dashboard.reads (cached db.queries), figures and tables a
 import streamlit as st
 
 from dashboard import plots_compare as pc
-from dashboard import reads, significance
+from dashboard import plots_diagnosis, reads, significance
 from dashboard.state import db_url_for_session
 from dashboard.text import plain
+from dashboard.views import image_history
 from db.models import ACTIVE
 
 url = db_url_for_session()
@@ -38,6 +39,7 @@ selected = col_pick.multiselect(
     format_func=labels_all.get,
     key="compare_select",
     max_selections=pc.MAX_RUNS,
+    wrap=True,  # in a column the chips would stay on one scrolling row, the later ones cut off
 )
 if col_refresh.button("Refresh", help="Read the latest rows (live runs keep writing)"):
     st.cache_data.clear()
@@ -63,8 +65,17 @@ if len(datasets) > 1:
 
 # Lazy tabs: switching tab reruns the page and only the open one is computed, so the page paints
 # quickly even with many runs and a live one training beside it.
-tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta, tab_sig = st.tabs(
-    ["Curves", "Best / final", "Config diff", "Confusion matrices", "Per class", "TTA", "Is B better?"],
+tab_curves, tab_table, tab_diff, tab_confusion, tab_class, tab_tta, tab_sig, tab_ab = st.tabs(
+    [
+        "Curves",
+        "Best / final",
+        "Config diff",
+        "Confusion matrices",
+        "Per class",
+        "TTA",
+        "Is B better?",
+        "A vs B images",
+    ],
     key="compare_tab",
     on_change="rerun",
 )
@@ -87,6 +98,11 @@ def _curves_tab(ids, labels, class_names):
         st.plotly_chart(pc.curves_figure(history, metric, labels, splits, weight, log_y), key="compare_curves")
         st.caption(
             "Solid = train, dashed = val. Hover a point for its value" + (" (raw and smoothed)." if smooth else ".")
+        )
+        readings = plots_diagnosis.compare_readings(history, labels, f"val_{metric}")  # what each run's curves say
+        st.markdown(
+            "\n".join(f"- **{plain(labels[i])}**: {plots_diagnosis.reading_line(r)}" for i, r in readings.items()),
+            help="★ best epoch, ✕ overfitting onset (engine.diagnose's rules on each run's train and val loss)",
         )
 
 
@@ -172,6 +188,9 @@ with tab_confusion:
 
 
 # ------------------------------------------------------------------------------------- per class
+BEST_CELL = "font-weight: bold; background-color: rgba(44, 160, 44, 0.18)"
+
+
 @st.fragment  # its widgets rerun only this part, not the whole page
 def _per_class_tab(ids, labels, class_names):
     evals = reads.final_evaluations(url, ids, "test")
@@ -180,7 +199,17 @@ def _per_class_tab(ids, labels, class_names):
     else:
         label = st.radio("Per-class metric", list(pc.PER_CLASS_METRICS), horizontal=True, key="compare_pc_metric")
         per_class = {labels[i]: evals[i]["per_class"] for i in labels if i in evals}
-        st.plotly_chart(pc.per_class_figure(per_class, class_names, pc.PER_CLASS_METRICS[label]), key="compare_pc")
+        metric = pc.PER_CLASS_METRICS[label]
+        st.plotly_chart(pc.per_class_figure(per_class, class_names, metric), key="compare_pc")
+        table, is_best = pc.per_class_table(per_class, class_names, metric)
+        if not table.empty:
+            st.caption(f"Per class, {label}: each class's best run is highlighted and named in the *best* column.")
+            st.dataframe(
+                table.style.format({c: "{:.3f}" for c in is_best.columns}, na_rep="–").apply(
+                    lambda col: [BEST_CELL if b else "" for b in is_best[col.name]], subset=list(is_best.columns)
+                ),
+                key="compare_pc_table",
+            )
 
 
 with tab_class:
@@ -206,3 +235,8 @@ with tab_tta:
 with tab_sig:
     if tab_sig.open:  # only the tab on screen is computed
         st.fragment(significance.compare_tab)(url, runs, labels, reads.latest_metrics(url, ids))
+
+# ------------------------------------------------------------------------------------- A vs B images
+with tab_ab:
+    if tab_ab.open:  # only the tab on screen is computed
+        st.fragment(image_history.ab_tab)(url, runs, labels)

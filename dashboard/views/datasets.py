@@ -5,20 +5,24 @@ refuses anything the engine could not train on; a refusal is shown with st.error
 Layout only here.
 """
 
+import json
+
 import streamlit as st
 
 from control import dataset_registry as registry
-from dashboard import plots, reads
+from dashboard import forms, plots, reads
 from dashboard import plots_compare as pc
 from dashboard.state import db_url_for_session
 from dashboard.text import plain
+from dashboard.views import health_panel
 from engine.data import DATASET_KINDS, TORCHVISION_SETS, DatasetError
 
 url = db_url_for_session()
 
 KIND_HELP = {
-    "imagefolder": "A folder with one sub-folder of images per class (or train/ and test/ folders holding those).",
-    "csv": "A CSV with a path and a label column (optional split column: train/test) and the images it names.",
+    "imagefolder": "A folder with one sub-folder of images per class (or train/, optional val/ (valid/, validation/) "
+    "and test/ folders holding those).",
+    "csv": "A CSV with a path and a label column (optional split column: train/val/test) and the images it names.",
     "idx": "A folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] (t10k-* optional), MNIST-style.",
     "npz": "A .npz with x_train/y_train (and x_test/y_test), or images/labels; optional class_names.",
     "hdf5": "An .h5 file with an images dataset and a labels dataset (Galaxy10 DECaLS: images / ans).",
@@ -42,6 +46,23 @@ with tab_list:
         st.info("No datasets registered yet: add one under **Register a dataset**.")
     else:
         st.dataframe(pc.datasets_table(rows), hide_index=True, key="datasets_table", placeholder="–")
+        missing = [d["name"] for d in rows if d["summary"] is None]
+        if missing and st.button(
+            f"Compute statistics of {', '.join(missing)}",
+            key="datasets_compute_missing",
+            help="Load each once and store its class counts, image size and mean/std (also done when you pick it)",
+        ):
+            failed = False
+            with st.spinner("Summarising…"):
+                for missing_name in missing:
+                    try:
+                        registry.refresh_summary(url, missing_name)
+                    except DatasetError as exc:
+                        failed = True
+                        st.error(plain(f"{missing_name} cannot be loaded: {exc}"))
+            reads.datasets.clear()
+            if not failed:
+                st.rerun()
         names = [d["name"] for d in rows]
         if st.session_state.get("datasets_pick") not in names:
             st.session_state["datasets_pick"] = names[0]
@@ -57,11 +78,14 @@ with tab_list:
                 except DatasetError as exc:
                     st.error(plain(f"{name} cannot be loaded: {exc}"))
         if summary:
-            m = st.columns(4)
+            m = st.columns(5)
             m[0].metric("Classes", summary["num_classes"])
             m[1].metric("Train images", f"{summary['train_count']:,}")
-            m[2].metric("Test images", f"{summary['test_count']:,}" if summary["test_count"] else "held out")
-            m[3].metric("Image (H×W×C)", "×".join(str(x) for x in summary["image_shape"]))
+            m[2].metric("Validation images", f"{summary['val_count']:,}" if summary.get("val_count") else "held out")
+            m[3].metric("Test images", f"{summary['test_count']:,}" if summary["test_count"] else "held out")
+            m[4].metric("Image (H×W×C)", "×".join(str(x) for x in summary["image_shape"]))
+            for note in summary.get("notes") or []:
+                st.caption(plain(note))
             sizes = summary.get("image_sizes") or {}
             st.markdown(
                 f"**Mean** {', '.join(f'{v:.4f}' for v in summary['mean'])} · **std** "
@@ -77,8 +101,9 @@ with tab_list:
             st.plotly_chart(pc.class_counts_figure(summary), key="datasets_counts")
 
             st.subheader("Samples per class")
-            c1, c2 = st.columns([1, 3])
+            c1, c2, c3 = st.columns([1, 3, 1.2], vertical_alignment="bottom")
             per_class = c1.slider("Per class", 1, 16, 8, key="datasets_per_class")
+            stretch = plots.stretch_toggle(c3, key="datasets_stretch")
             class_names = [str(c) for c in summary["class_names"]]
             shown = c2.multiselect("Classes", class_names, default=class_names[:10], key=f"datasets_classes_{name}")
             try:
@@ -89,10 +114,22 @@ with tab_list:
             for _, cname, images in grid:
                 if cname in shown and len(images):
                     st.image(
-                        [plots.display_image(im, 64) for im in images],
+                        [plots.display_image(im, 64, stretch=stretch) for im in images],
                         caption=[cname] + [""] * (len(images) - 1),
                         width=64,
                     )
+
+            st.subheader("Data health")  # dashboard.views.health_panel: imbalance and the loss it suggests, leaks
+            if summary.get("class_counts"):
+                st.markdown("**Class balance** of the training split")
+                health_panel.imbalance_section(
+                    summary["class_counts"],
+                    class_names,
+                    forms.merge(forms.default_config(), {"data": {"dataset": name}}),
+                    f"datasets_health_{name}",
+                )
+            st.markdown("**Near-duplicates between train and test** (the split a run with default data settings gets)")
+            health_panel.duplicates_section(url, json.dumps({"dataset": name}), f"datasets_health_{name}")
 
 # ------------------------------------------------------------------------------------- register
 with tab_register:
@@ -135,8 +172,9 @@ with tab_register:
         else:
             reads.clear_dataset_caches()  # a replaced dataset must be re-read
             st.session_state["_datasets_flash"] = (
-                f"Registered **{plain(name.strip())}**: {summary['num_classes']} classes, {summary['train_count']:,} "
-                f"train / {summary['test_count']:,} test images of {'×'.join(map(str, summary['image_shape']))}."
+                f"Registered **{plain(name.strip())}**: {summary['num_classes']} classes, "
+                f"{registry.counts_line(summary)} of {'×'.join(map(str, summary['image_shape']))}."
+                + "".join(f" {plain(n)}." for n in summary.get("notes") or [])
             )
             st.session_state["_datasets_pick_next"] = name.strip()
             st.rerun()  # so the list above shows it

@@ -3,12 +3,13 @@
 Layout only. The fields come from the config schema (dashboard.forms.field_specs), values go
 config <-> widgets through dashboard.forms, checks are control.preflight.validate_all, and Launch is
 control.launcher.launch_run. Prefill: ?clone=<run id> (or st.session_state["clone_from"]), a preset,
-or an uploaded YAML. The config being edited is kept in st.session_state["builder_config"].
+an uploaded YAML, or the Augmentations page's "Use this pipeline" (st.session_state[forms.PIPELINE_FOR_BUILDER]:
+its augment section replaces the form's). The config being edited is kept in st.session_state["builder_config"].
 """
 
 import streamlit as st
 
-from dashboard import drafts, forms, plots, reads
+from dashboard import aug_params, drafts, forms, lr_find_panel, plots, reads
 from dashboard.state import db_url_for_session
 from db import queries
 
@@ -102,8 +103,9 @@ def _check(url, launch: bool):
     ss["builder_config"] = config
     ss.pop("builder_valid_config", None)
     if form_errors or not launch:  # a value the form refused never launches; list it with the rest
-        _, errors = validate_all(config, url)
-        ss["builder_errors"] = errors
+        notes: list = []
+        _, errors = validate_all(config, url, notes)
+        ss["builder_errors"], ss["builder_check_notes"] = errors, notes
         if not form_errors and not errors:
             ss["builder_valid_config"] = config
         _show_first_error(form_errors + errors)
@@ -123,6 +125,7 @@ def _check(url, launch: bool):
         return
     ss["builder_errors"] = []
     ss["builder_launched"] = run_id
+    lr_find_panel.on_launch(url, run_id, config)  # its LR came from the LR range test: say so on the run
 
 
 def _restore_draft(saved: dict) -> None:
@@ -147,6 +150,11 @@ def _reset():
 
 
 # ------------------------------------------------------------------------------- prefill
+if (sent := ss.pop("builder_send", None)) is not None:  # another page's "use this config" (e.g. a suggested loss)
+    _forget_clone()
+    _load(sent["config"], sent.get("notice"))
+    if sent.get("parent"):
+        ss["builder_parent"] = int(sent["parent"])
 clone = st.query_params.get("clone") or ss.pop("clone_from", None)
 if forms.KEY_PREFIX + "name" not in ss and (saved := drafts.load(url, st.query_params.get("draft"))):
     _restore_draft(saved)  # a reload: the half-built run comes back, edits and all
@@ -163,6 +171,12 @@ if clone is not None and str(ss.get("builder_clone_applied")) != str(clone):
         ss["builder_tags"] = ", ".join(source_run["tags"] or [])
         ss["builder_notes"] = source_run["notes"] or ""
         ss["builder_cloned_meta"] = (ss["builder_tags"], ss["builder_notes"])
+if (pipeline := ss.pop(forms.PIPELINE_FOR_BUILDER, None)) is not None:  # "Use this pipeline" (Augmentations)
+    _load(
+        forms.with_pipeline(ss.get("builder_config") or forms.default_config(), pipeline),
+        "Using the augmentation pipeline from the Augmentations page; the rest of the form is as it was.",
+    )
+    ss["builder_section"] = "augment"
 if forms.KEY_PREFIX + "name" not in ss:
     _load(ss.get("builder_config") or forms.default_config())
 for key, value in forms.config_to_state(ss.get("builder_config") or {}).items():
@@ -237,6 +251,73 @@ def _grid(specs, field_errors, ncols=3):
             _field(spec, field_errors)
 
 
+def _image_side() -> int | None:
+    """The side of the images the pipeline will see: data.image_size, else the registered dataset's."""
+    size = forms.get_path(config, "data.image_size")
+    if size:
+        return int(size)
+    dataset = forms.get_path(config, "data.dataset")
+    row = queries.get_dataset(url, dataset)
+    side = forms.dataset_shape(row["summary"] if row else None)[0]
+    if side is None:  # a built-in without a stored summary: the preview loads its arrays anyway (cached)
+        try:
+            side = int(reads.dataset_arrays(url, dataset).train_x.shape[1])
+        except Exception:  # no size known: the transforms' own defaults
+            side = None
+    return side
+
+
+def _add_step():
+    from engine.augment import BUILDER_DEFAULTS
+
+    defaults = aug_params.fitted_defaults(BUILDER_DEFAULTS, _image_side())  # no 4 px shift of an 8 px digit
+    forms.add_step(ss, ss["builder_add_transform"], defaults)
+
+
+def _param_step(spec, kind: str) -> float:
+    if kind in ("int", "int_pair"):
+        return 1
+    if spec is not None and spec.max is not None and spec.max <= 1:
+        return 0.05
+    values = spec.default if spec is not None and isinstance(spec.default, (list, tuple)) else [spec and spec.default]
+    big = any(isinstance(v, (int, float)) and abs(v) >= 5 for v in values)
+    return 1.0 if big else 0.05
+
+
+def _param_widget(uid: str, name: str, kind: str, spec) -> None:
+    """One parameter's typed widget. Numbers carry no min/max on purpose (as the fields): a browser would
+    keep the last in-range value; forms.typed_params reports the range on the step instead."""
+    common = dict(help=spec.help_text(kind) if spec is not None else None, persist_state="session")
+    empty = "default" if spec is None or spec.default is not aug_params.EMPTY else "training size"
+    if kind in aug_params.NUMBER_KINDS + aug_params.PAIR_KINDS:
+        cast = int if kind.startswith("int") else float
+        number = dict(
+            value=None,  # clearable (empty = the default); the value itself comes from the session state
+            step=cast(_param_step(spec, kind)),
+            format="%d" if cast is int else "%g",
+            placeholder=empty,
+        )
+        if kind in aug_params.PAIR_KINDS:
+            lo, hi = st.columns(2)
+            lo.number_input(f"{name} (low)", key=aug_params.key(uid, name, 0), **number, **common)
+            hi.number_input(f"{name} (high)", key=aug_params.key(uid, name, 1), **number, **common)
+        else:
+            st.number_input(name, key=aug_params.key(uid, name), **number, **common)
+    elif kind == "bool":
+        st.checkbox(name, key=aug_params.key(uid, name), **common)
+    elif kind == "choice":
+        st.selectbox(name, spec.options, key=aug_params.key(uid, name), format_func=spec.choice_label, **common)
+    else:
+        st.text_input(f"{name} (JSON)", key=aug_params.key(uid, name), placeholder=empty, **common)
+
+
+def _param_grid(uid: str, names: list[str], fields: dict, specs: dict, ncols: int = 4) -> None:
+    cols = st.columns(ncols)
+    for j, name in enumerate(names):
+        with cols[j % ncols]:
+            _param_widget(uid, name, fields[name], specs.get(name))
+
+
 def _steps_editor(field_errors):
     rows = ss.get(forms.STEPS_KEY, [])
     st.markdown("**Training augmentation pipeline** — applied in this order to every training image")
@@ -244,7 +325,7 @@ def _steps_editor(field_errors):
         st.caption("No augmentation: the model sees the training images as they are.")
     for i, row in enumerate(rows):
         uid = row["uid"]
-        c = st.columns([0.3, 2.0, 1.0, 4.2, 0.6, 0.6, 0.6], vertical_alignment="bottom")
+        c = st.columns([0.3, 3.0, 1.2, 0.5, 0.5, 0.5], vertical_alignment="bottom")
         c[0].markdown(f"**{i + 1}.**")
         c[1].markdown(f"`{row['name']}`")
         c[2].number_input(
@@ -254,16 +335,8 @@ def _steps_editor(field_errors):
             key=f"aug:{uid}:p",
             help="Probability of applying this step to an image",
             persist_state="session",
-            label_visibility="visible" if i == 0 else "collapsed",
         )
-        c[3].text_input(
-            "params (JSON or YAML mapping)",
-            key=f"aug:{uid}:params",
-            persist_state="session",
-            label_visibility="visible" if i == 0 else "collapsed",
-            help='Keyword arguments of the albumentations transform, e.g. {"limit": 15}',
-        )
-        c[4].button(
+        c[3].button(
             "↑",
             key=f"aug:{uid}:up",
             on_click=forms.move_step,
@@ -272,7 +345,7 @@ def _steps_editor(field_errors):
             help="Move up",
             width="stretch",
         )
-        c[5].button(
+        c[4].button(
             "↓",
             key=f"aug:{uid}:down",
             on_click=forms.move_step,
@@ -281,27 +354,89 @@ def _steps_editor(field_errors):
             help="Move down",
             width="stretch",
         )
-        c[6].button(
+        c[5].button(
             "✕", key=f"aug:{uid}:remove", on_click=forms.remove_step, args=(ss, i), help="Remove", width="stretch"
         )
-        for msg in field_errors.get(f"augment.train.{i}", []):
+        # Typed widgets from the transform's schema: the params it was given first, the rest folded away.
+        fields, specs = row.get("fields") or {}, aug_params.specs_by_name(row["name"])
+        given = [n for n in fields if n in row.get("keys", ())]
+        more = [n for n in fields if n not in given]
+        if given:
+            _param_grid(uid, given, fields, specs)
+        errors = field_errors.get(f"augment.train.{i}", [])
+        extra = (ss.get(f"aug:{uid}:params") or "").strip() not in ("", "{}")
+        title = f"More parameters of {row['name']} ({len(more)})" if more else "Other parameters (JSON)"
+        with st.expander(title, expanded=extra or (bool(errors) and bool(more))):
+            if more:
+                _param_grid(uid, more, fields, specs)
+            st.text_input(
+                "other params (JSON or YAML mapping)",
+                key=f"aug:{uid}:params",
+                persist_state="session",
+                help='Keyword arguments no widget above edits, e.g. {"fill": [0, 0, 0]}; '
+                "a param given here wins over its widget",
+            )
+        try:
+            overridden = sorted(set(forms.parse_params(ss.get(f"aug:{uid}:params"))) & set(fields))
+        except ValueError:  # reported with the step's errors
+            overridden = []
+        if overridden:
+            st.caption(f"Set in the JSON box, which wins over the widget: {', '.join(overridden)}")
+        for msg in errors:
             st.error(msg, icon="⚠️")
     for msg in field_errors.get("augment.train", []):
         st.error(msg, icon="⚠️")
-    from engine.augment import BUILDER_DEFAULTS
 
     c = st.columns([4, 1], vertical_alignment="bottom")
     c[0].selectbox(
         "Add a transform",
         reads.transforms(),
         key="builder_add_transform",
-        help="Common transforms first (with sensible params), then every albumentations transform",
+        help="Common transforms first (with sensible params, fitted to the image size), then every "
+        "albumentations transform",
     )
-    c[1].button(
-        "➕ Add step",
-        on_click=lambda: forms.add_step(ss, ss["builder_add_transform"], BUILDER_DEFAULTS),
-        width="stretch",
-    )
+    c[1].button("➕ Add step", on_click=_add_step, width="stretch")
+    steps_ok = not any(f.startswith("augment.train") for f, _ in form_errors)
+    data_section = {k: forms.get_path(config, f"data.{k}") for k in ("image_size", "channels")}
+    _pipeline_preview(forms.get_path(config, "data.dataset"), config["augment"]["train"], data_section, steps_ok)
+
+
+def _reroll_preview():
+    ss["builder_preview_seed"] = int(ss.get("builder_preview_seed", 0)) + 1
+
+
+@st.fragment
+def _pipeline_preview(dataset: str, steps: list, data_section: dict, steps_ok: bool):
+    """Real training images of the chosen dataset through the pipeline being edited (the engine's own code,
+    cached by dataset and pipeline). A fragment: re-rolling or toggling here reruns only this part."""
+    import json
+
+    st.markdown("**Preview** — real training images through this pipeline, as the engine augments them")
+    ss.setdefault("builder_preview_on", True)
+    c = st.columns([1.2, 1.6, 1, 2.2], vertical_alignment="center")
+    show = c[0].toggle("Show preview", key="builder_preview_on", persist_state="session")
+    stretch = plots.stretch_toggle(c[1], key="builder_preview_stretch")
+    c[2].button("🎲 Re-roll", key="builder_preview_reroll", on_click=_reroll_preview, disabled=not show)
+    if not show:
+        return
+    if not steps_ok:
+        st.caption("The preview appears when the steps' parameters are valid.")
+        return
+    seed = int(ss.get("builder_preview_seed", 0))
+    try:
+        images, grid, names = reads.augment_preview(
+            url, dataset, json.dumps(steps, sort_keys=True), json.dumps(data_section, sort_keys=True), 4, 4, seed
+        )
+    except Exception as exc:  # a dataset that cannot load or a step albumentations refuses: say so, go on
+        st.caption(f"No preview: {str(exc)[:300]}")
+        return
+    for j in range(len(images)):
+        st.image(
+            [plots.display_image(images[j], 64, stretch=stretch)]
+            + [plots.display_image(grid[r, j], 64, stretch=stretch) for r in range(len(grid))],
+            caption=[f"original · {names[j]}"] + [f"#{r + 1}" for r in range(len(grid))],
+            width=64,
+        )
 
 
 def _section(section: str):
@@ -338,6 +473,8 @@ def _section(section: str):
             _grid(advanced, field_errors)
     if section == "schedule":
         _lr_preview()
+    if section == "optim":  # LR range test on this config; "use this LR" fills optim.lr
+        lr_find_panel.render(url, config, form_ok=not form_errors)
 
 
 def _lr_preview():
@@ -430,6 +567,8 @@ elif ss.get("builder_valid_config") == config:
     st.success(
         "The config is valid and its checks passed (dataset, model, augmentation on a real image). Ready to launch."
     )
+    for field, note in ss.get("builder_check_notes") or []:  # e.g. the dataset's own validation split wins
+        st.info(f"{field}: {note}")
 
 yaml_text = None if form_errors else forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])

@@ -13,10 +13,12 @@ import os
 import numpy as np
 import streamlit as st
 
-from control import launcher
-from dashboard import actions, forms, plots, reads
+from control import explain_jobs, launcher
+from dashboard import actions, forms, live_text, plots, plots_diagnosis, reads
+from dashboard.confusion_picker import confusion_picker
 from dashboard.state import db_url_for_session
-from dashboard.text import plain
+from dashboard.text import init_from_text, plain
+from dashboard.views import checkpoint_view, explain_panel, health_panel, image_history, run_diagnosis
 from db import queries
 from db.models import ACTIVE, RESUMABLE, RunStatus
 from engine.config import TTA_VARIANTS
@@ -66,6 +68,7 @@ st.markdown(
     + (f" · tags: {plain(', '.join(row['tags']))}" if row["tags"] else "")
 )
 st.caption(plain(forms.config_summary(cfg)) + (f"  \n📝 {plain(row['notes'])}" if row["notes"] else ""))
+run_diagnosis.lr_find_note(url, run_id)  # its LR came from the builder's LR range test
 if row["error"]:
     st.error(f"**{status}**: {plain(row['error'])}")
     if row.get("traceback"):
@@ -135,6 +138,7 @@ with st.expander("Where and how it runs"):
         "ended (UTC)": row["ended_at"],
         "last heartbeat (UTC)": row["heartbeat_at"],
         "parent run": f"#{row['parent_run_id']}" if row["parent_run_id"] else None,
+        "initialised from": init_from_text(reads.run_facts(url, run_id, row["status"]).get("init_from")),
     }
     st.table({k: "" if v is None else str(v) for k, v in info.items()})
 
@@ -155,6 +159,10 @@ def live_progress():
         text=f"{plots.status_label(status)} — {done} of {planned} epochs done"
         + (" (waiting for a free slot)" if status == RunStatus.QUEUED else ""),
     )
+    # inside the epoch or the final evaluation: the engine's heartbeat carries its phase, step, images/s, ETA
+    phase_text = live_text.progress_text(progress.get("progress"), done, planned) if status == "running" else None
+    if phase_text:
+        st.progress(live_text.share(progress["progress"]) or 0.0, text=f"Now: {phase_text}")
     with st.expander("Log (last 30 lines, live)"):
         st.code(actions.log_tail(row["log_path"], 30) or "(no log yet)", language="text")
 
@@ -188,7 +196,10 @@ if not wide.empty and len(wide.columns) > 1:
         delta_color="inverse",
     )
     m[4].metric("Throughput", f"{last['train_images_per_sec']:,.0f} img/s" if "train_images_per_sec" in wide else "–")
-curves = plots.learning_curves(history)
+best_by = (cfg.get("eval") or {}).get("best_metric", "val_acc")
+curves = plots.learning_curves(history, best_metric=best_by)  # best epoch and overfitting onset marked
+if curves is not None:  # the curves' one-line reading (engine.diagnose), beside the figure
+    st.markdown(plots_diagnosis.reading_line(plots_diagnosis.curve_reading(wide, best_by)))
 if curves is None:
     st.info("Waiting for the first epoch to finish…" if active else "This run recorded no epochs.")
 elif not active:
@@ -210,8 +221,21 @@ else:  # while it runs: the latest validation confusion matrix beside the curves
         )
 
 # ------------------------------------------------------------------------------- analysis tabs
-t_cm, t_err, t_cls, t_tta, t_ckpt, t_log, t_cfg = st.tabs(
-    ["Confusion by epoch", "Test errors & gallery", "Per class", "TTA", "Checkpoints", "Log", "Config"],
+picked = checkpoint_view.picker(url, run_id, row)  # the checkpoint every test-side tab shows (best by default)
+t_cm, t_err, t_cls, t_tta, t_health, t_explain, t_cal, t_export, t_ckpt, t_log, t_cfg = st.tabs(
+    [
+        "Confusion by epoch",
+        "Test errors & gallery",
+        "Per class",
+        "TTA",
+        "Data health",
+        "Explain",
+        "Calibration",
+        "Export",
+        "Checkpoints",
+        "Log",
+        "Config",
+    ],
     key="detail_tabs",
 )
 
@@ -240,12 +264,13 @@ with t_cm:
             c[0].caption(f"Epoch {epoch} (the only one so far)")
         norm = c[1].toggle("Normalise rows", key="detail_cm_norm", help="Each row sums to 100 %: recall per true class")
         names = reads.class_names(url, data_json, len(mats[epoch]))
-        st.plotly_chart(plots.confusion_figure(mats[epoch], names, normalise=norm, clickable=False), key="detail_cm")
+        image_history.val_confusion(url, run_id, data_json, epoch, mats, names, norm, row)  # a cell opens its images
         worst = plots.top_confusions(mats[epoch], names)
         if worst:
             st.caption(
                 "Most frequent mistakes: " + plain("; ".join(f"{names[t]} → {names[p]} ({n})" for t, p, n in worst))
             )
+        image_history.history_panel(url, run_id, data_json, mats, names, row)
 
 evaluations = reads.evaluations(url, run_id, status)
 tests = [e for e in evaluations if e["split"] == "test"]
@@ -256,55 +281,23 @@ def _eval_label(e):
 
 
 with t_err:
-    if not tests:
-        st.info("Test predictions appear when the run completes, or evaluate a checkpoint in the Checkpoints tab.")
+    if picked is None:
+        st.info(checkpoint_view.NOT_EVALUATED)
     else:
-        which = (
-            st.selectbox(
-                "Evaluation",
-                range(len(tests)),
-                index=len(tests) - 1,
-                key=f"detail_eval_{run_id}",
-                format_func=lambda i: _eval_label(tests[i]),
-            )
-            if len(tests) > 1
-            else 0
-        )
-        ev = tests[which]
+        ev = picked
         preds = ev.get("predictions") or {}
         n = len(ev["confusion"])
         names = reads.class_names(url, data_json, n)
-        tkey, pkey, chart_key = f"detail_true_{run_id}", f"detail_pred_{run_id}", f"detail_test_cm_{run_id}"
-        if tkey not in ss:
-            worst = plots.top_confusions(ev["confusion"], names, 1)
-            ss[tkey], ss[pkey] = (worst[0][0], worst[0][1]) if worst else (None, None)
-
-        def _on_cell():
-            cell = plots.cell_from_selection(ss[chart_key].selection, names)
-            if cell is not None:
-                ss[tkey], ss[pkey] = cell
-
-        left, right = st.columns([1, 1])
-        with left:
-            norm = st.toggle("Normalise rows", key="detail_test_norm")
-            st.plotly_chart(
-                plots.confusion_figure(
-                    ev["confusion"],
-                    names,
-                    normalise=norm,
-                    title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})",
-                ),
-                key=chart_key,
-                on_select=_on_cell,
-                selection_mode="points",
-            )
-            st.caption("Click a cell to see its images.")
+        right, true_c, pred_c = confusion_picker(
+            ev["confusion"],
+            names,
+            title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})",
+            caption="Click a cell to see its images.",
+            keys=(f"detail_true_{run_id}", f"detail_pred_{run_id}", f"detail_test_cm_{run_id}"),
+            normalise_key="detail_test_norm",
+        )
         with right:
-            options = [None] + list(range(n))
-            fmt = lambda i: "any" if i is None else f"{i}: {names[i]}"  # noqa: E731
-            c = st.columns(2)
-            true_c = c[0].selectbox("True class", options, key=tkey, format_func=fmt)
-            pred_c = c[1].selectbox("Predicted class", options, key=pkey, format_func=fmt)
+            stretch = plots.stretch_toggle(st, key="detail_stretch")  # display only, for the galleries below
             sp, err = reads.splits(url, data_json)
             if sp is None:
                 st.warning(f"The images cannot be shown: {plain(err)}")
@@ -321,7 +314,7 @@ with t_err:
                 )
                 if idx:
                     st.image(
-                        [plots.display_image(sp.test_x[i]) for i in idx],
+                        [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
                         caption=[plots.prediction_caption(preds, i, names) for i in idx],
                         width=96,
                     )
@@ -331,16 +324,16 @@ with t_err:
             if sp is not None and np.array_equal(np.asarray(preds["target"]), sp.test_y):
                 idx = plots.top_loss_indices(preds, 24)
                 st.image(
-                    [plots.display_image(sp.test_x[i]) for i in idx],
+                    [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
                     caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
                     width=96,
                 )
 
 with t_cls:
-    if not tests:
-        st.info("Per-class precision, recall and F1 appear with the test evaluation.")
+    if picked is None:
+        st.info(checkpoint_view.NOT_EVALUATED)
     else:
-        ev = tests[-1]
+        ev = picked
         names = reads.class_names(url, data_json, len(ev["confusion"]))
         st.caption(_eval_label(ev))
         st.plotly_chart(plots.per_class_bars(ev["per_class"], names), key="detail_per_class")
@@ -356,7 +349,7 @@ with t_cls:
         )
 
 with t_tta:
-    tta = reads.tta(url, run_id, status)
+    tta = checkpoint_view.tta_at(reads.tta(url, run_id, status), picked)
     if tta.empty:
         st.info(
             "No test-time augmentation results. Pick variants in the builder's Evaluation tab (eval.tta), "
@@ -387,6 +380,13 @@ with t_tta:
                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns},
                 placeholder="–",
             )
+        explain_panel.tta_cost(tta, reads.class_names(url, data_json, 0), ck, run_id)
+
+with t_health:
+    health_panel.render_run(url, run_id, cfg, evaluations)
+
+with t_explain:
+    explain_panel.render(url, run_id, cfg, row["run_dir"], list(explain_jobs.checkpoint_paths(url, run_id)))
 
 
 @st.fragment(run_every=1 if actions.evaluation_job(url, run_id) is not None else None)
@@ -396,7 +396,9 @@ def evaluation_progress():
     if job is None:
         return
     if job.running:
-        st.info(f"Evaluating {job.checkpoint} on the {job.split} split in the background — {job.progress()}")
+        st.info(
+            f"Evaluating {job.what['checkpoint']} on the {job.what['split']} split in the background — {job.progress()}"
+        )
         return
     ss["detail_eval_result"] = actions.finish_evaluation(url, run_id)
     reads.clear_run_caches()
@@ -430,10 +432,11 @@ with t_ckpt:
                 help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()),
             )
             busy = actions.evaluation_job(url, run_id) is not None
+            kept = checkpoint_view.kept(url, run_id, row, label) and not tta_pick  # evaluated once, then kept
             if c[2].button(
                 "🧪 Evaluate on test",
                 width="stretch",
-                disabled=status == RunStatus.QUEUED or busy,
+                disabled=status == RunStatus.QUEUED or busy or kept,
                 help="Runs python -m engine evaluate in the background; keep working meanwhile. Results "
                 "appear in the Test errors, Per class and TTA tabs",
             ):
@@ -462,3 +465,9 @@ with t_log:
 
 with t_cfg:
     st.code(yaml_text or json.dumps(cfg, indent=2), language="yaml")
+
+with t_cal:  # reliability diagram and ECE of a stored test evaluation; temperature scaling as an engine job
+    run_diagnosis.calibration(url, run_id, row, tests)
+
+with t_export:  # a checkpoint to ONNX / TorchScript as an engine job, then a download
+    run_diagnosis.export(url, run_id, row)

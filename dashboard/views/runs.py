@@ -45,22 +45,49 @@ tags = f[2].multiselect(
 )
 text = f[3].text_input("Search", key="runs_search", placeholder="name, model, notes, id …", persist_state="session")
 
+# Pixel widths that keep every column inside a 1400 px window with the sidebar open (the status, which
+# carries a running run's live phase, gets the room; a cell's full text shows on hover, and any column
+# can be dragged wider).
+WIDTHS = {  # 900 px in all: with the selection column, inside the 938 px a 1400 px window leaves the table
+    "id": 34,
+    "name": 68,
+    "status": 230,
+    "dataset": 56,
+    "model": 68,
+    "best_val_acc": 52,
+    "test_acc": 46,
+    "epochs": 46,
+    "duration_min": 48,
+    "where": 74,
+    "tags": 58,
+    "notes": 40,
+    "created_at": 80,
+}
 COLUMNS = {
-    "id": st.column_config.NumberColumn("ID", format="%d", width="small"),
-    "name": st.column_config.TextColumn("Name"),
-    "status": st.column_config.TextColumn("Status"),
-    "dataset": st.column_config.TextColumn("Dataset"),
-    "model": st.column_config.TextColumn("Model"),
-    "best_val_acc": st.column_config.NumberColumn(
-        "Best val acc", format="percent", help="Best validation accuracy over the epochs so far"
+    "id": st.column_config.NumberColumn("ID", format="%d", width=WIDTHS["id"]),
+    "name": st.column_config.TextColumn("Name", width=WIDTHS["name"]),
+    "status": st.column_config.TextColumn(
+        "Status", width=WIDTHS["status"], help="A running run's phase: epoch and share, or the final evaluation"
     ),
-    "test_acc": st.column_config.NumberColumn("Test acc", format="percent", help="Final test accuracy"),
-    "epochs": st.column_config.TextColumn("Epochs", help="done / planned"),
-    "duration_min": st.column_config.NumberColumn("Duration", format="%.1f min"),
-    "where": st.column_config.TextColumn("Where", help="launcher backend · host · device"),
-    "tags": st.column_config.ListColumn("Tags"),
-    "notes": st.column_config.TextColumn("Notes", width="medium"),
-    "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+    "dataset": st.column_config.TextColumn("Dataset", width=WIDTHS["dataset"]),
+    "model": st.column_config.TextColumn("Model", width=WIDTHS["model"]),
+    "best_val_acc": st.column_config.NumberColumn(
+        "Best val",
+        format="percent",
+        width=WIDTHS["best_val_acc"],
+        help="Best validation accuracy over the epochs so far",
+    ),
+    "test_acc": st.column_config.NumberColumn(
+        "Test", format="percent", width=WIDTHS["test_acc"], help="Final test accuracy"
+    ),
+    "epochs": st.column_config.TextColumn("Epochs", width=WIDTHS["epochs"], help="done / planned"),
+    "duration_min": st.column_config.NumberColumn("Time", format="%.0f min", width=WIDTHS["duration_min"]),
+    "where": st.column_config.TextColumn("Where", width=WIDTHS["where"], help="launcher backend · host · device"),
+    "tags": st.column_config.ListColumn("Tags", width=WIDTHS["tags"]),
+    "notes": st.column_config.TextColumn("Notes", width=WIDTHS["notes"]),
+    "created_at": st.column_config.DatetimeColumn(
+        "Created", format="MM-DD HH:mm", width=WIDTHS["created_at"], help="UTC"
+    ),
 }
 
 

@@ -17,10 +17,21 @@ def albumentations():
     return A
 
 
-def pad_random_crop(padding: int = 4, fill: int = 0, p: float = 1.0):
-    """Pad by `padding` px each side, then crop back to the original size at a random place (CIFAR-style)."""
+def no_params() -> dict:
+    """The params of a transform that takes none (a flip): checked without importing albumentations."""
+    return {}
+
+
+def pad_random_crop_params(padding: int = 4, fill: int = 0) -> dict:
+    """PadRandomCrop's params, checked (without importing albumentations)."""
     if not isinstance(padding, int) or not 0 <= padding <= 256:
         raise ValueError("padding must be an integer between 0 and 256")
+    return {"padding": padding, "fill": fill}
+
+
+def pad_random_crop(padding: int = 4, fill: int = 0, p: float = 1.0):
+    """Pad by `padding` px each side, then crop back to the original size at a random place (CIFAR-style)."""
+    pad_random_crop_params(padding, fill)
     A = albumentations()
 
     class PadRandomCrop(A.ImageOnlyTransform):

@@ -17,6 +17,7 @@ import inspect
 import json
 import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -151,9 +152,26 @@ def _normalised(name: str, params_json: str):
     return make_transform(name, json.loads(params_json), 1.0)
 
 
+def plain_params(name: str, params: dict[str, Any]) -> SimpleNamespace | None:
+    """The step's checked params as a stand-in for its albumentations object, when its registry entry
+    can check them without albumentations (a flip, our own pad-and-crop); else None."""
+    entry = registry.get(name)
+    if entry is None or entry.plain is None or not isinstance(params, dict) or "p" in params:
+        return None
+    if not _safe_value(params):
+        return None
+    try:
+        return SimpleNamespace(**entry.plain(**_tuplify(params)))
+    except TypeError:  # a param it does not take: albumentations' own check names it
+        return None
+
+
 def normalised_transform(name: str, params: dict[str, Any]):
     """The step's albumentations object with its params validated and normalised, made once per distinct
-    (name, params) and shared: read its attributes, never apply it (its random state is shared too)."""
+    (name, params) and shared: read its attributes, never apply it (its random state is shared too).
+    For a step the registry checks itself (`plain_params`), that stand-in: albumentations is not imported."""
+    if (plain := plain_params(name, params)) is not None:
+        return plain
     if not _safe_value(params):  # make_transform says why; only plain data can be a cache key
         return make_transform(name, params, 1.0)
     return _normalised(name, json.dumps(params, sort_keys=True))

@@ -23,6 +23,9 @@ How to add a transform:
   `op=_some_of` (RandAugment does): its batched op is built from the composite's own parts.
 - a symmetry usable for test-time augmentation: `views=` maps (H, W) to the deterministic views (uint8
   NHWC -> uint8 NHWC) whose mean the TTA variants in `engine.training.evaluate` take.
+- a batched op that reads only params we can check ourselves (a flip, our pad-and-crop): `plain=` a
+  function of those params returning them checked; config validation and the fast path then do not
+  import albumentations for that step.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class Transform:
     parity: str | None = None  # PIXEL_EXACT or STATISTICAL, for a batched op
     output_size: Callable[[int, int], dict[str, Any]] | None = None  # (H, W) -> the params setting the size
     views: Callable[[int, int], list[Callable]] | None = None  # (H, W) -> deterministic TTA views
+    # (**params) -> the params the op reads, checked without albumentations (a flip, our own pad-and-crop):
+    # config validation and the fast path then never import it; an unknown param (TypeError) goes to it.
+    plain: Callable[..., dict[str, Any]] | None = None
 
 
 def _size(h: int, w: int) -> dict[str, Any]:
@@ -94,11 +100,24 @@ ENTRIES: tuple[Transform, ...] = (
         op=ops.HorizontalFlip.build,
         parity=PIXEL_EXACT,
         views=lambda h, w: [ops.identity, ops.hflip],
+        plain=composites.no_params,
     ),
     Transform(
-        "VerticalFlip", {}, op=ops.VerticalFlip.build, parity=PIXEL_EXACT, views=lambda h, w: [ops.identity, ops.vflip]
+        "VerticalFlip",
+        {},
+        op=ops.VerticalFlip.build,
+        parity=PIXEL_EXACT,
+        views=lambda h, w: [ops.identity, ops.vflip],
+        plain=composites.no_params,
     ),
-    Transform("RandomRotate90", {}, op=ops.RandomRotate90.build, parity=PIXEL_EXACT, views=_rotations),
+    Transform(
+        "RandomRotate90",
+        {},
+        op=ops.RandomRotate90.build,
+        parity=PIXEL_EXACT,
+        views=_rotations,
+        plain=composites.no_params,
+    ),
     Transform(
         "PadRandomCrop",
         {"padding": 4},
@@ -107,6 +126,7 @@ ENTRIES: tuple[Transform, ...] = (
         op_params=frozenset({"padding", "fill"}),
         parity=PIXEL_EXACT,
         views=_crops,
+        plain=composites.pad_random_crop_params,
     ),
     Transform(
         "RandomResizedCrop",
@@ -199,7 +219,7 @@ ENTRIES: tuple[Transform, ...] = (
         parity=STATISTICAL,
     ),
     Transform("RandomGamma", op=ops.RandomGamma.build, op_params=frozenset({"gamma_limit"}), parity=STATISTICAL),
-    Transform("NoOp", op=ops.NoOp.build, parity=PIXEL_EXACT),
+    Transform("NoOp", op=ops.NoOp.build, parity=PIXEL_EXACT, plain=composites.no_params),
     Transform("Posterize", op=ops.Posterize.build, op_params=frozenset({"num_bits"}), parity=STATISTICAL),
     Transform("Equalize", op=ops.Equalize.build, op_params=frozenset({"mode", "by_channels"}), parity=PIXEL_EXACT),
     Transform(

@@ -9,6 +9,7 @@ import torch
 from engine.data import normalize_batch
 from engine.training.batches import make_train_batches
 from engine.training.evaluate import predict_probs, summarize
+from engine.training.live import batches as eval_batches
 from engine.training.optim import set_lr
 from engine.training.run import Run, StopRequested, TrainingFailed
 
@@ -51,13 +52,15 @@ def train_one_epoch(run: Run, epoch_idx: int, lr: float, use_mixup: bool) -> dic
     """Train 0-based `epoch_idx`; returns its ("train", ...) metrics (summed over ranks under DDP)."""
     device, steps = run.device, run.steps_per_epoch
     run.train_model.train()
-    batches = make_train_batches(run.cfg, run.splits, run.pipeline, epoch_idx + 1, device)
+    batches = make_train_batches(run.cfg, run.splits, run.cpu_pipeline, epoch_idx + 1, device)
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)  # metrics stay on the device: one sync per epoch, not per step
     correct = torch.zeros((), device=device)
     seen, step, data_wait = 0, 0, 0.0
     nonfinite = NonFiniteWatch(device, epoch_idx + 1)
     run.optimizer.zero_grad(set_to_none=True)
+    run.live.phase("train", steps, epoch=epoch_idx + 1)
+    ranks = run.dist.world if run.dist.enabled else 1
     tw = time.perf_counter()
     for xb, yb in batches:
         data_wait += time.perf_counter() - tw
@@ -68,6 +71,7 @@ def train_one_epoch(run: Run, epoch_idx: int, lr: float, use_mixup: bool) -> dic
         correct += (logits.detach().argmax(1) == yb).sum()
         seen += len(yb)
         step += 1
+        run.live.advance(len(yb) * ranks)
         _between_steps(run, step, nonfinite)
         run.hooks.after_step(epoch_idx * steps + step - 1)
         if step >= steps:
@@ -120,7 +124,9 @@ def _optimizer_step(run: Run) -> None:
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     if run.ema is not None:
-        run.ema.update(run.model)
+        run.progress.ema_updates += 1
+        # the step drives timm's warmup; without warmup the decay is the configured one from the first update
+        run.ema.update(run.model, step=run.progress.ema_updates if run.cfg.regularize.ema.warmup else None)
 
 
 def _between_steps(run: Run, step: int, nonfinite: NonFiniteWatch) -> None:
@@ -145,6 +151,7 @@ def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list], t
     s = run.splits
     if not len(s.val_y):
         return {}, {}, None
+    run.live.phase("val", eval_batches(len(s.val_y)) * (2 if run.ema is not None else 1))
     probs = predict_probs(
         run.eval_model,
         s.val_x,
@@ -153,6 +160,28 @@ def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list], t
         run.device,
         channels_last=run.cfg.train.channels_last,
         amp_dtype=run.amp_dtype,
+        on_batch=run.live.advance,
     )
     v = summarize(probs, s.val_y, s.num_classes, with_predictions=False)
-    return {("val", "loss"): v["loss"], ("val", "acc"): v["accuracy"]}, {"val": v["confusion"]}, probs
+    metrics = {("val", "loss"): v["loss"], ("val", "acc"): v["accuracy"]}
+    if run.ema is not None:  # the other weights beside the evaluated ones: acc_raw next to the EMA's, or acc_ema
+        evaluates_ema = run.cfg.regularize.ema.evaluate_ema
+        other = run.model if evaluates_ema else run.ema.module
+        suffix = "raw" if evaluates_ema else "ema"
+        o = summarize(
+            predict_probs(
+                other,
+                s.val_x,
+                s.mean,
+                s.std,
+                run.device,
+                channels_last=run.cfg.train.channels_last,
+                amp_dtype=run.amp_dtype,
+                on_batch=run.live.advance,
+            ),
+            s.val_y,
+            s.num_classes,
+            with_predictions=False,
+        )
+        metrics[("val", f"loss_{suffix}")], metrics[("val", f"acc_{suffix}")] = o["loss"], o["accuracy"]
+    return metrics, {"val": v["confusion"]}, probs

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.augment import registry
+from engine.augment import ops, registry
 from engine.data import normalize_batch
 
 TTA_DESCRIPTIONS = {
@@ -32,8 +34,10 @@ def predict_probs(
     channels_last=False,
     amp_dtype=None,
     view=None,
+    on_batch=None,
 ) -> torch.Tensor:
-    """Softmax probabilities (N, C) on CPU. `view` maps a uint8 NHWC batch to another view of it."""
+    """Softmax probabilities (N, C) on CPU. `view` maps a uint8 NHWC batch to another view of it;
+    `on_batch(n)` is told after each batch of n images (live progress)."""
     model.eval()
     out = []
     for i in range(0, len(x_uint8), batch_size):
@@ -47,6 +51,8 @@ def predict_probs(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(xb)
         out.append(F.softmax(logits.float(), dim=1).cpu())
+        if on_batch is not None:
+            on_batch(len(xb))
     return torch.cat(out)
 
 
@@ -110,6 +116,33 @@ def tta_views(variant: str, height: int, width: int) -> list:
     return registry.tta_views(TTA_SYMMETRIES[variant], height, width)
 
 
+# A user's own TTA set (eval.tta_set): single views by name, the names in engine.config.TTA_SET_VIEWS.
+SET_VIEWS = {
+    "identity": lambda: ops.identity,
+    "hflip": lambda: ops.hflip,
+    "vflip": lambda: ops.vflip,
+    "rot90": lambda: ops.rot90(1),
+    "rot180": lambda: ops.rot90(2),
+    "rot270": lambda: ops.rot90(3),
+    "transpose": lambda: lambda x: ops.hflip(ops.rot90(1)(x)),
+}
+NEEDS_SQUARE = {"rot90", "rot270", "transpose"}
+
+
+def tta_set_of(eval_cfg) -> dict | None:
+    """The config's own TTA set as {name, views, combine}, or None without one."""
+    if not eval_cfg.tta_set:
+        return None
+    return {"name": eval_cfg.tta_set_name, "views": list(eval_cfg.tta_set), "combine": eval_cfg.tta_set_combine}
+
+
+def set_views(names, height: int, width: int) -> list:
+    """The views of a user's TTA set; turning by 90 or 270 degrees keeps the shape of square images only."""
+    if height != width and NEEDS_SQUARE & set(names):
+        raise ValueError(f"eval.tta_set: {', '.join(sorted(NEEDS_SQUARE & set(names)))} need square images")
+    return [SET_VIEWS[n]() for n in names]
+
+
 def combine_mean(runs: list[torch.Tensor]) -> torch.Tensor:
     """Mean of the passes' probabilities."""
     return sum(runs) / len(runs)
@@ -152,14 +185,29 @@ def tta_probabilities(
     channels_last=False,
     amp_dtype=None,
     batch_size=512,
+    tta_set: dict | None = None,
+    on_batch=None,
 ) -> torch.Tensor:
-    """(N, C) class probabilities of one TTA variant."""
-    kw = dict(batch_size=batch_size, channels_last=channels_last, amp_dtype=amp_dtype)
+    """(N, C) class probabilities of one TTA variant (or of the user's own set, `tta_set`, by its name)."""
+    kw = dict(batch_size=batch_size, channels_last=channels_last, amp_dtype=amp_dtype, on_batch=on_batch)
+    if tta_set is not None and variant == tta_set["name"]:
+        views = set_views(tta_set["views"], x.shape[1], x.shape[2])
+        runs = [predict_probs(model, x, mean, std, device, view=v, **kw) for v in views]
+        return combine_mean(runs) if tta_set["combine"] == "mean" else combine_vote(runs, num_classes)
     if variant in ("random_mean", "random_vote"):
         runs = random_passes(model, x, pipeline, passes, seed, mean, std, device, **kw)
         return combine_mean(runs) if variant == "random_mean" else combine_vote(runs, num_classes)
     views = tta_views(variant, x.shape[1], x.shape[2])
     return combine_mean([predict_probs(model, x, mean, std, device, view=v, **kw) for v in views])
+
+
+def variant_views(variant: str, height: int, width: int, passes: int = 5, tta_set: dict | None = None) -> int:
+    """How many predictions of the whole split a TTA variant makes (its views, or its random passes)."""
+    if tta_set is not None and variant == tta_set["name"]:
+        return len(tta_set["views"])
+    if variant in ("random_mean", "random_vote"):
+        return passes
+    return len(tta_views(variant, height, width))
 
 
 def run_tta(
@@ -179,13 +227,26 @@ def run_tta(
     amp_dtype=None,
     batch_size=512,
     known: dict[str, torch.Tensor] | None = None,
+    tta_set: dict | None = None,
+    known_seconds: dict[str, float] | None = None,
+    progress=None,
 ) -> dict[str, dict]:
-    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1}}.
-    `known`: probabilities already predicted for some variants (e.g. "none": the plain test prediction)."""
+    """Evaluate each TTA variant; returns variant -> {accuracy, per_class: {accuracy, precision, recall, f1},
+    seconds_per_image}: the wall time of all the variant's views, per image (its inference cost).
+    `known`: probabilities already predicted for some variants (e.g. "none": the plain test prediction);
+    `known_seconds`: the wall seconds those predictions took (their cost is then that time).
+    `progress`: an engine.training.live.LiveProgress told of each variant ("tta:<variant>") and batch."""
     results = {}
     for variant in variants:
         p = (known or {}).get(variant)
+        seconds = (known_seconds or {}).get(variant) if p is not None else None
         if p is None:
+            on_batch = None
+            if progress is not None:
+                views = variant_views(variant, x.shape[1], x.shape[2], passes, tta_set)
+                progress.phase(f"tta:{variant}", views * -(-len(x) // batch_size))
+                on_batch = progress.advance
+            started = time.perf_counter()  # predict_probs returns CPU tensors: the device has finished
             p = tta_probabilities(
                 model,
                 x,
@@ -200,7 +261,10 @@ def run_tta(
                 channels_last=channels_last,
                 amp_dtype=amp_dtype,
                 batch_size=batch_size,
+                tta_set=tta_set,
+                on_batch=on_batch,
             )
+            seconds = time.perf_counter() - started
         s = summarize(p, y, num_classes, with_predictions=False)
         pc = s["per_class"]
         results[variant] = {
@@ -211,5 +275,6 @@ def run_tta(
                 "recall": pc["recall"],
                 "f1": pc["f1"],
             },
+            "seconds_per_image": seconds / max(len(y), 1) if seconds is not None else None,
         }
     return results

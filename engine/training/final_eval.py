@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from engine.augment import build_pipeline
@@ -9,7 +10,8 @@ from engine.config import ExperimentConfig
 from engine.data import DatasetSpec, load_arrays, make_splits
 from engine.models import build_model
 from engine.training import checkpoint as ckpt
-from engine.training.evaluate import predict_probs, run_tta, summarize
+from engine.training.evaluate import predict_probs, run_tta, summarize, tta_set_of
+from engine.training.live import batches
 from engine.training.run import Run, pick_device
 
 
@@ -20,30 +22,37 @@ def final_evaluation(run: Run) -> float:
     cfg, s, sink = run.cfg, run.splits, run.sink
     which = cfg.eval.test_checkpoint
     model, epoch = _evaluated_weights(run, which)
-    test_probs = _predict(run, model, s.test_x)
+    started = time.perf_counter()
+    test_probs = _predict(run, model, s.test_x, "test")
+    test_seconds = time.perf_counter() - started  # the plain view's cost, for TTA's cost and benefit
     result = summarize(test_probs, s.test_y, s.num_classes)
     sink.on_evaluation("test", epoch, which, result)
     if len(s.val_y):
         val_probs = run.val_probs.get(epoch)
         if val_probs is None:
-            val_probs = _predict(run, model, s.val_x)
+            val_probs = _predict(run, model, s.val_x, "val")
         sink.on_evaluation("val", epoch, which, summarize(val_probs, s.val_y, s.num_classes))
-    if cfg.eval.tta:
+    tta_set = tta_set_of(cfg.eval)
+    if cfg.eval.tta or tta_set:
         tta = run_tta(
             model,
             s.test_x,
             s.test_y,
             s.num_classes,
-            cfg.eval.tta,
+            list(cfg.eval.tta) + ([tta_set["name"]] if tta_set else []),
             s.mean,
             s.std,
             run.device,
             passes=cfg.eval.tta_passes,
-            pipeline=run.pipeline,  # random-pass TTA uses the training augmentation
+            # random-pass TTA uses the training augmentation (built only then: none on the fast path)
+            pipeline=run.pipeline if {"random_mean", "random_vote"} & set(cfg.eval.tta) else None,
             seed=cfg.train.seed,
             channels_last=cfg.train.channels_last,
             amp_dtype=run.amp_dtype,
             known={"none": test_probs},
+            tta_set=tta_set,
+            known_seconds={"none": test_seconds},
+            progress=run.live,
         )
         sink.on_tta("test", which, tta)
     return result["accuracy"]
@@ -59,10 +68,18 @@ def _evaluated_weights(run: Run, which: str):
     return model, run.progress.epoch  # the weights in memory are the last epoch's
 
 
-def _predict(run: Run, model, x):
-    t = run.cfg.train
+def _predict(run: Run, model, x, phase: str):
+    t, s = run.cfg.train, run.splits
+    run.live.phase(phase, batches(len(x)))
     return predict_probs(
-        model, x, run.splits.mean, run.splits.std, run.device, channels_last=t.channels_last, amp_dtype=run.amp_dtype
+        model,
+        x,
+        s.mean,
+        s.std,
+        run.device,
+        channels_last=t.channels_last,
+        amp_dtype=run.amp_dtype,
+        on_batch=run.live.advance,
     )
 
 
@@ -96,5 +113,6 @@ def evaluate_checkpoint(
             passes=cfg.eval.tta_passes,
             pipeline=pipeline,
             seed=cfg.train.seed,
+            tta_set=tta_set_of(cfg.eval),
         )
     return result, tta_results, int(state["epoch"])

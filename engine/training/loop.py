@@ -15,17 +15,29 @@ from pathlib import Path
 
 import torch
 
+from engine import image_history
 from engine.config import ExperimentConfig
 from engine.data import DatasetSpec
-from engine.sinks import EventSink
+from engine.fileio import NoSpaceLeft, is_no_space, no_space_message
+from engine.sinks import EventSink, RunTakenOver
 from engine.training import checkpoint as ckpt
 from engine.training import distributed
 from engine.training.epoch import train_one_epoch, validate
 from engine.training.final_eval import evaluate_checkpoint, final_evaluation
 from engine.training.hooks import TrainHooks
-from engine.training.optim import EpochSchedule
+from engine.training.optim import build_schedule
 from engine.training.phases import enter_epoch
-from engine.training.run import Run, Stopper, StopRequested, TrainingFailed, build_mixup, build_run, thread_count
+from engine.training.run import (
+    Run,
+    Stopper,
+    StopRequested,
+    TrainingFailed,
+    build_mixup,
+    build_run,
+    continue_from,
+    ema_fact,
+    thread_count,
+)
 from engine.training.seeding import seed_epoch
 from engine.training.state import TrainState, weights_checkpoint
 
@@ -51,8 +63,10 @@ def train(
     resume: bool = False,
     init_state: dict | None = None,
     hooks: TrainHooks | None = None,
+    loaded: tuple | None = None,
 ) -> RunResult:
-    """Train one run. Reports through `sink`; ends with a status: completed | stopped | failed."""
+    """Train one run. Reports through `sink`; ends with a status: completed | stopped | failed.
+    loaded: (ImageArrays, Splits) this process already made of `spec` for `cfg` (else loaded here)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stopper = Stopper().install()
@@ -61,7 +75,9 @@ def train(
     threads_before = torch.get_num_threads()
     try:
         torch.set_num_threads(thread_count(cfg.train.threads))
-        run = build_run(cfg, spec, run_dir, sink, stopper, hooks or TrainHooks(), init_state)
+        run = build_run(cfg, spec, run_dir, sink, stopper, hooks or TrainHooks(), init_state, loaded)
+        if init_state is not None and cfg.train.init_mode == "continue":
+            continue_from(run, init_state)  # a resume below replaces it with this run's own state
         if resume:
             _resume(run)
         _announce(run)
@@ -69,15 +85,23 @@ def train(
     except StopRequested:
         sink.on_status("stopped")
         return RunResult("stopped", -1, None, None, None)
+    except RunTakenOver as exc:  # frozen, marked lost, and the run went on without us: write nothing more
+        sink.on_log(f"{exc}; exiting without writing anything more")
+        return RunResult("lost", -1, None, None, None)
     except Exception as exc:
         short = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             short = "CUDA out of memory: lower train.batch_size or the image size"
-        sink.on_status(
-            "failed",
-            error=f"{type(exc).__name__}: {short}" if not isinstance(exc, TrainingFailed) else short,
-            traceback=traceback.format_exc(),
-        )
+        elif is_no_space(exc) and not isinstance(exc, NoSpaceLeft):  # e.g. the log on a full disk
+            short = no_space_message(Path(exc.filename).parent if getattr(exc, "filename", None) else run_dir)
+        plain = isinstance(exc, (TrainingFailed, ckpt.NoResumePoint)) or is_no_space(exc)
+        try:
+            sink.on_status(
+                "failed", error=short if plain else f"{type(exc).__name__}: {short}", traceback=traceback.format_exc()
+            )
+        except OSError as again:  # the console's log on that same full disk: the DB sink, first in line, has it
+            if not is_no_space(again):
+                raise
         return RunResult("failed", -1, None, None, None)
     finally:
         torch.set_num_threads(threads_before)  # callers in this process (tests, notebooks) keep their own
@@ -92,13 +116,17 @@ def _train(run: Run) -> RunResult:
         metrics = train_one_epoch(run, epoch_idx, phase.lr, phase.mixup)
         val_metrics, confusion, val_probs = validate(run)
         metrics.update(val_metrics)
-        run.schedule.observe({"val_loss": metrics.get(("val", "loss")), "val_acc": metrics.get(("val", "acc"))})
+        observed = {"val_loss": metrics.get(("val", "loss")), "val_acc": metrics.get(("val", "acc"))}
+        run.schedule.observe(observed)
+        if cfg.loss.smoothing_end is not None:  # a smoothing schedule: its value each epoch, and its plateau
+            metrics[("train", "label_smoothing")] = run.loss_fn.smoothing
+            run.smoothing.observe(observed)
         improved, value = run.progress.record(epoch, metrics, cfg)
         run.keep_val_probs(epoch, val_probs)
         # First the epoch's rows, then its checkpoints. A process killed between the two resumes from the
         # previous checkpoint, whose resume drops the rows of later epochs and trains this one again: the
         # rows and the checkpoint always agree. (The other order lost the epoch's rows for good.)
-        stop = _epoch_rows(run, epoch, metrics, confusion)
+        stop = _epoch_rows(run, epoch, metrics, confusion, val_probs)
         if dist.is_main:  # one writer: under torchrun the other ranks hold identical weights
             _save_checkpoints(run, improved, value)
         if stop is not None:
@@ -121,9 +149,14 @@ def _train(run: Run) -> RunResult:
     return RunResult("completed", p.epoch, p.best_epoch, p.best_value, test_acc)
 
 
-def _epoch_rows(run: Run, epoch: int, metrics: dict, confusion: dict) -> StopRequested | None:
-    """Report the finished epoch. A sink may answer with a stop (a study's pruner does): the epoch
-    still gets its checkpoints before the run stops, so a pruned run resumes like a stopped one."""
+def _epoch_rows(run: Run, epoch: int, metrics: dict, confusion: dict, val_probs=None) -> StopRequested | None:
+    """Report the finished epoch: first every validation image's prediction (the per-image history, which
+    the DB sink writes in the epoch's own transaction), then its metrics. A sink may answer with a stop (a
+    study's pruner does): the epoch still gets its checkpoints before the run stops, so a pruned run
+    resumes like a stopped one."""
+    if val_probs is not None and val_probs.shape[1] <= image_history.MAX_CLASSES:
+        pred, conf = image_history.from_probs(val_probs)
+        run.sink.on_predictions(epoch, "val", pred, conf)
     try:
         run.sink.on_epoch_end(epoch, metrics, confusion)
     except StopRequested as stop:
@@ -134,9 +167,9 @@ def _epoch_rows(run: Run, epoch: int, metrics: dict, confusion: dict) -> StopReq
 def _resume(run: Run) -> None:
     for tmp in ckpt.remove_temporaries(run.run_dir):
         run.sink.on_log(f"removed {tmp.name}, left by an engine killed while saving")
-    state = ckpt.load_resume_point(run.run_dir, log=run.sink.on_log)
+    state = ckpt.load_resume_point(run.run_dir, log=run.sink.on_log)  # NoResumePoint: refused, nothing changed
     if state is None:
-        run.sink.on_log("no readable checkpoint: starting from epoch 1")
+        run.sink.on_log("no checkpoint yet: starting from epoch 1")
     else:
         run.restore(TrainState.from_checkpoint(state, run.cfg.optim.name, run.cfg.optim.lr))
         run.sink.on_log(f"resuming after epoch {run.progress.epoch}")
@@ -161,19 +194,33 @@ def _announce(run: Run) -> None:
         f"data path: {data_path}"
         + (f"; DistributedDataParallel over {run.dist.world} processes" if run.dist.enabled else "")
     )
+    _announce_ema(run)
     run.beat.reset()
 
 
+def _announce_ema(run: Run) -> None:
+    """The EMA's planned updates against its horizon, as a run fact; a warning in the log when too few."""
+    t = run.cfg.train
+    updates_per_epoch = -(-run.steps_per_epoch // run.cfg.optim.accumulate)  # optimizer steps (ceil)
+    fact = ema_fact(run.cfg, t.epochs * updates_per_epoch)
+    if fact is None:
+        return
+    run.sink.on_facts({"ema": fact})
+    if "warning" in fact:
+        run.sink.on_log("warning: " + fact["warning"])
+
+
 def _save_checkpoints(run: Run, improved: bool, value: float) -> None:
-    """last.pt (full state, the resume point) every epoch; best.pt (the evaluated weights) when the best
-    metric improved; epoch_NNNN.pt every checkpoint_every epochs, weights only unless train.epoch_checkpoint
-    asks for the full state."""
+    """best.pt (the evaluated weights) when the best metric improved; epoch_NNNN.pt every checkpoint_every
+    epochs, weights only unless train.epoch_checkpoint asks for the full state; last.pt (full state, the
+    resume point) every epoch, written last: a save that fails (a full disk) or a kill part-way leaves the
+    previous epoch's resume point, which redoes this epoch and rewrites the others identically."""
     t, sink, run_dir, epoch = run.cfg.train, run.sink, run.run_dir, run.progress.epoch
     metric = run.cfg.eval.best_metric
+    sink.on_checkpoints_due(epoch)  # an engine that lost its run (frozen, then taken over) writes no file
+    run.live.phase("saving", 1)
     state = run.snapshot().to_checkpoint()
     weights = weights_checkpoint(epoch, run.eval_model.state_dict(), run.info)
-    ckpt.save_atomic(state, run_dir / "last.pt")
-    sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
     if improved:
         ckpt.save_atomic(weights, run_dir / "best.pt")
         sink.on_checkpoint(epoch, "best", str(run_dir / "best.pt"), metric, value)
@@ -182,9 +229,11 @@ def _save_checkpoints(run: Run, improved: bool, value: float) -> None:
         sink.on_checkpoint(epoch, "epoch", str(ckpt.epoch_path(run_dir, epoch)), metric, value)
         for removed in ckpt.prune(run_dir, t.keep_last):
             sink.on_checkpoint_removed(str(removed))
+    ckpt.save_atomic(state, run_dir / "last.pt")
+    sink.on_checkpoint(epoch, "last", str(run_dir / "last.pt"))
 
 
 def lr_trajectory(cfg: ExperimentConfig, steps_per_epoch: int = 1) -> list[float]:
     """The LR each epoch would use, without training (for the builder's preview and tests)."""
-    sched = EpochSchedule(cfg.schedule, cfg.train.epochs, steps_per_epoch).attach(cfg.optim.lr)
+    sched = build_schedule(cfg, steps_per_epoch)
     return [cfg.optim.lr * sched.factor(e) for e in range(cfg.train.epochs)]

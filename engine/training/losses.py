@@ -85,6 +85,64 @@ def smoothing_at(cfg, epoch: int, epochs: int) -> float:
     return cfg.label_smoothing + t * (cfg.smoothing_end - cfg.label_smoothing)
 
 
+class SmoothingSchedule:
+    """Label smoothing per 0-based epoch (cfg: LossConfig): constant, linear (smoothing_at), step or plateau.
+
+    step and plateau keep a share f of the distance from smoothing_end: smoothing = end + (start - end) * f,
+    f starting at 1 and multiplied by smoothing_factor at each milestone (after that many epochs, as LR
+    milestones count) or at each plateau of smoothing_metric, which is torch's ReduceLROnPlateau on a
+    stand-in optimizer (patience, mode), fed the end-of-epoch validation metrics."""
+
+    def __init__(self, cfg, epochs: int):
+        self.cfg, self.epochs = cfg, epochs
+        self.kind = "constant" if cfg.smoothing_end is None else cfg.smoothing_schedule
+        self._plateau = None
+        if self.kind == "plateau":
+            from torch.optim import lr_scheduler
+
+            from engine.metrics import lower_is_better
+
+            stand_in = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+            self._plateau = lr_scheduler.ReduceLROnPlateau(
+                stand_in,
+                mode="min" if lower_is_better(cfg.smoothing_metric) else "max",
+                factor=cfg.smoothing_factor,
+                patience=cfg.smoothing_patience,
+                min_lr=0.0,
+                eps=0.0,
+            )
+
+    def at(self, epoch: int) -> float:
+        c = self.cfg
+        if self.kind in ("constant", "linear"):
+            return smoothing_at(c, epoch, self.epochs)
+        if self.kind == "step":
+            share = c.smoothing_factor ** sum(1 for m in c.smoothing_milestones if epoch >= m)
+        else:
+            share = self._plateau.optimizer.param_groups[0]["lr"]
+        return c.smoothing_end + (c.label_smoothing - c.smoothing_end) * share
+
+    def observe(self, metrics: dict[str, float | None]) -> None:
+        value = metrics.get(self.cfg.smoothing_metric)
+        if self._plateau is not None and value is not None:
+            self._plateau.step(value)
+
+    def state_dict(self) -> dict | None:
+        p = self._plateau
+        if p is None:
+            return None
+        best = None if p.best == p.mode_worse else p.best
+        return {"share": p.optimizer.param_groups[0]["lr"], "best": best, "bad": p.num_bad_epochs}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self._plateau is None or not state:
+            return
+        p = self._plateau
+        p.optimizer.param_groups[0]["lr"] = state["share"]
+        p.best = p.mode_worse if state["best"] is None else state["best"]
+        p.num_bad_epochs = state["bad"]
+
+
 def build_loss(cfg, num_classes: int, train_labels: np.ndarray) -> ClassificationLoss:
     """cfg: LossConfig."""
     weights = inverse_frequency_weights(train_labels, num_classes) if cfg.class_weights == "inverse_frequency" else None

@@ -130,7 +130,7 @@ def _sweep(run: Run, steps: int, start_lr: float, end_lr: float, beta: float, di
     while len(lrs) < steps:
         epoch += 1
         seed_epoch(run.cfg.train.seed, epoch)
-        for xb, yb in make_train_batches(run.cfg, run.splits, run.pipeline, epoch, run.device):
+        for xb, yb in make_train_batches(run.cfg, run.splits, run.cpu_pipeline, epoch, run.device):
             lr = lr_at(len(lrs), steps, start_lr, end_lr)
             set_lr(run.optimizer, lr, 1.0)
             loss = _step(run, xb, yb)

@@ -78,8 +78,12 @@ class EpochSchedule:
     per batch, without momentum cycling. eta_min stays an absolute LR: attach() gives the base.
     """
 
-    def __init__(self, cfg, epochs: int, steps_per_epoch: int = 1):
-        self.cfg, self.epochs, self.steps_per_epoch = cfg, epochs, steps_per_epoch
+    def __init__(self, cfg, epochs: int, steps_per_epoch: int = 1, offset: int = 0):
+        # offset: epochs before the schedule starts (the frozen-backbone phase with start_after_freeze); they
+        # train at the base LR and the schedule runs over the remaining epochs, from its own epoch 0
+        self.offset = offset
+        self.cfg, self.epochs, self.steps_per_epoch = cfg, epochs - offset, steps_per_epoch
+        self._waiting = offset > 0  # still before the offset: plateau metrics are not the schedule's yet
         self._base = 1.0
         self._sched = None  # the position-driven scheduler, rebuilt when asked for an earlier position
         self._at = 0
@@ -93,6 +97,10 @@ class EpochSchedule:
 
     def factor(self, epoch: int, step: int = 0) -> float:
         c = self.cfg
+        self._waiting = epoch < self.offset
+        if self._waiting:
+            return 1.0
+        epoch -= self.offset
         if c.name == "onecycle":
             return self._advance(min(epoch * self.steps_per_epoch + step, self._total_steps() - 1))
         if self._plateau is not None and epoch >= c.warmup_epochs:
@@ -102,7 +110,7 @@ class EpochSchedule:
     def observe(self, metrics: dict[str, float | None]) -> None:
         """Feed end-of-epoch metrics to ReduceLROnPlateau (the other schedules ignore them)."""
         value = metrics.get(self.cfg.plateau_metric)
-        if self._plateau is not None and value is not None:
+        if self._plateau is not None and value is not None and not self._waiting:
             self._plateau.step(value)
 
     # A checkpoint keeps the plateau's progress under these names (the other schedules are functions
@@ -166,6 +174,13 @@ class EpochSchedule:
         if main is None:  # none, or plateau (which takes over after the warmup): stay at 1.0 after it
             return warmup
         return lr_scheduler.SequentialLR(opt, [warmup, main()], milestones=[w])
+
+
+def build_schedule(cfg, steps_per_epoch: int = 1) -> EpochSchedule:
+    """cfg: ExperimentConfig. The run's schedule; with schedule.start_after_freeze it starts after the
+    model.freeze.epochs head-only epochs (they keep the base LR), as if the run began there."""
+    offset = cfg.model.freeze.epochs if cfg.schedule.start_after_freeze else 0
+    return EpochSchedule(cfg.schedule, cfg.train.epochs, steps_per_epoch, offset).attach(cfg.optim.lr)
 
 
 def set_lr(optimizer, base_lr: float, factor: float) -> float:

@@ -1,5 +1,5 @@
 """What changes from one epoch to the next: frozen -> unfrozen backbone, Adam -> SGD, the LR schedule,
-the label-smoothing schedule and Mixup/CutMix switched off after an epoch."""
+the label-smoothing schedule (linear, step or plateau) and Mixup/CutMix switched off after an epoch."""
 
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ def enter_epoch(run, epoch_idx: int) -> Phase:
         run.use_optimizer("sgd", cfg.optim.sgd_lr or cfg.optim.lr)
         run.sink.on_log(f"epoch {epoch_idx + 1}: switched optimizer to SGD, lr {run.progress.base_lr}")
     lr = set_lr(run.optimizer, run.progress.base_lr, run.schedule.factor(epoch_idx))
-    run.loss_fn.smoothing = smoothing_at(cfg.loss, epoch_idx, cfg.train.epochs)
+    run.loss_fn.smoothing = (
+        run.smoothing.at(epoch_idx)
+        if run.smoothing is not None
+        else smoothing_at(cfg.loss, epoch_idx, cfg.train.epochs)
+    )
     return Phase(lr=lr, mixup=run.mixup is not None and mixup_active(cfg, epoch_idx))
 
 

@@ -13,13 +13,14 @@ import torch
 
 from engine.augment import build_pipeline
 from engine.config import ExperimentConfig
-from engine.data import DatasetSpec, Splits, load_arrays, make_splits
-from engine.models import build_model
+from engine.data import DatasetSpec, Splits, load_arrays, make_splits, split_notes
+from engine.models import build_model, matching_tensors
 from engine.sinks import EventSink
 from engine.training import distributed
 from engine.training.hooks import TrainHooks
-from engine.training.losses import build_loss
-from engine.training.optim import EpochSchedule, build_optimizer
+from engine.training.live import LiveProgress
+from engine.training.losses import SmoothingSchedule, build_loss
+from engine.training.optim import EpochSchedule, build_optimizer, build_schedule
 from engine.training.seeding import seed_everything
 from engine.training.state import Progress, RunInfo, TrainState
 
@@ -93,7 +94,36 @@ def build_ema(model, cfg):
         return None
     from timm.utils import ModelEmaV3
 
-    return ModelEmaV3(model, decay=cfg.regularize.ema.decay)
+    e = cfg.regularize.ema
+    return ModelEmaV3(model, decay=e.decay, use_warmup=e.warmup, warmup_power=e.warmup_power)
+
+
+def ema_horizon(decay: float) -> int:
+    """Updates an EMA of this decay needs before the initial weights' share, decay^n, falls below 1/e."""
+    return round(1.0 / (1.0 - decay))
+
+
+def ema_fact(cfg, planned_updates: int) -> dict | None:
+    """What the run should know about its EMA before training: the updates it will get against the horizon,
+    the decay it reaches, and a warning when it is still mostly its random initial weights at the end."""
+    e = cfg.regularize.ema
+    if not e.enabled:
+        return None
+    horizon = ema_horizon(e.decay)
+    reached = min(e.decay, 1 - (1 + max(planned_updates - 1, 0)) ** -e.warmup_power) if e.warmup else e.decay
+    fact = {"updates_planned": planned_updates, "horizon": horizon, "warmup": e.warmup, "final_decay": reached}
+    if planned_updates < horizon and not e.warmup:
+        fact["warning"] = (
+            f"EMA (decay {e.decay:g}) gets only {planned_updates} updates, fewer than 1/(1-decay) = {horizon}: its "
+            f"weights stay {e.decay**planned_updates:.0%} the random initial ones, so validating them reads near "
+            "chance level. Turn on regularize.ema.warmup, lower the decay, or train longer"
+        )
+    elif planned_updates < horizon:
+        fact["warning"] = (
+            f"EMA (decay {e.decay:g}) gets only {planned_updates} updates, fewer than 1/(1-decay) = {horizon}: "
+            f"with warmup its decay reaches only {reached:.4f}"
+        )
+    return fact
 
 
 def build_mixup(cfg, num_classes):
@@ -125,7 +155,6 @@ class Run:
     dist: distributed.Dist
     amp_dtype: torch.dtype | None
     splits: Splits
-    pipeline: object  # albumentations, for the CPU path and random-pass TTA; None without augmentation
     model: torch.nn.Module
     train_model: torch.nn.Module  # the model as stepped: DDP-wrapped and/or compiled
     loss_fn: torch.nn.Module
@@ -139,6 +168,24 @@ class Run:
     beat: Heartbeat
     threads: int
     val_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # by epoch: the latest and the best
+    smoothing: SmoothingSchedule | None = None  # label smoothing per epoch (None: the loss's constant one)
+    _pipeline: object = field(default=False, repr=False)  # False: not built yet
+    live: LiveProgress = field(default_factory=lambda: LiveProgress(EventSink()))  # progress inside a phase
+
+    @property
+    def pipeline(self):
+        """The albumentations pipeline (CPU path, random-pass TTA; None without augmentation), built on
+        first use: a run on the fast path never builds it, nor imports albumentations for it."""
+        if self._pipeline is False:
+            self._pipeline = build_pipeline(self.cfg.augment.train, self.splits.image_size)
+        return self._pipeline
+
+    @property
+    def cpu_pipeline(self):
+        """What the training batches need: the pipeline on the CPU path, None on the fast path (not built)."""
+        from engine.training import fastpath
+
+        return None if fastpath.plan(self.cfg, self.splits, self.device).usable else self.pipeline
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -170,7 +217,7 @@ class Run:
             progress=self.progress,
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            schedule=self.schedule.state_dict(),
+            schedule={**self.schedule.state_dict(), "smoothing": self.smoothing and self.smoothing.state_dict()},
             ema=self.ema.module.state_dict() if self.ema is not None else None,
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             info=self.info,
@@ -183,6 +230,8 @@ class Run:
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.schedule.load_state_dict(state.schedule)
+        if self.smoothing is not None:
+            self.smoothing.load_state_dict(state.schedule.get("smoothing"))
         if self.ema is not None and state.ema is not None:
             self.ema.module.load_state_dict(state.ema)
         if state.scaler:
@@ -198,17 +247,22 @@ def build_run(
     stopper: Stopper,
     hooks: TrainHooks,
     init_state: dict | None,
+    loaded: tuple | None = None,
 ) -> Run:
-    """Everything a run trains with, in an order that keeps the random draws (model init) reproducible."""
+    """Everything a run trains with, in an order that keeps the random draws (model init) reproducible.
+    loaded: (ImageArrays, Splits) of this config, already loaded by this process (its preflight)."""
     t = cfg.train
     device, dist, amp_dtype = _device(t)
-    splits = make_splits(load_arrays(spec), cfg.data)
+    data, splits = loaded if loaded is not None else load_and_split(spec, cfg.data)
+    for field_name, note in split_notes(data, cfg.data):  # e.g. the dataset's own validation split wins
+        sink.on_log(f"{field_name}: {note}")
     if len(splits.train_y) < 1 or len(splits.val_y) < 1 and not cfg.data.train_on_val and cfg.data.val_fraction > 0:
         raise TrainingFailed("the training or validation split is empty; lower data.val_fraction")
-    pipeline = build_pipeline(cfg.augment.train, splits.image_size)
+    if len(splits.mean) != splits.channels:  # data.normalize custom with one value per channel of other images
+        raise TrainingFailed(f"data.mean has {len(splits.mean)} values but the images have {splits.channels} channels")
     model = build_model(cfg.model, splits.channels, splits.num_classes)
     if init_state is not None:  # fine-tune / continue from another run's checkpoint
-        _load_compatible(model, init_state["model"], sink)
+        _load_compatible(model, init_state, sink, t)
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -226,20 +280,27 @@ def build_run(
         dist=dist,
         amp_dtype=amp_dtype,
         splits=splits,
-        pipeline=pipeline,
         model=model,
         train_model=torch.compile(train_model) if t.compile else train_model,
         loss_fn=loss_fn,
         mixup=mixup,
         ema=ema,
         optimizer=build_optimizer(cfg.optim, model, cfg.model.backbone_lr_mult),
-        schedule=EpochSchedule(cfg.schedule, t.epochs, steps_per_epoch).attach(cfg.optim.lr),
+        schedule=build_schedule(cfg, steps_per_epoch),
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
         steps_per_epoch=steps_per_epoch,
         progress=Progress(optim_name=cfg.optim.name, base_lr=cfg.optim.lr),
         beat=Heartbeat(),
         threads=torch.get_num_threads(),
+        smoothing=SmoothingSchedule(cfg.loss, t.epochs),
+        live=LiveProgress(sink, hooks=hooks),
     )
+
+
+def load_and_split(spec: DatasetSpec, data_cfg) -> tuple:
+    """(ImageArrays, Splits): the one load of a run's dataset in a process."""
+    data = load_arrays(spec)
+    return data, make_splits(data, data_cfg)
 
 
 def _device(t) -> tuple[torch.device, distributed.Dist, torch.dtype | None]:
@@ -258,11 +319,45 @@ def _steps_per_epoch(t, n_train: int) -> int:
     return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch else steps
 
 
-def _load_compatible(model, state_dict, sink) -> None:
+def _load_compatible(model, init_state: dict, sink, t) -> None:
+    """The parent's tensors that match by name and shape (preflight refused a parent that supplies too
+    few); reported in the log and as the run's `init_from` fact."""
     own = model.state_dict()
-    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    usable = matching_tensors(model, init_state["model"])
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
     sink.on_log(
-        f"initialised from parent checkpoint: {len(usable)} tensors loaded, {skipped} kept fresh (shape changed)"
+        f"initialised from run {t.init_from_run}'s {t.init_checkpoint} checkpoint ({t.init_mode}): "
+        f"{len(usable)} tensors loaded, {skipped} kept fresh (no tensor of that name and shape)"
     )
+    sink.on_facts(
+        {
+            "init_from": {
+                "run_id": t.init_from_run,
+                "checkpoint": t.init_checkpoint,
+                "epoch": init_state.get("epoch"),
+                "mode": t.init_mode,
+                "loaded": len(usable),
+                "kept": skipped,
+            }
+        }
+    )
+
+
+def continue_from(run: Run, init_state: dict) -> None:
+    """train.init_mode continue: take over the parent's optimizer state (momentum buffers, Adam moments)
+    and its LR-plateau state, keeping this config's hyperparameters (lr, weight decay, betas...): the
+    buffers are the parent's, the param groups this run's. The LR schedule follows this run's epochs."""
+    fresh = run.optimizer.state_dict()
+    parent = init_state["optimizer"]
+    sizes = [len(g["params"]) for g in fresh["param_groups"]]
+    if [len(g["params"]) for g in parent["param_groups"]] != sizes:
+        raise TrainingFailed(
+            "train.init_mode continue: the parent's optimizer has other parameter groups; use init_mode weights"
+        )
+    run.optimizer.load_state_dict({"state": parent["state"], "param_groups": fresh["param_groups"]})
+    if init_state.get("schedule"):
+        run.schedule.load_state_dict(init_state["schedule"])
+    if run.ema is not None and init_state.get("ema"):
+        run.ema.module.load_state_dict(init_state["ema"])
+    run.sink.on_log(f"continuing run {run.cfg.train.init_from_run}: its optimizer state is loaded")

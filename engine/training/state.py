@@ -22,6 +22,7 @@ class Progress:
     best_epoch: int | None = None
     bad_epochs: int = 0  # epochs without an early-stopping improvement
     es_best: float | None = None
+    ema_updates: int = 0  # optimizer steps the EMA has averaged (its warmup counts them)
 
     def record(self, epoch: int, metrics: dict, cfg) -> tuple[bool, float]:
         """Note a finished epoch's metrics; returns (the best metric improved, its value this epoch)."""
@@ -89,6 +90,7 @@ class TrainState:
             "best_epoch": p.best_epoch,
             "bad_epochs": p.bad_epochs,
             "es_best": p.es_best,
+            "ema_updates": p.ema_updates,
             "config": i.config,
             "class_names": i.class_names,
             "mean": i.mean,
@@ -106,6 +108,7 @@ class TrainState:
             best_epoch=d.get("best_epoch"),
             bad_epochs=d.get("bad_epochs", 0),
             es_best=d.get("es_best"),
+            ema_updates=int(d.get("ema_updates", 0)),
         )
         info = RunInfo(d["config"], d["class_names"], d["mean"], d["std"])
         return cls(progress, d["model"], d["optimizer"], d["schedule"], d.get("ema"), d.get("scaler"), info)
