@@ -162,7 +162,7 @@ def _csv_lab(root: Path, lines: list[str]) -> Path:
     [
         (["0.png,a,train", "1.png,b,train", "2.png"], "line 4: every row needs a 'path' and a 'label'"),
         (["0.png,a,train", "1.png,b,train", "2.png,,train"], "line 4: every row needs"),
-        (["0.png,a,train", "1.png,b,train", "2.png,c,test"], "test labels c never occur in the training rows"),
+        (["0.png,a,train", "1.png,b,train", "2.png,c,test"], "labels c never occur in the training rows"),
     ],
     ids=["short row", "empty label", "test-only label"],
 )

@@ -52,6 +52,9 @@ def test_user_text_is_never_markdown_in_a_real_browser(chromium, dashboard):  # 
         try:
             page.goto(base + "/run?run=1")
             expect(page.get_by_role("heading", name=re.compile(r"^Run #1 · "))).to_be_visible(timeout=TIMEOUT_MS)
+            # the page streams in: wait for the notes and the error line before reading the text
+            expect(page.get_by_text(re.compile("notes.png")).first).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_text(re.compile("Boom: see")).first).to_be_visible(timeout=TIMEOUT_MS)
             shown = page.inner_text("body").replace(WORD_JOINER, "")
             for typed in (
                 f"Run #1 · {LINK} 1",
