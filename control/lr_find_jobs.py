@@ -9,11 +9,10 @@ job whose process died without saying so.
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from control import engine_jobs
-from control.launcher import runs_root
+from control.launcher import pid_alive, runs_root
 from db import queries, store
 
 UNFINISHED = ("queued", "running")
@@ -41,7 +40,7 @@ def lr_find(url: str, find_id: int) -> dict | None:
         code = proc.poll()
         gone = code is not None
     else:  # started by another dashboard process: is its pid still alive?
-        code, gone = None, row["pid"] is not None and not _alive(row["pid"])
+        code, gone = None, row["pid"] is not None and not pid_alive(row["pid"])
     if gone:
         tail = engine_jobs.output_tail(row["log_path"], 5)
         why = (
@@ -52,13 +51,3 @@ def lr_find(url: str, find_id: int) -> dict | None:
         store.fail_lr_find_if_unfinished(url, find_id, why + (f": {tail}" if tail else ""))
         row = queries.get_lr_find(url, find_id)
     return row
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

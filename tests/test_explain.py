@@ -5,17 +5,15 @@ run, the background `python -m engine explain` job and its cache, and per-varian
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 
 from engine import explain
 from tests.health_support import TTA, use_lab
+from tests.test_pages_core import open_page
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 MEAN, STD = [0.5] * 3, [0.25] * 3
 
 
@@ -118,23 +116,9 @@ def test_evaluating_a_checkpoint_with_tta_times_each_variant(noisy_run):
 
 
 # ------------------------------------------------------------------------------- pages
-def _page(page: str, **query) -> AppTest:
-    import streamlit as st
-
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    at.switch_page(f"views/{page}.py")
-    for k, v in query.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def test_run_detail_tta_tab_shows_gain_against_time_per_image(noisy_run, monkeypatch):
     use_lab(noisy_run, monkeypatch)
-    at = _page("run_detail", run=noisy_run["run_id"])
+    at = open_page("run_detail", timeout=180, run=noisy_run["run_id"])
     cost = next(d.value for d in at.dataframe if "ms_per_image" in d.value.columns)
     assert sorted(cost["variant"]) == sorted(TTA) and (cost["ms_per_image"] > 0).all()
     assert cost.loc[cost["variant"] == "none", "gain_pp"].iloc[0] == 0
@@ -148,7 +132,7 @@ def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embed
     lab = noisy_run
     use_lab(lab, monkeypatch)
     run_id = lab["run_id"]
-    at = _page("run_detail", run=run_id)
+    at = open_page("run_detail", timeout=180, run=run_id)
     go = [b for b in at.button if b.label in ("Compute explanations", "Recompute")]
     assert go, [b.label for b in at.button]
     go[0].click().run()  # python -m engine explain, in its own process
@@ -164,6 +148,6 @@ def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embed
     assert sum("· true" in c and "predicted" in c for c in captions) == explain.GALLERY
     assert any("k-NN accuracy in this 2-D view" in m.value for m in at.markdown)
     # a second view reads the cache: no job is started
-    at2 = _page("run_detail", run=run_id)
+    at2 = open_page("run_detail", timeout=180, run=run_id)
     assert explain_jobs.job(lab["url"], run_id) is None
     assert [b.label for b in at2.button if b.label == "Recompute"] == ["Recompute"]

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from engine import health
 from tests.health_support import FLIP_SHARE, flipped_mask, use_lab
-
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+from tests.test_pages_core import open_page
 
 
 def _digits_splits():
@@ -108,25 +106,11 @@ def test_suspects_are_confidently_wrong_and_ranked_by_confidence():
 
 
 # ------------------------------------------------------------------------------- pages
-def _page(page: str, **query) -> AppTest:
-    import streamlit as st
-
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=180)
-    at.run()
-    at.switch_page(f"views/{page}.py")
-    for k, v in query.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the_builder(noisy_run, monkeypatch):
     lab = noisy_run
     use_lab(lab, monkeypatch)
     run_id = lab["run_id"]
-    at = _page("run_detail", run=run_id)
+    at = open_page("run_detail", timeout=180, run=run_id)
     assert "Data health" in [t.label for t in at.tabs]
     # the suspects gallery: tiles with the label and the predicted class
     captions = [img.caption for el in at.image for img in el.proto.imgs]
@@ -148,7 +132,7 @@ def test_datasets_page_sends_the_suggested_loss_of_an_imbalanced_dataset_to_the_
     keep = np.concatenate([np.flatnonzero(d.train_y != 0), np.flatnonzero(d.train_y == 0)[:10]])
     np.savez(tmp_path / "skewed.npz", images=d.train_x[keep], labels=d.train_y[keep])
     registry.register_dataset(db_url, "skewed", "npz", str(tmp_path / "skewed.npz"), {})
-    at = _page("datasets")
+    at = open_page("datasets", timeout=180)
     at.selectbox(key="datasets_pick").set_value("skewed").run()
     assert not at.exception, [e.message for e in at.exception]
     use = [b for b in at.button if b.label.startswith("Use this loss")]

@@ -152,36 +152,26 @@ def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list], t
     if not len(s.val_y):
         return {}, {}, None
     run.live.phase("val", eval_batches(len(s.val_y)) * (2 if run.ema is not None else 1))
-    probs = predict_probs(
-        run.eval_model,
-        s.val_x,
-        s.mean,
-        s.std,
-        run.device,
-        channels_last=run.cfg.train.channels_last,
-        amp_dtype=run.amp_dtype,
-        on_batch=run.live.advance,
-    )
+
+    def predict(model):
+        return predict_probs(
+            model,
+            s.val_x,
+            s.mean,
+            s.std,
+            run.device,
+            channels_last=run.cfg.train.channels_last,
+            amp_dtype=run.amp_dtype,
+            on_batch=run.live.advance,
+        )
+
+    probs = predict(run.eval_model)
     v = summarize(probs, s.val_y, s.num_classes, with_predictions=False)
     metrics = {("val", "loss"): v["loss"], ("val", "acc"): v["accuracy"]}
     if run.ema is not None:  # the other weights beside the evaluated ones: acc_raw next to the EMA's, or acc_ema
         evaluates_ema = run.cfg.regularize.ema.evaluate_ema
         other = run.model if evaluates_ema else run.ema.module
         suffix = "raw" if evaluates_ema else "ema"
-        o = summarize(
-            predict_probs(
-                other,
-                s.val_x,
-                s.mean,
-                s.std,
-                run.device,
-                channels_last=run.cfg.train.channels_last,
-                amp_dtype=run.amp_dtype,
-                on_batch=run.live.advance,
-            ),
-            s.val_y,
-            s.num_classes,
-            with_predictions=False,
-        )
+        o = summarize(predict(other), s.val_y, s.num_classes, with_predictions=False)
         metrics[("val", f"loss_{suffix}")], metrics[("val", f"acc_{suffix}")] = o["loss"], o["accuracy"]
     return metrics, {"val": v["confusion"]}, probs
