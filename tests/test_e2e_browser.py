@@ -129,6 +129,18 @@ def _patient(page) -> None:
     expect.set_options(timeout=TIMEOUT_MS)
 
 
+def _settled(page) -> None:
+    """Wait until the page's rerun has finished: the script not running and no stale element left. While
+    a rerun streams in, Streamlit keeps the previous render's elements beside the new ones, so one
+    button's name can match twice (Playwright's strict mode refuses the click) or an old value shows."""
+    from playwright.sync_api import expect
+
+    app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    expect(app).to_have_count(1, timeout=TIMEOUT_MS)
+    stale = page.locator('[data-testid="stElementContainer"][data-stale="true"]')
+    expect(stale).to_have_count(0, timeout=TIMEOUT_MS)
+
+
 def _no_exception(page):
     """A page that raised shows Streamlit's exception box; only a browser sees those on first load."""
     boxes = page.get_by_test_id("stException")
@@ -157,6 +169,7 @@ def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
     steps.fill("3")  # a few steps per epoch: a real run that ends in seconds
     steps.press("Enter")
     expect(steps).to_have_value("3")
+    _settled(page)
     _no_exception(page)
     page.get_by_role("button", name="Launch").click()
 

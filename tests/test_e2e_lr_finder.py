@@ -48,6 +48,7 @@ def test_find_lr_use_it_and_launch_in_a_real_browser(chromium, dashboard):  # no
 
             page.get_by_role("tab", name="Optimizer").click()
             _spin(page, "Sweep steps", 20)
+            e2e._settled(page)
             page.get_by_role("button", name="Find learning rate").click()
             suggestion = page.get_by_text(re.compile(r"Suggested LR \S+ by the \w+ rule"))
             expect(suggestion).to_be_visible(timeout=e2e.TIMEOUT_MS)
@@ -56,8 +57,10 @@ def test_find_lr_use_it_and_launch_in_a_real_browser(chromium, dashboard):  # no
             e2e._no_exception(page)
             page.screenshot(path=str(e2e.ARTIFACTS / "e2e_lr_find_1_result.png"), full_page=True)
 
-            page.get_by_role("button", name="Use this LR").click()
+            e2e._settled(page)
+            page.get_by_role("button", name="Use this LR", exact=True).click()
             expect(page.get_by_role("button", name="✔ In use")).to_be_visible()
+            e2e._settled(page)
             page.get_by_role("button", name="Launch").click()
             expect(page.get_by_role("heading", name=re.compile(r"^Run #1"))).to_be_visible()
             expect(page.get_by_text(re.compile(r"suggested by LR range test #1"))).to_be_visible()

@@ -14,6 +14,8 @@ from tests.test_e2e_browser import (  # noqa: F401  (chromium, dashboard: fixtur
     CHROMIUM_ARGS,
     TIMEOUT_MS,
     _no_exception,
+    _patient,
+    _settled,
     chromium,
     dashboard,
 )
@@ -43,6 +45,7 @@ def test_design_launch_watch_and_read_a_study_in_a_real_browser(chromium, dashbo
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        _patient(page)
         page_errors = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
         try:
@@ -62,7 +65,8 @@ def test_design_launch_watch_and_read_a_study_in_a_real_browser(chromium, dashbo
             seeds.fill("2")
             seeds.press("Enter")
             expect(seeds).to_have_value("2")
-            page.get_by_role("button", name="Preview").click()
+            _settled(page)  # the rerun of the last edit has replaced every element it redraws
+            page.get_by_role("button", name="Preview", exact=True).click()
             expect(page.get_by_test_id("stMetricValue").filter(has_text=re.compile(r"^4$")).first).to_be_visible(
                 timeout=TIMEOUT_MS
             )
@@ -70,7 +74,8 @@ def test_design_launch_watch_and_read_a_study_in_a_real_browser(chromium, dashbo
             _no_exception(page)
             page.screenshot(path=str(ARTIFACTS / "e2e_study_1_preview.png"), full_page=True)
 
-            page.get_by_role("button", name="Launch study").click()
+            _settled(page)
+            page.get_by_role("button", name="Launch study", exact=True).click()
             expect(page.get_by_text(re.compile(r"runs ended"))).to_be_visible(timeout=TIMEOUT_MS)
             [study] = queries.list_studies(url)
             assert len(queries.study_runs(url, study["id"])) == 4
