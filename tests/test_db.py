@@ -31,6 +31,25 @@ def test_schema_is_migrated_and_sqlite_is_in_wal_mode(db_url):
     assert {d["name"] for d in queries.list_datasets(db_url)} >= {"digits"}
 
 
+def test_the_fast_head_check_knows_alembics_head_and_an_old_database_is_still_upgraded(tmp_path):
+    """init_db skips Alembic for a database at HEAD_REVISION: that constant must be Alembic's head, and a
+    database one migration behind must still be upgraded (not taken for current)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from db.session import HEAD_REVISION, alembic_config, init_db
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with get_engine(url).begin() as conn:
+        cfg = alembic_config(url, conn)
+        assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+        command.upgrade(cfg, "0003")
+    init_db(url)
+    con = sqlite3.connect(url.removeprefix("sqlite:///"))
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+    assert "lr_finds" in {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 def test_run_metrics_confusion_checkpoint_round_trip(db_url):
     cfg = tiny_config()
     run_id = store.create_run(db_url, cfg)
