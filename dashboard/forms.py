@@ -14,6 +14,7 @@ Everything here takes and returns plain data, so it is unit-tested without a bro
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -636,11 +637,18 @@ def parse_tags(text: str) -> list[str]:
 
 
 def config_yaml(config: dict) -> str | None:
-    """YAML of a schema-valid config (what `python -m engine train x.yaml` reads), else None."""
+    """YAML of a schema-valid config (what `python -m engine train x.yaml` reads), else None. Kept for
+    the last configs seen: the builder and Run detail show it on every rerun, and parsing plus dumping
+    costs tens of milliseconds."""
+    return _config_yaml(json.dumps(config, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _config_yaml(config_json: str) -> str | None:
     from engine.config import ConfigError, parse_config
 
     try:
-        return parse_config(config).to_yaml()
+        return parse_config(json.loads(config_json)).to_yaml()
     except ConfigError:
         return None
 

@@ -79,27 +79,50 @@ def reading_line(reading: dict, min_epochs: int = 4) -> str:
 
 
 def mark_reading(fig: go.Figure, reading: dict, panels=((1, 1), (1, 2))) -> None:
-    """Vertical lines at the best epoch and at the overfitting onset on the given subplot panels."""
+    """Vertical lines at the best epoch and at the overfitting onset on the given subplot panels, each
+    with its label (top of the first panel, bottom of the others). Written as one layout update: plotly's
+    add_vline per panel re-validates the whole layout each call, a quarter of a Run detail rerun."""
     best, d = reading["best_epoch"], reading["diagnosis"]
+    marks = []  # (x, colour, dash, text, the side of the line the label sits on)
+    if best is not None:
+        marks.append((best, BEST_COLOR, "dash", f"best: epoch {best}", "left"))
+    if d is not None and d.onset is not None:
+        marks.append((d.onset, ONSET_COLOR, "dot", f"overfitting from epoch {d.onset}", "right"))
+    if not marks:
+        return
+    shapes, notes = list(fig.layout.shapes), list(fig.layout.annotations)
     for k, (row, col) in enumerate(panels):
-        if best is not None:
-            fig.add_vline(
-                x=best,
-                line=dict(color=BEST_COLOR, dash="dash", width=1.5),
-                annotation=dict(text=f"best: epoch {best}", font=dict(color=BEST_COLOR, size=11)),
-                annotation_position="top left" if k == 0 else "bottom left",
-                row=row,
-                col=col,
+        sub = fig.get_subplot(row, col)
+        xref = sub.xaxis.plotly_name.replace("axis", "")  # "xaxis2" -> "x2"
+        ydomain = sub.yaxis.plotly_name.replace("axis", "") + " domain"
+        top = k == 0
+        for x, color, dash, text, side in marks:
+            shapes.append(
+                dict(
+                    type="line",
+                    xref=xref,
+                    x0=x,
+                    x1=x,
+                    yref=ydomain,
+                    y0=0,
+                    y1=1,
+                    line=dict(color=color, dash=dash, width=1.5),
+                )
             )
-        if d is not None and d.onset is not None:
-            fig.add_vline(
-                x=d.onset,
-                line=dict(color=ONSET_COLOR, dash="dot", width=1.5),
-                annotation=dict(text=f"overfitting from epoch {d.onset}", font=dict(color=ONSET_COLOR, size=11)),
-                annotation_position="top right" if k == 0 else "bottom right",
-                row=row,
-                col=col,
+            notes.append(
+                dict(
+                    text=text,
+                    font=dict(color=color, size=11),
+                    showarrow=False,
+                    xref=xref,
+                    x=x,
+                    xanchor="right" if side == "left" else "left",
+                    yref=ydomain,
+                    y=1 if top else 0,
+                    yanchor="top" if top else "bottom",
+                )
             )
+    fig.update_layout(shapes=shapes, annotations=notes)
 
 
 def run_wide(history: pd.DataFrame, run_id: int) -> pd.DataFrame:

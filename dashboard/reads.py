@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard import plots
 from dashboard.plots import class_names_for
 from db import queries
 
@@ -22,6 +23,20 @@ def runs(url: str):
 @st.cache_data(max_entries=64, show_spinner=False)
 def history(url: str, run_id: int, epochs_done: int, status: str):
     return queries.metric_history(url, [run_id])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def history_wide(url: str, run_id: int, epochs_done: int, status: str):
+    """The run's history as one row per epoch (plots.history_wide), pivoted once per new epoch."""
+    return plots.history_wide(history(url, run_id, epochs_done, status))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def learning_curves(url: str, run_id: int, epochs_done: int, status: str, best_metric: str):
+    """Run detail's learning-curve figure, built once per (run, epochs done, status): plotly takes a good
+    part of a rerun to build a 2 x 2 figure. Shared, not copied (cache_resource): pages only draw it."""
+    wide = history_wide(url, run_id, epochs_done, status)
+    return plots.learning_curves(history(url, run_id, epochs_done, status), best_metric=best_metric, wide=wide)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -46,7 +61,7 @@ def checkpoints(url: str, run_id: int, epochs_done: int, status: str) -> list[di
 
 def clear_run_caches() -> None:
     """After an action that changes a run outside the engine (evaluate, stop, delete, tags)."""
-    for fn in (runs, evaluations, tta, checkpoints):
+    for fn in (runs, evaluations, tta, checkpoints, learning_curves):
         fn.clear()
 
 

@@ -106,6 +106,7 @@ def test_calibration_panel_shows_the_engines_ece_and_temperature_scaling_runs_as
     want = expected_calibration_error(probs, p["target"])
 
     at = _page("run_detail.py", query={"run": str(run_id)})
+    _open_tab(at, "Calibration", key="detail_tabs")
     ece = next(m for m in at.metric if m.label.startswith("ECE"))
     assert ece.value == f"{want:.4f}"
     assert _chart(at, f"diag_reliability_{run_id}")["data"][0]["type"] == "bar"
@@ -138,6 +139,7 @@ def test_export_panel_exports_onnx_in_the_background_and_offers_a_file_onnxrunti
 
     url, run_id = lab["url"], lab["overfit"]
     at = _page("run_detail.py", query={"run": str(run_id)})
+    _open_tab(at, "Export", key="detail_tabs")
     assert at.radio(key=f"diag_exp_fmt_{run_id}").value == "ONNX"
     at.selectbox(key=f"diag_exp_ckpt_{run_id}").set_value("best").run()
     next(b for b in at.button if b.label == "📦 Export").click().run()

@@ -12,7 +12,7 @@ import torch
 
 from engine import explain
 from tests.health_support import TTA, use_lab
-from tests.test_pages_core import open_page
+from tests.test_pages_core import open_page, open_tab
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
 
@@ -119,7 +119,7 @@ def test_evaluating_a_checkpoint_with_tta_times_each_variant(noisy_run):
 def test_run_detail_tta_tab_shows_gain_against_time_per_image(noisy_run, monkeypatch):
     use_lab(noisy_run, monkeypatch)
     at = open_page("run_detail", timeout=180, run=noisy_run["run_id"])
-    cost = next(d.value for d in at.dataframe if "ms_per_image" in d.value.columns)
+    cost = next(d.value for d in open_tab(at, "TTA").dataframe if "ms_per_image" in d.value.columns)
     assert sorted(cost["variant"]) == sorted(TTA) and (cost["ms_per_image"] > 0).all()
     assert cost.loc[cost["variant"] == "none", "gain_pp"].iloc[0] == 0
     assert cost.loc[cost["variant"] == "none", "cost_x"].iloc[0] == pytest.approx(1.0)
@@ -133,6 +133,7 @@ def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embed
     use_lab(lab, monkeypatch)
     run_id = lab["run_id"]
     at = open_page("run_detail", timeout=180, run=run_id)
+    open_tab(at, "Explain")
     go = [b for b in at.button if b.label in ("Compute explanations", "Recompute")]
     assert go, [b.label for b in at.button]
     go[0].click().run()  # python -m engine explain, in its own process
@@ -149,5 +150,6 @@ def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embed
     assert any("k-NN accuracy in this 2-D view" in m.value for m in at.markdown)
     # a second view reads the cache: no job is started
     at2 = open_page("run_detail", timeout=180, run=run_id)
+    open_tab(at2, "Explain")
     assert explain_jobs.job(lab["url"], run_id) is None
     assert [b.label for b in at2.button if b.label == "Recompute"] == ["Recompute"]

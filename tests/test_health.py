@@ -12,7 +12,7 @@ import pytest
 
 from engine import health
 from tests.health_support import FLIP_SHARE, flipped_mask, use_lab
-from tests.test_pages_core import open_page
+from tests.test_pages_core import open_page, open_tab
 
 
 def _digits_splits():
@@ -111,9 +111,9 @@ def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the
     use_lab(lab, monkeypatch)
     run_id = lab["run_id"]
     at = open_page("run_detail", timeout=180, run=run_id)
-    assert "Data health" in [t.label for t in at.tabs]
+    tab = open_tab(at, "Data health")
     # the suspects gallery: tiles with the label and the predicted class
-    captions = [img.caption for el in at.image for img in el.proto.imgs]
+    captions = [img.caption for el in tab.image for img in el.proto.imgs]
     assert any(" label " in c and "predicted" in c for c in captions)
     at.toggle(key=f"health_{run_id}_dups_on").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]

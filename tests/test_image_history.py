@@ -12,7 +12,7 @@ import pytest
 
 from db import queries, store
 from engine import image_history as ih
-from tests.test_pages_core import open_page
+from tests.test_pages_core import open_page, open_tab
 from tests.test_pages_extra import _open_tab
 
 EPOCHS = 3
@@ -244,12 +244,13 @@ def test_the_checkpoint_picker_drives_the_test_views_and_offers_evaluate_only_wh
     assert f"best (epoch {best['epoch']}) — test accuracy {best['accuracy']:.2%}" in picker.options
     assert "epoch_0001 (epoch 1) — not evaluated yet" in picker.options
     assert not [b for b in at.button if b.label.startswith("🧪 Evaluate best")]  # kept: never evaluated again
-    assert any(f"best checkpoint, epoch {best['epoch']}" in c.value for c in at.caption)
+    assert any(f"best checkpoint, epoch {best['epoch']}" in c.value for c in open_tab(at, "Per class").caption)
 
-    picker.set_value("epoch_0001").run()
+    at.selectbox(key=f"detail_test_ckpt_{run_id}").set_value("epoch_0001").run()  # the tree of the open tab
     assert not at.exception
     from dashboard.views.checkpoint_view import NOT_EVALUATED
 
-    assert sum(i.value == NOT_EVALUATED for i in at.info) == 2  # Test errors and Per class
+    assert [i.value for i in open_tab(at, "Per class").info] == [NOT_EVALUATED]
+    assert [i.value for i in open_tab(at, "Test errors & gallery").info] == [NOT_EVALUATED]
     evaluate = next(b for b in at.button if b.label == "🧪 Evaluate epoch_0001 on test")
     assert not evaluate.disabled

@@ -34,6 +34,15 @@ def open_page(page: str, timeout: float = 120, **query) -> AppTest:
     return at
 
 
+def open_tab(at: AppTest, label: str, key: str = "detail_tabs"):
+    """Run detail (and Compare) compute only the tab on screen: open one, as a click on it does, and
+    return it."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return next(t for t in at.tabs if t.label == label)
+
+
 def button(at: AppTest, label: str):
     found = [b for b in at.button if b.label == label]
     assert found, f"no button {label!r} in {[b.label for b in at.button]}"
@@ -382,9 +391,13 @@ def test_run_detail_shows_a_completed_run(in_lab):
         "Log",
         "Config",
     ]
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 4  # curves, confusion by epoch, test confusion, per class, TTA
+    # lazy tabs: the first one is computed, the others when opened
+    assert {"detail_curves", f"detail_cm_{run_id}"} <= {c.key for c in at.get("plotly_chart")}
     assert at.select_slider(key=f"detail_cm_epoch_{run_id}").options == ["1", "2"]
+    assert not [d for d in at.dataframe if "on disk" in d.value.columns]  # the Checkpoints tab is not built
+
+    open_tab(at, "Test errors & gallery")
+    assert f"detail_test_cm_{run_id}" in {c.key for c in at.get("plotly_chart")}
 
     # the gallery shows exactly the test images with the chosen true and predicted class
     test_eval = next(e for e in queries.evaluations(url, run_id, with_predictions=True) if e["split"] == "test")
@@ -401,18 +414,19 @@ def test_run_detail_shows_a_completed_run(in_lab):
     assert all(img.caption.startswith("✓ true 3 → 3") for img in gallery.proto.imgs)
     assert len(top_loss.proto.imgs) == 24
 
-    per_class = next(d.value for d in at.dataframe if "f1" in d.value.columns)
+    per_class = next(d.value for d in open_tab(at, "Per class").dataframe if "f1" in d.value.columns)
     assert len(per_class) == 10 and per_class["f1"].tolist() == pytest.approx(test_eval["per_class"]["f1"])
-    tta = next(d.value for d in at.dataframe if "variant" in d.value.columns)
+    tta = next(d.value for d in open_tab(at, "TTA").dataframe if "variant" in d.value.columns)
     assert set(tta["variant"]) == {"none", "hflip"}
-    ckpts = next(d.value for d in at.dataframe if "on disk" in d.value.columns)
+    ckpts = next(d.value for d in open_tab(at, "Checkpoints").dataframe if "on disk" in d.value.columns)
     assert {"best", "last", "epoch_0001", "epoch_0002"} <= set(ckpts["checkpoint"])
-    assert any("epoch 2" in c for c in texts(at.code))  # the log tab shows the run's log
+    assert any("epoch 2" in c for c in texts(open_tab(at, "Log").code))  # the log tab shows the run's log
 
 
 def test_run_detail_evaluates_a_checkpoint_on_test(in_lab):
     url, run_id = in_lab["url"], in_lab["trained"]
     at = open_page("run_detail", run=run_id)
+    open_tab(at, "Checkpoints")
     at.selectbox(key=f"detail_ckpt_{run_id}").set_value("epoch_0001")
     button(at, "🧪 Evaluate on test").click().run()  # python -m engine evaluate, in a background process
     assert not at.exception
@@ -428,7 +442,9 @@ def test_run_detail_evaluates_a_checkpoint_on_test(in_lab):
     assert picker.value == "best"
     assert f"epoch_0001 (epoch 1) — test accuracy {evals[-1]['accuracy']:.2%}" in picker.options
     picker.set_value("epoch_0001").run()
-    assert any("epoch_0001 checkpoint, epoch 1" in c.value for c in at.caption)  # Per class shows that evaluation
+    per_class = open_tab(at, "Per class")
+    assert any("epoch_0001 checkpoint, epoch 1" in c.value for c in per_class.caption)  # it shows that evaluation
+    open_tab(at, "Checkpoints")
     assert at.selectbox(key=f"detail_ckpt_{run_id}").value == "epoch_0001"
     assert button(at, "🧪 Evaluate on test").disabled
 

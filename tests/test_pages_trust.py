@@ -305,6 +305,7 @@ def test_evaluating_a_checkpoint_runs_in_the_background_with_progress(in_lab):
 
     url, run_id = in_lab["url"], in_lab["trained"]
     at = open_page("run_detail", run=run_id)
+    core.open_tab(at, "Checkpoints")
     at.selectbox(key=f"detail_ckpt_{run_id}").set_value("last")
     button(at, "🧪 Evaluate on test").click().run()
     job = actions.evaluation_job(url, run_id)

@@ -101,7 +101,7 @@ b[3].download_button(
 history = reads.history(url, run_id, row["epochs_done"], status)
 b[4].download_button(
     "⬇ Metrics CSV",
-    data=plots.metrics_csv(history),
+    data=reads.history_wide(url, run_id, row["epochs_done"], status).to_csv(index=False),
     file_name=f"run_{run_id}_metrics.csv",
     mime="text/csv",
     width="stretch",
@@ -169,7 +169,7 @@ def live_progress():
 
 st.subheader("Learning curves")
 live_progress()
-wide = plots.history_wide(history)
+wide = reads.history_wide(url, run_id, row["epochs_done"], status)
 if not wide.empty and len(wide.columns) > 1:
     last = wide.iloc[-1]
     prev = wide.iloc[-2] if len(wide) > 1 else None
@@ -197,7 +197,9 @@ if not wide.empty and len(wide.columns) > 1:
     )
     m[4].metric("Throughput", f"{last['train_images_per_sec']:,.0f} img/s" if "train_images_per_sec" in wide else "–")
 best_by = (cfg.get("eval") or {}).get("best_metric", "val_acc")
-curves = plots.learning_curves(history, best_metric=best_by)  # best epoch and overfitting onset marked
+curves = reads.learning_curves(
+    url, run_id, row["epochs_done"], status, best_by
+)  # best epoch and overfitting onset marked
 if curves is not None:  # the curves' one-line reading (engine.diagnose), beside the figure
     st.markdown(plots_diagnosis.reading_line(plots_diagnosis.curve_reading(wide, best_by)))
 if curves is None:
@@ -220,175 +222,8 @@ else:  # while it runs: the latest validation confusion matrix beside the curves
             key="detail_live_cm",
         )
 
+
 # ------------------------------------------------------------------------------- analysis tabs
-picked = checkpoint_view.picker(url, run_id, row)  # the checkpoint every test-side tab shows (best by default)
-t_cm, t_err, t_cls, t_tta, t_health, t_explain, t_cal, t_export, t_ckpt, t_log, t_cfg = st.tabs(
-    [
-        "Confusion by epoch",
-        "Test errors & gallery",
-        "Per class",
-        "TTA",
-        "Data health",
-        "Explain",
-        "Calibration",
-        "Export",
-        "Checkpoints",
-        "Log",
-        "Config",
-    ],
-    key="detail_tabs",
-)
-
-
-def _follow_newest(key: str, options: list) -> str:
-    """A slider over epochs that stays on the newest one as epochs arrive, unless the user moved it
-    elsewhere. (A keyed widget keeps its old value when its options grow.)"""
-    newest_key = key + ":newest"
-    if ss.get(key) not in options or ss.get(key) == ss.get(newest_key):
-        ss[key] = options[-1]
-    ss[newest_key] = options[-1]
-    return key
-
-
-with t_cm:
-    mats = reads.confusions(url, run_id, "val", row["epochs_done"], status)
-    if not mats:
-        st.info("The validation confusion matrix appears after the first epoch.")
-    else:
-        epochs = sorted(mats)
-        c = st.columns([4, 1], vertical_alignment="bottom")
-        if len(epochs) > 1:
-            epoch = c[0].select_slider("Epoch", epochs, key=_follow_newest(f"detail_cm_epoch_{run_id}", epochs))
-        else:
-            epoch = epochs[0]
-            c[0].caption(f"Epoch {epoch} (the only one so far)")
-        norm = c[1].toggle("Normalise rows", key="detail_cm_norm", help="Each row sums to 100 %: recall per true class")
-        names = reads.class_names(url, data_json, len(mats[epoch]))
-        image_history.val_confusion(url, run_id, data_json, epoch, mats, names, norm, row)  # a cell opens its images
-        worst = plots.top_confusions(mats[epoch], names)
-        if worst:
-            st.caption(
-                "Most frequent mistakes: " + plain("; ".join(f"{names[t]} → {names[p]} ({n})" for t, p, n in worst))
-            )
-        image_history.history_panel(url, run_id, data_json, mats, names, row)
-
-evaluations = reads.evaluations(url, run_id, status)
-tests = [e for e in evaluations if e["split"] == "test"]
-
-
-def _eval_label(e):
-    return f"{e['checkpoint']} checkpoint, epoch {e['epoch']} — test accuracy {e['accuracy']:.2%}"
-
-
-with t_err:
-    if picked is None:
-        st.info(checkpoint_view.NOT_EVALUATED)
-    else:
-        ev = picked
-        preds = ev.get("predictions") or {}
-        n = len(ev["confusion"])
-        names = reads.class_names(url, data_json, n)
-        right, true_c, pred_c = confusion_picker(
-            ev["confusion"],
-            names,
-            title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})",
-            caption="Click a cell to see its images.",
-            keys=(f"detail_true_{run_id}", f"detail_pred_{run_id}", f"detail_test_cm_{run_id}"),
-            normalise_key="detail_test_norm",
-        )
-        with right:
-            stretch = plots.stretch_toggle(st, key="detail_stretch")  # display only, for the galleries below
-            sp, err = reads.splits(url, data_json)
-            if sp is None:
-                st.warning(f"The images cannot be shown: {plain(err)}")
-            elif not preds:
-                st.info("This evaluation stored no per-image predictions.")
-            elif not np.array_equal(np.asarray(preds["target"]), sp.test_y):
-                st.warning("The dataset on disk no longer matches this run's test split; images cannot be matched.")
-            else:
-                idx = plots.matching_predictions(preds, true_c, pred_c, limit=48)
-                st.caption(
-                    f"{len(idx)} image(s) shown"
-                    + (" (first 48)" if len(idx) == 48 else "")
-                    + " — wrong predictions by confidence, right ones least confident first"
-                )
-                if idx:
-                    st.image(
-                        [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
-                        caption=[plots.prediction_caption(preds, i, names) for i in idx],
-                        width=96,
-                    )
-        if preds:
-            sp, _ = reads.splits(url, data_json)
-            st.markdown("**Highest-loss test images** — the model's most confident mistakes and hardest cases")
-            if sp is not None and np.array_equal(np.asarray(preds["target"]), sp.test_y):
-                idx = plots.top_loss_indices(preds, 24)
-                st.image(
-                    [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
-                    caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
-                    width=96,
-                )
-
-with t_cls:
-    if picked is None:
-        st.info(checkpoint_view.NOT_EVALUATED)
-    else:
-        ev = picked
-        names = reads.class_names(url, data_json, len(ev["confusion"]))
-        st.caption(_eval_label(ev))
-        st.plotly_chart(plots.per_class_bars(ev["per_class"], names), key="detail_per_class")
-        st.dataframe(
-            plots.per_class_frame(ev["per_class"], names),
-            placeholder="–",  # a missing value, not the word None
-            hide_index=True,
-            column_config={
-                "precision": st.column_config.NumberColumn(format="%.3f"),
-                "recall": st.column_config.NumberColumn(format="%.3f"),
-                "f1": st.column_config.NumberColumn("F1", format="%.3f"),
-            },
-        )
-
-with t_tta:
-    tta = checkpoint_view.tta_at(reads.tta(url, run_id, status), picked)
-    if tta.empty:
-        st.info(
-            "No test-time augmentation results. Pick variants in the builder's Evaluation tab (eval.tta), "
-            "or evaluate a checkpoint with TTA in the Checkpoints tab."
-        )
-    else:
-        st.plotly_chart(plots.tta_bars(tta, TTA_DESCRIPTIONS), key="detail_tta")
-        st.dataframe(
-            plots.tta_frame(tta, TTA_DESCRIPTIONS),
-            placeholder="–",  # a missing value, not the word None
-            hide_index=True,
-            column_config={
-                "accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
-                "gain_pp": st.column_config.NumberColumn("Gain vs none", format="%+.2f pp"),
-            },
-        )
-        ckpts = list(dict.fromkeys(tta["checkpoint"]))
-        ck = (
-            st.selectbox("Per class, checkpoint", ckpts, key=f"detail_tta_ckpt_{run_id}")
-            if len(ckpts) > 1
-            else ckpts[0]
-        )
-        metric = st.radio("Per-class metric", ["accuracy", "f1"], horizontal=True, key="detail_tta_metric")
-        table = plots.tta_per_class_frame(tta, reads.class_names(url, data_json, 0), metric, ck)
-        if not table.empty:
-            st.dataframe(
-                table,
-                column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns},
-                placeholder="–",
-            )
-        explain_panel.tta_cost(tta, reads.class_names(url, data_json, 0), ck, run_id)
-
-with t_health:
-    health_panel.render_run(url, run_id, cfg, evaluations)
-
-with t_explain:
-    explain_panel.render(url, run_id, cfg, row["run_dir"], list(explain_jobs.checkpoint_paths(url, run_id)))
-
-
 @st.fragment(run_every=1 if actions.evaluation_job(url, run_id) is not None else None)
 def evaluation_progress():
     """The background evaluation's progress, polled; when it ends the whole page reruns with its results."""
@@ -405,69 +240,256 @@ def evaluation_progress():
     st.rerun()
 
 
-with t_ckpt:
-    ckpts = reads.checkpoints(url, run_id, row["epochs_done"], status)
-    if not ckpts:
-        st.info("No checkpoints yet: one is written at the end of every epoch.")
-    else:
-        frame = plots.checkpoints_frame(ckpts)
-        st.dataframe(
-            frame,
-            placeholder="–",  # a missing value, not the word None
-            hide_index=True,
-            column_config={
-                "size_mb": st.column_config.NumberColumn("Size", format="%.1f MB"),
-                "path": st.column_config.TextColumn("Path", width="large"),
-            },
-        )
-        usable = [r for r in frame.to_dict("records") if r["on disk"]]
-        if usable:
-            by_label = {r["checkpoint"]: r for r in usable}
-            c = st.columns([2, 3, 2], vertical_alignment="bottom")
-            label = c[0].selectbox("Checkpoint", list(by_label), key=f"detail_ckpt_{run_id}")
-            tta_pick = c[1].multiselect(
-                "With TTA variants (optional)",
-                list(TTA_VARIANTS),
-                key="detail_ckpt_tta",
-                help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()),
+evaluation_progress()  # above the tabs: a background evaluation is followed whichever tab is open
+if res := ss.pop("detail_eval_result", None):
+    ok, out = res
+    (st.success if ok else st.error)(plain(out) or ("done" if ok else "the evaluation failed"))
+picked = checkpoint_view.picker(url, run_id, row)  # the checkpoint every test-side tab shows (best by default)
+t_cm, t_err, t_cls, t_tta, t_health, t_explain, t_cal, t_export, t_ckpt, t_log, t_cfg = st.tabs(
+    [
+        "Confusion by epoch",
+        "Test errors & gallery",
+        "Per class",
+        "TTA",
+        "Data health",
+        "Explain",
+        "Calibration",
+        "Export",
+        "Checkpoints",
+        "Log",
+        "Config",
+    ],
+    key="detail_tabs",
+    on_change="rerun",  # lazy tabs: only the open one is computed, so a rerun costs one tab, not eleven
+)
+
+
+def _follow_newest(key: str, options: list) -> str:
+    """A slider over epochs that stays on the newest one as epochs arrive, unless the user moved it
+    elsewhere. (A keyed widget keeps its old value when its options grow.)"""
+    newest_key = key + ":newest"
+    if ss.get(key) not in options or ss.get(key) == ss.get(newest_key):
+        ss[key] = options[-1]
+    ss[newest_key] = options[-1]
+    return key
+
+
+if t_cm.open:
+    with t_cm:
+        mats = reads.confusions(url, run_id, "val", row["epochs_done"], status)
+        if not mats:
+            st.info("The validation confusion matrix appears after the first epoch.")
+        else:
+            epochs = sorted(mats)
+            c = st.columns([4, 1], vertical_alignment="bottom")
+            if len(epochs) > 1:
+                epoch = c[0].select_slider("Epoch", epochs, key=_follow_newest(f"detail_cm_epoch_{run_id}", epochs))
+            else:
+                epoch = epochs[0]
+                c[0].caption(f"Epoch {epoch} (the only one so far)")
+            norm = c[1].toggle(
+                "Normalise rows", key="detail_cm_norm", help="Each row sums to 100 %: recall per true class"
             )
-            busy = actions.evaluation_job(url, run_id) is not None
-            kept = checkpoint_view.kept(url, run_id, row, label) and not tta_pick  # evaluated once, then kept
-            if c[2].button(
-                "🧪 Evaluate on test",
-                width="stretch",
-                disabled=status == RunStatus.QUEUED or busy or kept,
-                help="Runs python -m engine evaluate in the background; keep working meanwhile. Results "
-                "appear in the Test errors, Per class and TTA tabs",
-            ):
-                actions.start_evaluation(url, run_id, label, tta_pick, log_dir=row["run_dir"])
-                st.rerun()
+            names = reads.class_names(url, data_json, len(mats[epoch]))
+            image_history.val_confusion(
+                url, run_id, data_json, epoch, mats, names, norm, row
+            )  # a cell opens its images
+            worst = plots.top_confusions(mats[epoch], names)
+            if worst:
+                st.caption(
+                    "Most frequent mistakes: " + plain("; ".join(f"{names[t]} → {names[p]} ({n})" for t, p, n in worst))
+                )
+            image_history.history_panel(url, run_id, data_json, mats, names, row)
+
+evaluations = reads.evaluations(url, run_id, status)
+tests = [e for e in evaluations if e["split"] == "test"]
+
+
+def _eval_label(e):
+    return f"{e['checkpoint']} checkpoint, epoch {e['epoch']} — test accuracy {e['accuracy']:.2%}"
+
+
+if t_err.open:
+    with t_err:
+        if picked is None:
+            st.info(checkpoint_view.NOT_EVALUATED)
+        else:
+            ev = picked
+            preds = ev.get("predictions") or {}
+            n = len(ev["confusion"])
+            names = reads.class_names(url, data_json, n)
+            right, true_c, pred_c = confusion_picker(
+                ev["confusion"],
+                names,
+                title=f"Test confusion ({ev['checkpoint']}, epoch {ev['epoch']})",
+                caption="Click a cell to see its images.",
+                keys=(f"detail_true_{run_id}", f"detail_pred_{run_id}", f"detail_test_cm_{run_id}"),
+                normalise_key="detail_test_norm",
+            )
+            with right:
+                stretch = plots.stretch_toggle(st, key="detail_stretch")  # display only, for the galleries below
+                sp, err = reads.splits(url, data_json)
+                if sp is None:
+                    st.warning(f"The images cannot be shown: {plain(err)}")
+                elif not preds:
+                    st.info("This evaluation stored no per-image predictions.")
+                elif not np.array_equal(np.asarray(preds["target"]), sp.test_y):
+                    st.warning("The dataset on disk no longer matches this run's test split; images cannot be matched.")
+                else:
+                    idx = plots.matching_predictions(preds, true_c, pred_c, limit=48)
+                    st.caption(
+                        f"{len(idx)} image(s) shown"
+                        + (" (first 48)" if len(idx) == 48 else "")
+                        + " — wrong predictions by confidence, right ones least confident first"
+                    )
+                    if idx:
+                        st.image(
+                            [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
+                            caption=[plots.prediction_caption(preds, i, names) for i in idx],
+                            width=96,
+                        )
+            if preds:
+                sp, _ = reads.splits(url, data_json)
+                st.markdown("**Highest-loss test images** — the model's most confident mistakes and hardest cases")
+                if sp is not None and np.array_equal(np.asarray(preds["target"]), sp.test_y):
+                    idx = plots.top_loss_indices(preds, 24)
+                    st.image(
+                        [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
+                        caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
+                        width=96,
+                    )
+
+if t_cls.open:
+    with t_cls:
+        if picked is None:
+            st.info(checkpoint_view.NOT_EVALUATED)
+        else:
+            ev = picked
+            names = reads.class_names(url, data_json, len(ev["confusion"]))
+            st.caption(_eval_label(ev))
+            st.plotly_chart(plots.per_class_bars(ev["per_class"], names), key="detail_per_class")
+            st.dataframe(
+                plots.per_class_frame(ev["per_class"], names),
+                placeholder="–",  # a missing value, not the word None
+                hide_index=True,
+                column_config={
+                    "precision": st.column_config.NumberColumn(format="%.3f"),
+                    "recall": st.column_config.NumberColumn(format="%.3f"),
+                    "f1": st.column_config.NumberColumn("F1", format="%.3f"),
+                },
+            )
+
+if t_tta.open:
+    with t_tta:
+        tta = checkpoint_view.tta_at(reads.tta(url, run_id, status), picked)
+        if tta.empty:
+            st.info(
+                "No test-time augmentation results. Pick variants in the builder's Evaluation tab (eval.tta), "
+                "or evaluate a checkpoint with TTA in the Checkpoints tab."
+            )
+        else:
+            st.plotly_chart(plots.tta_bars(tta, TTA_DESCRIPTIONS), key="detail_tta")
+            st.dataframe(
+                plots.tta_frame(tta, TTA_DESCRIPTIONS),
+                placeholder="–",  # a missing value, not the word None
+                hide_index=True,
+                column_config={
+                    "accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
+                    "gain_pp": st.column_config.NumberColumn("Gain vs none", format="%+.2f pp"),
+                },
+            )
+            ckpts = list(dict.fromkeys(tta["checkpoint"]))
+            ck = (
+                st.selectbox("Per class, checkpoint", ckpts, key=f"detail_tta_ckpt_{run_id}")
+                if len(ckpts) > 1
+                else ckpts[0]
+            )
+            metric = st.radio("Per-class metric", ["accuracy", "f1"], horizontal=True, key="detail_tta_metric")
+            table = plots.tta_per_class_frame(tta, reads.class_names(url, data_json, 0), metric, ck)
+            if not table.empty:
+                st.dataframe(
+                    table,
+                    column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns},
+                    placeholder="–",
+                )
+            explain_panel.tta_cost(tta, reads.class_names(url, data_json, 0), ck, run_id)
+
+if t_health.open:
+    with t_health:
+        health_panel.render_run(url, run_id, cfg, evaluations)
+
+if t_explain.open:
+    with t_explain:
+        explain_panel.render(url, run_id, cfg, row["run_dir"], list(explain_jobs.checkpoint_paths(url, run_id)))
+
+
+if t_ckpt.open:
+    with t_ckpt:
+        ckpts = reads.checkpoints(url, run_id, row["epochs_done"], status)
+        if not ckpts:
+            st.info("No checkpoints yet: one is written at the end of every epoch.")
+        else:
+            frame = plots.checkpoints_frame(ckpts)
+            st.dataframe(
+                frame,
+                placeholder="–",  # a missing value, not the word None
+                hide_index=True,
+                column_config={
+                    "size_mb": st.column_config.NumberColumn("Size", format="%.1f MB"),
+                    "path": st.column_config.TextColumn("Path", width="large"),
+                },
+            )
+            usable = [r for r in frame.to_dict("records") if r["on disk"]]
+            if usable:
+                by_label = {r["checkpoint"]: r for r in usable}
+                c = st.columns([2, 3, 2], vertical_alignment="bottom")
+                label = c[0].selectbox("Checkpoint", list(by_label), key=f"detail_ckpt_{run_id}")
+                tta_pick = c[1].multiselect(
+                    "With TTA variants (optional)",
+                    list(TTA_VARIANTS),
+                    key="detail_ckpt_tta",
+                    help="\n".join(f"- {k}: {v}" for k, v in TTA_DESCRIPTIONS.items()),
+                )
+                busy = actions.evaluation_job(url, run_id) is not None
+                kept = checkpoint_view.kept(url, run_id, row, label) and not tta_pick  # evaluated once, then kept
+                if c[2].button(
+                    "🧪 Evaluate on test",
+                    width="stretch",
+                    disabled=status == RunStatus.QUEUED or busy or kept,
+                    help="Runs python -m engine evaluate in the background; keep working meanwhile. Results "
+                    "appear in the Test errors, Per class and TTA tabs",
+                ):
+                    actions.start_evaluation(url, run_id, label, tta_pick, log_dir=row["run_dir"])
+                    st.rerun()
+                st.download_button(
+                    f"⬇ Download {label}.pt",
+                    data=actions.file_reader(by_label[label]["path"]),
+                    file_name=f"run_{run_id}_{label}.pt",
+                    mime="application/octet-stream",
+                )
+
+if t_log.open:
+    with t_log:
+        text = actions.log_tail(row["log_path"], 300)
+        if text is None:
+            st.info("No log file yet." if active else "This run has no log file on this machine.")
+        else:
+            st.code(text, language="text")
             st.download_button(
-                f"⬇ Download {label}.pt",
-                data=actions.file_reader(by_label[label]["path"]),
-                file_name=f"run_{run_id}_{label}.pt",
-                mime="application/octet-stream",
+                "⬇ Full log",
+                data=actions.file_reader(row["log_path"]),
+                file_name=f"run_{run_id}.log",
+                mime="text/plain",
             )
-        evaluation_progress()
-        if res := ss.pop("detail_eval_result", None):
-            ok, out = res
-            (st.success if ok else st.error)(plain(out) or ("done" if ok else "the evaluation failed"))
 
-with t_log:
-    text = actions.log_tail(row["log_path"], 300)
-    if text is None:
-        st.info("No log file yet." if active else "This run has no log file on this machine.")
-    else:
-        st.code(text, language="text")
-        st.download_button(
-            "⬇ Full log", data=actions.file_reader(row["log_path"]), file_name=f"run_{run_id}.log", mime="text/plain"
-        )
+if t_cfg.open:
+    with t_cfg:
+        st.code(yaml_text or json.dumps(cfg, indent=2), language="yaml")
 
-with t_cfg:
-    st.code(yaml_text or json.dumps(cfg, indent=2), language="yaml")
+if t_cal.open:  # reliability diagram and ECE of a stored test evaluation; temperature scaling as an engine job
+    with t_cal:
+        run_diagnosis.calibration(url, run_id, row, tests)
 
-with t_cal:  # reliability diagram and ECE of a stored test evaluation; temperature scaling as an engine job
-    run_diagnosis.calibration(url, run_id, row, tests)
-
-with t_export:  # a checkpoint to ONNX / TorchScript as an engine job, then a download
-    run_diagnosis.export(url, run_id, row)
+if t_export.open:  # a checkpoint to ONNX / TorchScript as an engine job, then a download
+    with t_export:
+        run_diagnosis.export(url, run_id, row)
