@@ -908,6 +908,17 @@ class TrainConfig(Section):
 
 # ----------------------------------------------------------------------------------------- eval
 TTA_VARIANTS = ("none", "hflip", "vflip", "rot90", "dihedral8", "random_mean", "random_vote", "multicrop")
+# What each variant does, in words (the dashboard's tables and help).
+TTA_DESCRIPTIONS = {
+    "none": "plain prediction",
+    "hflip": "mean of original + horizontal flip",
+    "vflip": "mean of original + vertical flip",
+    "rot90": "mean over 0/90/180/270 degree rotations",
+    "dihedral8": "mean over the 8 flips x rotations",
+    "random_mean": "mean of probabilities over N passes of the training augmentation",
+    "random_vote": "majority vote over N passes of the training augmentation",
+    "multicrop": "mean over 5 crops (centre + 4 corners) of the image padded by 1/8",
+}
 # Single views a user's own TTA set is made of (engine.training.evaluate.SET_VIEWS implements each).
 TTA_SET_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
 

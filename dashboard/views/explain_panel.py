@@ -17,7 +17,6 @@ from control import explain_jobs
 from dashboard import plots, reads
 from dashboard import plots_explain as px
 from dashboard.text import plain
-from engine.explain import overlay
 
 
 @st.fragment(run_every=1)
@@ -37,6 +36,8 @@ def _job_progress(url: str, run_id: int) -> None:
 
 
 def render(url: str, run_id: int, cfg: dict, run_dir: str | None, checkpoint_names: list[str]) -> None:
+    from engine.explain import overlay  # here, not at import: it brings torch and OpenCV
+
     ss = st.session_state
     if not checkpoint_names:
         st.info("Explanations need a checkpoint: one is written at the end of every epoch.")

@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from control import studies, study_stats
+from control import studies
 from dashboard import plots, reads
 from dashboard.confusion_picker import confusion_picker
 from dashboard.text import plain
@@ -183,6 +183,8 @@ def discordant_val(history_a, history_b, targets, epoch_a: int, epoch_b: int) ->
     """The same on the validation split, at one epoch of each run, from the per-image histories."""
     ca = history_a.correct(targets)[history_a.row(epoch_a)]
     cb = history_b.correct(targets)[history_b.row(epoch_b)]
+    from control import study_stats  # scipy: only where a test is drawn
+
     result = study_stats.mcnemar_exact(ca, cb)
     only_a, only_b = ih.discordant(ca, cb)
     return {**result, "idx_a": only_a, "idx_b": only_b}
@@ -230,6 +232,8 @@ def ab_tab(url: str, runs: list[dict], labels: dict[int, str]) -> None:
         images, ok = sp.val_x, True
         preds_a = epoch_predictions(ha, sp, ha.epochs[-1])
         preds_b = epoch_predictions(hb, sp, hb.epochs[-1])
+    from control import study_stats
+
     st.caption(plain(study_stats.verdict(res, f"run {a}", f"run {b}")))
     m = st.columns(3)
     m[0].metric("Right in A, wrong in B", res["only_a"], help="McNemar's b")

@@ -21,8 +21,7 @@ from dashboard.text import init_from_text, plain
 from dashboard.views import checkpoint_view, explain_panel, health_panel, image_history, run_diagnosis
 from db import queries
 from db.models import ACTIVE, RESUMABLE, RunStatus
-from engine.config import TTA_VARIANTS
-from engine.training.evaluate import TTA_DESCRIPTIONS
+from engine.config import TTA_DESCRIPTIONS, TTA_VARIANTS
 
 url = db_url_for_session()
 ss = st.session_state

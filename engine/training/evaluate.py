@@ -11,17 +11,6 @@ import torch.nn.functional as F
 from engine.augment import ops, registry
 from engine.data import normalize_batch
 
-TTA_DESCRIPTIONS = {
-    "none": "plain prediction",
-    "hflip": "mean of original + horizontal flip",
-    "vflip": "mean of original + vertical flip",
-    "rot90": "mean over 0/90/180/270 degree rotations",
-    "dihedral8": "mean over the 8 flips x rotations",
-    "random_mean": "mean of probabilities over N passes of the training augmentation",
-    "random_vote": "majority vote over N passes of the training augmentation",
-    "multicrop": "mean over 5 crops (centre + 4 corners) of the image padded by 1/8",
-}
-
 
 @torch.no_grad()
 def predict_probs(
