@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from db import queries, store
 from db.sink import DBSink
 from tests.conftest import tiny_config
+from tests.test_pages_core import open_tab
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
@@ -101,10 +102,7 @@ def _tab(at, label):
 
 def _open_tab(at, label, key="compare_tab"):
     """Compare computes only the tab on screen: open one (as a click on it does) and return its contents."""
-    at.session_state[key] = label
-    at.run()
-    assert not at.exception, at.exception
-    return _tab(at, label)
+    return open_tab(at, label, key)
 
 
 # ------------------------------------------------------------------------------------- compare

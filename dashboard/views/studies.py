@@ -176,6 +176,11 @@ def _open() -> None:
     st.query_params["study"] = str(study_id)
     fingerprint = _fingerprint(study_id)
     state = reads.study_state(url, study_id, fingerprint)
+    listed = next(s["status"] for s in existing if s["id"] == study_id)
+    if listed != state["status"] and ss.get("study_relabelled") != (study_id, state["status"]):
+        ss["study_relabelled"] = (study_id, state["status"])  # once per change: the picker's label is cached
+        reads.studies_list.clear()
+        st.rerun()
     live = state["status"] == "running"
 
     @st.fragment(run_every=3 if live else None)
@@ -275,11 +280,11 @@ def _significance(state: dict) -> None:
         c = st.columns(2)
         a = c[0].selectbox("A", list(labels), index=1, format_func=labels.get, key="study_sig_a")
         b = c[1].selectbox("B", list(labels), index=0, format_func=labels.get, key="study_sig_b")
-        significance.groups_panel(
+        significance.groups_panel(  # named by their settings too: the sentence reads on its own
             [by_run[r] for r in summary[a]["run_ids"]],
             [by_run[r] for r in summary[b]["run_ids"]],
-            f"#{a}",
-            f"#{b}",
+            f"#{a} ({ps.params_label(summary[a]['params'])})",
+            f"#{b} ({ps.params_label(summary[b]['params'])})",
             higher_is_better=state["objective"]["direction"] == "maximize",
             key="study_sig",
         )
