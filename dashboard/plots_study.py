@@ -128,7 +128,8 @@ def parallel_coordinates_figure(trials: list[dict], factors: list[str], metric: 
     objective = [t["objective"] for t in done]
     dims.append(dict(label=metric, values=objective))
     fig = go.Figure(go.Parcoords(line=dict(color=objective, colorscale="Viridis", showscale=True), dimensions=dims))
-    fig.update_layout(title="Every finished run", height=380)
+    # room on both sides: parcoords draws the first and last axes' tick labels outside the plot area
+    fig.update_layout(title="Every finished run", height=380, margin=dict(l=80, r=80, t=80, b=40))
     return fig
 
 
