@@ -436,26 +436,34 @@ def param_importance(url: str, study_id: int) -> dict[str, float]:
 
     Evaluated on an in-memory Optuna study holding the finished runs' params and objectives (the same
     numbers as the summary): the evaluator reads the trials several times, and each read from the
-    RDB storage would cost more than the fit itself."""
+    RDB storage would cost more than the fit itself. The result is kept on the study with the number of
+    finished trials it was fitted on (the fit is seeded), so it is computed again only when that grows:
+    a restarted dashboard reads it back instead of fitting it again."""
+    state = study_state(url, study_id, refresh=False)
+    study = queries.get_study(url, study_id)
+    finished = [t for t in state["trials"] if t["objective"] is not None]
+    kept = study.get("importance") or {}
+    if kept.get("n_done") == len(finished) and isinstance(kept.get("values"), dict):
+        return kept["values"]
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    state = study_state(url, study_id, refresh=False)
-    spec, _ = _spec_of(queries.get_study(url, study_id))
+    spec, _ = _spec_of(study)
     dists = distributions(spec)
     copy = optuna.create_study(direction=spec.objective.direction)
     copy.add_trials(
         optuna.trial.create_trial(
             params={p: _choice(v) for p, v in t["params"].items()}, distributions=dists, value=t["objective"]
         )
-        for t in state["trials"]
-        if t["objective"] is not None
+        for t in finished
     )
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(copy, evaluator=evaluator).items()}
+        values = {k: float(v) for k, v in optuna.importance.get_param_importances(copy, evaluator=evaluator).items()}
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
+    store.set_study_importance(url, study_id, len(finished), values)
+    return values
 
 
 def study_yaml(url: str, study_id: int) -> str:

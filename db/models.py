@@ -118,6 +118,8 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped | completed
     optuna_study_name: Mapped[str] = mapped_column(String(200), unique=True)
     configs_asked: Mapped[int] = mapped_column(Integer, default=0)  # configurations handed out so far
+    # the last fANOVA importance and the finished-trial count it was fitted on: {"n_done", "values"}
+    importance: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

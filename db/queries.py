@@ -35,6 +35,13 @@ class _LazyPandas:
 
 pd = _LazyPandas()
 
+
+def _frame(rows, columns: list[str]):
+    """A DataFrame of result rows, as plain tuples: pandas takes SQLAlchemy's Row objects one field at a
+    time (10x slower on the 25,000 points of a study's curves)."""
+    return pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)
+
+
 RUN_COLUMNS = (
     "id",
     "name",
@@ -194,7 +201,7 @@ def metric_history(url, run_ids: list[int], names: list[str] | None = None) -> p
             q = q.where(Metric.name.in_(names))
         return s.execute(q.order_by(Metric.run_id, Metric.epoch)).all()
 
-    return pd.DataFrame(read(url, fn), columns=["run_id", "epoch", "split", "name", "value"])
+    return _frame(read(url, fn), columns=["run_id", "epoch", "split", "name", "value"])
 
 
 def confusion_matrices(url, run_id: int, split: str = "val") -> dict[int, list]:
@@ -261,7 +268,7 @@ def tta_results(url, run_ids: list[int]) -> pd.DataFrame:
         ).all()
 
     columns = ["run_id", "split", "checkpoint", "variant", "accuracy", "per_class", "seconds_per_image"]
-    return pd.DataFrame(read(url, fn), columns=columns)
+    return _frame(read(url, fn), columns=columns)
 
 
 def checkpoints(url, run_id: int) -> list[dict]:
@@ -336,7 +343,7 @@ def run_choices(url) -> pd.DataFrame:
     def fn(s):
         return s.execute(select(Run.id, Run.name, Run.status, Run.dataset).order_by(Run.id.desc())).all()
 
-    return pd.DataFrame(read(url, fn), columns=["id", "name", "status", "dataset"])
+    return _frame(read(url, fn), columns=["id", "name", "status", "dataset"])
 
 
 def runs_with_configs(url, run_ids: list[int]) -> list[dict]:
@@ -436,6 +443,7 @@ def _study_dict(st: Study) -> dict:
         "optuna_study_name": st.optuna_study_name,
         "configs_asked": st.configs_asked,
         "created_at": st.created_at,
+        "importance": st.importance,
     }
 
 
@@ -516,7 +524,7 @@ def study_curves(url, study_id: int, split: str, name: str) -> pd.DataFrame:
             .where(Run.study_id == study_id, Metric.split == split, Metric.name == name)
         ).all()
 
-    return pd.DataFrame(read(url, fn), columns=["run_id", "epoch", "value"])
+    return _frame(read(url, fn), columns=["run_id", "epoch", "value"])
 
 
 # ------------------------------------------------------------------------------- per-image history

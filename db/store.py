@@ -574,6 +574,12 @@ def set_study_status(url, study_id: int, status: str, only_from: str | None = No
     return write(url, lambda s: s.execute(q.values(status=status)).rowcount == 1)
 
 
+def set_study_importance(url, study_id: int, n_done: int, values: dict[str, float]) -> None:
+    """Keep the study's parameter importance with the number of finished trials it was fitted on."""
+    q = update(Study).where(Study.id == study_id).values(importance={"n_done": n_done, "values": values})
+    write(url, lambda s: s.execute(q))
+
+
 def claim_study_config(url, study_id: int, limit: int, in_flight: tuple[int, int] | None = None) -> int | None:
     """Hand out the next configuration number of a study (0, 1, ...) below `limit`, once, even when
     several processes ask at the same time; None when the budget is spent. in_flight=(max runs,

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from control import studies
-from db import queries
+from db import queries, store
 from tests.conftest import tiny_config
 from tests.lifecycle_support import kill_engines, metric_rows, quick_config, wait_for
 from tests.test_cli import engine_cli
@@ -115,6 +115,17 @@ def test_grid_study_runs_every_trial_and_its_summary_is_numpy_and_scipys(db_url,
     assert len(ostudy.trials) == 8 and len(complete) == 8
     by_trial = {t["trial"]: t["objective"] for t in state["trials"]}
     assert all(t.value == pytest.approx(by_trial[t.number]) for t in complete)
+
+    # parameter importance (fANOVA): fitted on the 8 finished trials and kept on the study with that count,
+    # so a restarted dashboard reads it back; fitted again (seeded: the same numbers) when the count differs
+    importance = studies.param_importance(db_url, study_id)
+    assert set(importance) == {"optim.lr", "optim.weight_decay"} and sum(importance.values()) == pytest.approx(1.0)
+    assert queries.get_study(db_url, study_id)["importance"] == {"n_done": 8, "values": importance}
+    planted = {"optim.lr": 0.25, "optim.weight_decay": 0.75}
+    store.set_study_importance(db_url, study_id, 8, planted)
+    assert studies.param_importance(db_url, study_id) == planted  # read back, not fitted
+    store.set_study_importance(db_url, study_id, 7, planted)
+    assert studies.param_importance(db_url, study_id) == pytest.approx(importance)  # a stale count: fitted again
 
     # best vs runner-up: Welch's difference of means, as scipy computes it on the same rows
     best, second = state["summary"][0], state["summary"][1]
