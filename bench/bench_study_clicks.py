@@ -27,50 +27,29 @@ import datetime as dt
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TIMEOUT_MS = 150_000  # one page load or rerun on a loaded 2-core machine
+from tests.browser_support import (  # noqa: E402  (the same server, browser and waits as the browser tests)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    START_TIMEOUT_S,
+    TIMEOUT_MS,
+    healthy,
+    no_exception,
+    settled,
+    start_dashboard,
+    stop_dashboard,
+)
+
 RUNS_TIMEOUT_MS = 600_000  # all 12 runs of the study
-START_TIMEOUT_S = 300  # a cold `streamlit run` imports torch, pandas and plotly
 RUNS = 12  # 2 factors x 2 levels x 3 seeds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(base: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(base + "/_stcore/health", timeout=5).read() == b"ok":
-                return True
-        except OSError:
-            pass
-        time.sleep(0.3)  # polling interval of the health probe, not a wait on the page
-    return False
 
 
 def _seed_run(url: str) -> int:
@@ -91,79 +70,13 @@ def _seed_run(url: str) -> int:
     return store.create_run(url, cfg, name="bench-base", status="completed")
 
 
-def _start_server(tmp: Path, url: str) -> tuple[subprocess.Popen, str, object]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_FAULT", "LAB_BACKEND")}
-    env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp / "runs"), PYTHONUNBUFFERED="1")
-    port = _free_port()
-    log = open(tmp / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard/app.py",
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return proc, f"http://127.0.0.1:{port}", log
-
-
-def _stop_server(proc: subprocess.Popen, url: str, log) -> None:
-    from control.launcher import stop_run
-    from db import store
-
-    try:
-        for run_id in store.active_run_ids(url):
-            stop_run(url, run_id)
-    except Exception as exc:  # the server still goes down
-        print(f"could not stop the active runs: {exc}", file=sys.stderr)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    log.close()
-
-
-def _settled(page) -> None:
-    """The rerun has finished: script not running and no stale element left beside the new ones."""
-    from playwright.sync_api import expect
-
-    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1)
-    expect(page.locator('[data-testid="stElementContainer"][data-stale="true"]')).to_have_count(0)
-
-
-def _no_exception(page) -> None:
-    boxes = page.get_by_test_id("stException")
-    if boxes.count():
-        raise AssertionError("the page shows an exception: " + boxes.first.inner_text())
-
-
 def _fill(page, box, text: str) -> None:
     from playwright.sync_api import expect
 
     box.fill(text)
     box.press("Enter")
     expect(box).to_have_value(text)
-    _settled(page)
+    settled(page)
 
 
 def _design(page, base: str) -> None:
@@ -171,10 +84,10 @@ def _design(page, base: str) -> None:
 
     page.goto(base + "/studies")
     expect(page.get_by_role("heading", name="Studies", exact=True)).to_be_visible()
-    _settled(page)
+    settled(page)
     page.get_by_text("Past run", exact=True).click()
     expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile(r"^#1 bench-base"))
-    _settled(page)
+    settled(page)
     expect(page.get_by_role("spinbutton", name="How many factors")).to_have_value("2")
     expect(page.get_by_role("combobox", name="Factor 1: config field")).to_have_value("optim.lr")
     expect(page.get_by_role("combobox", name="Factor 2: config field")).to_have_value("optim.weight_decay")
@@ -183,7 +96,7 @@ def _design(page, base: str) -> None:
     _fill(page, levels.nth(0), "0.001, 0.01")
     _fill(page, levels.nth(1), "0, 0.05")
     expect(page.get_by_role("spinbutton", name="Seeds per configuration")).to_have_value("3")
-    _no_exception(page)
+    no_exception(page)
 
 
 def _preview(page) -> None:
@@ -193,8 +106,8 @@ def _preview(page) -> None:
     values = page.get_by_test_id("stMetricValue")
     expect(values.filter(has_text=re.compile(r"^4$")).first).to_be_visible()
     expect(values.filter(has_text=re.compile(rf"^{RUNS}$")).first).to_be_visible()
-    _settled(page)
-    _no_exception(page)
+    settled(page)
+    no_exception(page)
 
 
 def _launch_and_wait(page) -> None:
@@ -217,8 +130,8 @@ def _results(page) -> str:
     sentence = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"over 3 seeds each"))
     expect(sentence).to_have_count(1)
     expect(sentence).to_be_visible()
-    _settled(page)
-    _no_exception(page)
+    settled(page)
+    no_exception(page)
     return sentence.inner_text().strip()
 
 
@@ -245,9 +158,9 @@ def main() -> int:
 
     _seed_run(url)
     t = time.monotonic()
-    proc, base, log = _start_server(tmp, url)
+    proc, base, log = start_dashboard(tmp, url)
     try:
-        if not _healthy(base, proc, START_TIMEOUT_S):
+        if not healthy(base, proc, START_TIMEOUT_S):
             raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
         server_s = time.monotonic() - t
         with sync_playwright() as p:
@@ -293,7 +206,7 @@ def main() -> int:
     except Exception:
         failed = traceback.format_exc()
     finally:
-        _stop_server(proc, url, log)
+        stop_dashboard(proc, url, log)
 
     load_end = os.getloadavg()
     print()

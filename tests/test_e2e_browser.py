@@ -9,38 +9,26 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.browser_support import (  # noqa: F401  (CHROMIUM_ARGS, TIMEOUT_MS: the other browser tests import them from here)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    TIMEOUT_MS,
+    healthy,
+    no_exception,
+    settled,
+    start_dashboard,
+    stop_dashboard,
+)
+
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TIMEOUT_MS = 150_000  # generous: a loaded 2-core CI machine trains slowly; nothing here measures time
-START_TIMEOUT_S = 300  # a cold `streamlit run` imports torch, pandas and plotly: minutes on a loaded machine
-
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,65 +46,14 @@ def chromium() -> str:
 def dashboard(tmp_path):
     """`streamlit run dashboard/app.py` on a free port with its own DB; yields (base URL, DB URL)."""
     url = f"sqlite:///{tmp_path / 'lab.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_FAULT", "LAB_BACKEND")}
     # two runs at once: the second one's process starts while the first trains
-    env.update(LAB_DB_URL=url, LAB_RUNS_DIR=str(tmp_path / "runs"), LAB_MAX_CONCURRENT="2", PYTHONUNBUFFERED="1")
-    port = _free_port()
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard/app.py",
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    if not _healthy(base, proc, START_TIMEOUT_S):
-        raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+    proc, base, log = start_dashboard(tmp_path, url, LAB_MAX_CONCURRENT="2")
     try:
+        if not healthy(base, proc):
+            raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
         yield base, url
     finally:
-        from control.launcher import stop_run
-        from db import store
-
-        for run_id in store.active_run_ids(url):
-            stop_run(url, run_id)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def _healthy(base: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for the server's health endpoint to answer ok (False if the server died or the time ran out)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(base + "/_stcore/health", timeout=5).read() == b"ok":
-                return True
-        except OSError:
-            pass
-        time.sleep(0.3)
-    return False
+        stop_dashboard(proc, url, log)
 
 
 def _patient(page) -> None:
@@ -129,22 +66,8 @@ def _patient(page) -> None:
     expect.set_options(timeout=TIMEOUT_MS)
 
 
-def _settled(page) -> None:
-    """Wait until the page's rerun has finished: the script not running and no stale element left. While
-    a rerun streams in, Streamlit keeps the previous render's elements beside the new ones, so one
-    button's name can match twice (Playwright's strict mode refuses the click) or an old value shows."""
-    from playwright.sync_api import expect
-
-    app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
-    expect(app).to_have_count(1, timeout=TIMEOUT_MS)
-    stale = page.locator('[data-testid="stElementContainer"][data-stale="true"]')
-    expect(stale).to_have_count(0, timeout=TIMEOUT_MS)
-
-
-def _no_exception(page):
-    """A page that raised shows Streamlit's exception box; only a browser sees those on first load."""
-    boxes = page.get_by_test_id("stException")
-    assert boxes.count() == 0, boxes.first.inner_text()
+_settled = settled  # the other browser tests import these names from here
+_no_exception = no_exception
 
 
 def _build_and_launch(page, name: str, seed: int, epochs: int = 2):

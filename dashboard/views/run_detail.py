@@ -97,14 +97,14 @@ b[3].download_button(
     file_name=f"run_{run_id}.yaml" if yaml_text else f"run_{run_id}.json",
     help="python -m engine train run.yaml reproduces the run",
 )
-history = reads.history(url, run_id, row["epochs_done"], status)
+wide = reads.history_wide(url, run_id, row["epochs_done"], status)  # one row per epoch
 b[4].download_button(
     "⬇ Metrics CSV",
-    data=reads.history_wide(url, run_id, row["epochs_done"], status).to_csv(index=False),
+    data=wide.to_csv(index=False),
     file_name=f"run_{run_id}_metrics.csv",
     mime="text/csv",
     width="stretch",
-    disabled=history.empty,
+    disabled=wide.empty,
     help="One row per epoch",
 )
 best = queries.checkpoint_path(url, run_id, "best")
@@ -168,7 +168,6 @@ def live_progress():
 
 st.subheader("Learning curves")
 live_progress()
-wide = reads.history_wide(url, run_id, row["epochs_done"], status)
 if not wide.empty and len(wide.columns) > 1:
     last = wide.iloc[-1]
     prev = wide.iloc[-2] if len(wide) > 1 else None
