@@ -1,6 +1,6 @@
 """LR finder cost: the wall time of `find_lr` against one training epoch of the same config.
 
-    .venv/bin/python bench/bench_lr_finder.py [--steps 100] [--device cpu|cuda] [--json out.json]
+    .venv/bin/python bench/bench_lr_finder.py [--steps 300] [--device cpu|cuda] [--json out.json]
 
 Per dataset (the digits; Fashion-MNIST when /usr/share/datasets/fashion-mnist exists), with small_cnn,
 AdamW, batch 64, no augmentation: (a) `engine.training.lr_finder.find_lr` end to end (building the run,
@@ -90,7 +90,7 @@ def bench(dataset: str, steps: int, device: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json")
     args = ap.parse_args(argv)

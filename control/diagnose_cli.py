@@ -1,6 +1,6 @@
 """`python -m engine lr-find | export | predict`: the engine's diagnosis and export pieces on a config or a stored run.
 
-  python -m engine lr-find run.yaml [--json] [--start 1e-6 --end 1 --steps 100 --rule valley|steepest]
+  python -m engine lr-find run.yaml [--json] [--start 1e-6 --end 1 --steps 300 --rule valley|steepest]
   python -m engine lr-find --record ID           the queued lr_finds row ID (the builder's job): its config in,
                                                  status, curve, suggested LR and rule (or the error) written back
   python -m engine calibrate --run-id N [--checkpoint best] [--out FILE]   ECE, reliability bins, temperature
@@ -26,7 +26,7 @@ def add_diagnose_parsers(sub) -> None:
     lr.add_argument("--record", type=int, help="run the queued LR range test with this id and write its result")
     lr.add_argument("--start", type=float, default=1e-6, help="first LR of the sweep")
     lr.add_argument("--end", type=float, default=1.0, help="last LR of the sweep")
-    lr.add_argument("--steps", type=int, default=100, help="sweep length (at most --max-epochs passes of the data)")
+    lr.add_argument("--steps", type=int, default=300, help="sweep length (at most --max-epochs passes of the data)")
     lr.add_argument("--max-epochs", type=int, default=5)
     lr.add_argument("--rule", choices=["valley", "steepest"], default="valley")
     lr.add_argument("--json", action="store_true", help="print the whole curve as JSON")

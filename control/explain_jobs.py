@@ -1,7 +1,10 @@
 """Explanations of a run's checkpoint (Grad-CAM maps, the embedding view) as a background engine job,
 and the data-health report on the command line.
 
-  python -m engine explain --run-id N [--checkpoint best] [--split test|val] [--method pca|umap]
+  python -m engine explain --run-id N [--checkpoint best] [--split test|val|train] [--method pca|umap]
+  python -m engine explain --run-id N --split val --indices 3,17,40   Grad-CAM of these images only (a gallery's)
+  python -m engine explain --run-id N --split train --predictions     every image of the split predicted
+                                                                      (the training split's label-noise suspects)
   python -m engine health DATASET [--threshold 2] [--json]   imbalance + suggested loss, train/test near-duplicates
 
 The model is built only in that process, never in the dashboard's: the dashboard starts the command
@@ -21,9 +24,19 @@ from control import engine_jobs
 from control.cli_io import print_errors
 
 
-def explain_command(run_id: int, checkpoint: str = "best", split: str = "test", method: str = "pca") -> list[str]:
+def explain_command(
+    run_id: int,
+    checkpoint: str = "best",
+    split: str = "test",
+    method: str = "pca",
+    indices: list[int] | None = None,
+    predictions: bool = False,
+) -> list[str]:
     cmd = [sys.executable, "-m", "engine", "explain", "--run-id", str(int(run_id)), "--checkpoint", checkpoint]
-    return cmd + ["--split", split, "--method", method]
+    cmd += ["--split", split, "--method", method]
+    if indices is not None:
+        cmd += ["--indices", ",".join(str(int(i)) for i in indices)]
+    return cmd + (["--predictions"] if predictions else [])
 
 
 def checkpoint_paths(url: str, run_id: int) -> dict[str, str]:
@@ -55,13 +68,29 @@ def cached(url: str, run_id: int, checkpoint: str, kind: str, split: str = "test
     return load_cached(f) if f.is_file() else None
 
 
+def cached_selection(url: str, run_id: int, checkpoint: str, split: str, indices: list[int]) -> dict | None:
+    """The cached Grad-CAM maps of exactly these images of a split (a gallery's), or None when not computed yet."""
+    from engine.explain import cache_file, load_cached, selection_tag
+
+    path = checkpoint_paths(url, run_id).get(checkpoint)
+    out = explain_dir(url, run_id)
+    if not path or out is None or not Path(path).is_file() or not len(indices):
+        return None
+    f = cache_file(out, path, "gradcam", split, selection_tag(indices))
+    return load_cached(f) if f.is_file() else None
+
+
 # ------------------------------------------------------------------------------- the CLI command
 def add_explain_parser(sub) -> None:
     ex = sub.add_parser("explain", help="Grad-CAM maps and a 2-D embedding of a run's checkpoint, cached in its folder")
     ex.add_argument("--run-id", type=int, required=True)
     ex.add_argument("--checkpoint", default="best", help="best, last or epoch_NNNN")
-    ex.add_argument("--split", choices=["test", "val"], default="test")
+    ex.add_argument("--split", choices=["test", "val", "train"], default="test")
     ex.add_argument("--method", choices=["pca", "umap"], default="pca")
+    ex.add_argument("--indices", help="comma-separated image indices of the split: Grad-CAM of these images only")
+    ex.add_argument(
+        "--predictions", action="store_true", help="only predict every image of the split (label-noise suspects)"
+    )
     ex.add_argument("--device", default="auto")
     ex.add_argument("--db")
     ex.set_defaults(fn=cmd_explain)
@@ -116,7 +145,7 @@ def cmd_explain(args) -> int:
     from db import queries
     from db.session import init_db
     from engine.config import parse_config
-    from engine.explain import ExplainError, explain_checkpoint
+    from engine.explain import ExplainError, explain_checkpoint, gradcam_selection, predict_split
 
     url = init_db(args.db)
     row = queries.get_run(url, args.run_id)
@@ -130,10 +159,26 @@ def cmd_explain(args) -> int:
     out = explain_dir(url, args.run_id)
     if out is None:
         return print_errors([("--run-id", f"run {args.run_id} has no folder")])
-    spec = resolve_dataset(url, parse_config(row["config"]).data.dataset)
-    print(f"explaining {args.checkpoint} of run {args.run_id} on {args.split} ({args.method})", flush=True)
     try:
-        written = explain_checkpoint(paths[args.checkpoint], spec, out, args.split, args.method, device=args.device)
+        indices = None if args.indices is None else [int(i) for i in args.indices.split(",") if i.strip()]
+    except ValueError:
+        return print_errors([("--indices", "comma-separated whole numbers, e.g. 3,17,40")])
+    if indices is not None and args.predictions:
+        return print_errors([("--indices", "not with --predictions")])
+    spec = resolve_dataset(url, parse_config(row["config"]).data.dataset)
+    ck = paths[args.checkpoint]
+    try:
+        if args.predictions:
+            print(f"predicting the {args.split} split with {args.checkpoint} of run {args.run_id}", flush=True)
+            written = {"predictions": predict_split(ck, spec, out, args.split, device=args.device)}
+        elif indices is not None:
+            print(
+                f"Grad-CAM of {len(indices)} {args.split} image(s), {args.checkpoint} of run {args.run_id}", flush=True
+            )
+            written = {"gradcam": gradcam_selection(ck, spec, out, args.split, indices, device=args.device)}
+        else:
+            print(f"explaining {args.checkpoint} of run {args.run_id} on {args.split} ({args.method})", flush=True)
+            written = explain_checkpoint(ck, spec, out, args.split, args.method, device=args.device)
     except ExplainError as exc:
         return print_errors([("explain", str(exc))])
     for kind, path in written.items():
@@ -147,14 +192,31 @@ def _key(url: str, run_id: int) -> tuple:
 
 
 def start(
-    url: str, run_id: int, checkpoint: str = "best", split: str = "test", method: str = "pca", log_dir=None
+    url: str,
+    run_id: int,
+    checkpoint: str = "best",
+    split: str = "test",
+    method: str = "pca",
+    log_dir=None,
+    indices: list[int] | None = None,
+    predictions: bool = False,
 ) -> engine_jobs.EngineJob:
-    """Start the explain command in its own process and return at once (control.engine_jobs)."""
+    """Start the explain command in its own process and return at once (control.engine_jobs).
+    `indices`: Grad-CAM of these images of `split` only; `predictions`: only predict every image of `split`.
+    The job's `what` says which: kind "explain", "selection" (with its tag) or "predictions"."""
+    from engine.explain import selection_tag
+
     log_dir = Path(log_dir or tempfile.gettempdir())
-    log_path = log_dir / f"explain_{run_id}_{checkpoint}_{split}_{method}.log"
-    argv = explain_command(run_id, checkpoint, split, method)[3:]  # after `python -m engine`
-    what = {"checkpoint": checkpoint, "split": split, "method": method}
-    return engine_jobs.start(_key(url, run_id), url, argv, log_path, what)
+    what = {"checkpoint": checkpoint, "split": split, "method": method, "kind": "explain"}
+    name = f"explain_{run_id}_{checkpoint}_{split}_{method}"
+    if predictions:
+        what["kind"], name = "predictions", f"predict_{run_id}_{checkpoint}_{split}"
+    elif indices is not None:
+        indices = [int(i) for i in indices]
+        what |= {"kind": "selection", "selection": selection_tag(indices)}
+        name = f"gradcam_{run_id}_{checkpoint}_{split}_{what['selection']}"
+    argv = explain_command(run_id, checkpoint, split, method, indices, predictions)[3:]  # after `python -m engine`
+    return engine_jobs.start(_key(url, run_id), url, argv, log_dir / f"{name}.log", what)
 
 
 def job(url: str, run_id: int) -> engine_jobs.EngineJob | None:

@@ -61,8 +61,17 @@ def check_members(runs: list[dict]) -> int:
     return int(k)
 
 
-def ensemble_runs(url: str, run_ids: list[int], checkpoint: str = "best", device: str = "auto") -> int:
-    """Test the fold runs `run_ids` together; records the ensemble as a run and returns its id."""
+def ensemble_runs(
+    url: str,
+    run_ids: list[int],
+    checkpoint: str = "best",
+    device: str = "auto",
+    *,
+    tags: list[str] | None = None,
+    link: dict | None = None,
+) -> int:
+    """Test the fold runs `run_ids` together; records the ensemble as a run and returns its id. `tags`: the
+    ensemble run's; `link`: more keys of its facts.ensemble (a K-fold study's {"study_id": N})."""
     from control.preflight import resolve_dataset
     from db import queries, store
     from db.models import RunStatus, utcnow
@@ -92,7 +101,13 @@ def ensemble_runs(url: str, run_ids: list[int], checkpoint: str = "best", device
     config = _comparable(runs[0]["config"]) | {"name": f"{base} · {len(runs)}-fold ensemble"}
     now = utcnow()
     ensemble_id = store.create_run(
-        url, config, name=config["name"], status=RunStatus.COMPLETED, backend="ensemble", notes=_notes(members, k)
+        url,
+        config,
+        name=config["name"],
+        status=RunStatus.COMPLETED,
+        backend="ensemble",
+        notes=_notes(members, k),
+        tags=tags,
     )
     store.update_run(url, ensemble_id, epochs_planned=0, started_at=now, ended_at=now)
     store.add_evaluation(
@@ -118,6 +133,7 @@ def ensemble_runs(url: str, run_ids: list[int], checkpoint: str = "best", device
                 "members": members,
                 "mean_accuracy": mean["accuracy"],
                 "vote_accuracy": vote["accuracy"],
+                **(link or {}),
             }
         },
     )

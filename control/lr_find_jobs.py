@@ -19,7 +19,7 @@ UNFINISHED = ("queued", "running")
 _PROCS: dict[tuple[str, int], subprocess.Popen] = {}  # the jobs this process started
 
 
-def start_lr_find(url: str, config: dict, *, steps: int = 100, rule: str = "valley", max_epochs: int = 5) -> int:
+def start_lr_find(url: str, config: dict, *, steps: int = 300, rule: str = "valley", max_epochs: int = 5) -> int:
     """Queue an LR range test on `config` and start it in the background; returns its id."""
     find_id = store.create_lr_find(url, config)
     log_path = runs_root(url) / "lr_finds" / f"lr_find_{find_id:05d}.log"

@@ -18,14 +18,17 @@ KNOWN_SIZES = {"digits": (8, 10), "fashion_mnist": (28, 10)}
 ORIENTATION_SENSITIVE = {"digits", "fashion_mnist"}  # flips/rotations change what the image means
 
 PRESETS: dict[str, str] = {
-    "galaxy10-convnext-finetune": "Imbalanced 10-class galaxy images: pretrained ConvNeXt-tiny fine-tune, MLP head + dropout, freeze then "
+    "galaxy10-convnext-finetune": "Imbalanced 10-class galaxy images: ConvNeXt-tiny fine-tune (the galaxy-pretrained "
+    "Zoobot encoder from the Hugging Face hub where obtainable, else ImageNet weights), MLP head + dropout, freeze then "
     "unfreeze last 20, focal loss + inverse-frequency weights, flips/rot90, cosine over the unfrozen epochs, "
     "TTA set identity + flips + rot90",
     "tiny200-effnetv2s-multistep": "200 classes 40x40: EfficientNetV2-S from scratch with a small stem and a "
     "stride-1 first stage, ShakeDrop 0.5, SGD nesterov, MultiStep [30, 45], dropout 0.8, batch 32, affine aug, "
     "every epoch kept, TTA majority vote of 10 random passes",
     "tiny200-resnet50-plateau": "200 classes 40x40: ResNet50 with small stem, SGD, ReduceLROnPlateau "
-    "(patience, cooldown), dropout 0.7, flips + random erasing",
+    "(patience, cooldown), dropout 0.7, flips + random erasing (the recipe's first stage)",
+    "tiny200-resnet50-continue": "200 classes 40x40: the recipe's final stage, continuing a tiny200-resnet50-plateau "
+    "run with its optimizer state (set train.init_from_run): RandAugment only, new batch size, lr 0.2 for 5 epochs",
     "stl10-resnet-se-droppath": "STL-10-like: CIFAR ResNet 64-128-256-512 + SE + drop path, AdamW "
     "warmup+cosine, RandAugment+flip, Mixup/CutMix, label smoothing lowered on plateaus, EMA, TTA",
     "fast-tiny": "Fast start for tiny images (<= 16 px, e.g. digits): small CNN, AdamW, cosine, 10 epochs",
@@ -119,9 +122,32 @@ def _resize_large(size: int | None, notes: list[str], limit: int = 256, to: int 
 
 
 # ------------------------------------------------------------------------------ the users' recipes
+# The recipe's best model: ConvNeXt-tiny pretrained on galaxy images (Zoobot), a timm model on the Hugging Face hub
+GALAXY_ENCODER = "hf-hub:mwalmsley/zoobot-encoder-convnext_tiny"
+
+
+def _galaxy_backbone(notes: list[str]) -> tuple[dict, bool]:
+    """The galaxy-pretrained encoder when its weights can be had here (Hugging Face cache, or the hub
+    reachable), else timm's ImageNet convnext_tiny, with a note saying how to use the encoder."""
+    from engine.models import hub_weights_obtainable
+
+    obtainable, where = hub_weights_obtainable(GALAXY_ENCODER)
+    if obtainable:  # hub_architecture: builds offline too, once the weights are in the cache
+        return {"name": GALAXY_ENCODER, "hub_architecture": "convnext_tiny", "pretrained": True}, True
+    notes.append(
+        f"the recipe's best result used the galaxy-pretrained ConvNeXt-tiny encoder {GALAXY_ENCODER} "
+        f"(Zoobot), whose weights are {where}: this preset uses timm's ImageNet convnext_tiny instead. To "
+        "fine-tune the galaxy encoder, download its weights file (pytorch_model.bin) where there is network and "
+        f"set model.name: {GALAXY_ENCODER}, model.hub_architecture: convnext_tiny, model.pretrained: on and "
+        "model.weights_path: that file"
+    )
+    pretrained = _pretrained("timm", "convnext_tiny", notes)
+    return {"name": "convnext_tiny", "pretrained": pretrained}, pretrained
+
+
 def _galaxy10(dataset, size, classes) -> Preset:
     notes: list[str] = []
-    pretrained = _pretrained("timm", "convnext_tiny", notes)
+    backbone, pretrained = _galaxy_backbone(notes)
     epochs = 30
     freeze = {"epochs": 2, "unfreeze_last": 20} if pretrained else {"epochs": 0}
     if not pretrained:
@@ -135,8 +161,7 @@ def _galaxy10(dataset, size, classes) -> Preset:
             "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
             "model": {
                 "source": "timm",
-                "name": "convnext_tiny",
-                "pretrained": pretrained,
+                **backbone,
                 **_stem(size, notes),
                 "head": {"kind": "mlp", "hidden": [hidden], "dropout": 0.3},
                 "freeze": freeze,
@@ -174,6 +199,10 @@ def _tiny200_effnetv2s(dataset, size, classes) -> Preset:
     notes: list[str] = [
         "every epoch is kept (the recipe's best test result came from an earlier epoch's checkpoint): "
         "evaluate any of them on the Run detail page or with `engine evaluate --checkpoint epoch_NNNN`",
+        "model.shakedrop differs from the recipe in where it acts: the recipe put a single ShakeDrop (0.5) somewhere "
+        "in the centre of the network, at a place it did not record; this preset gates every MBConv / FusedMBConv "
+        "residual branch, the rate growing linearly with depth to 0.5 (ShakeDrop's own rule, about 0.25 in the "
+        "centre), because ShakeDrop is defined on residual branches and that is where the product puts it",
     ]
     stem = _stem(size, notes)
     if stem:
@@ -207,22 +236,23 @@ def _tiny200_effnetv2s(dataset, size, classes) -> Preset:
     )
 
 
+def _resnet50_model(size, notes: list[str]) -> dict:
+    """Both stages' model: a continuation needs the very same one."""
+    return {"source": "torchvision", "name": "resnet50", "pretrained": False, "dropout": 0.7, **_stem(size, notes)}
+
+
 def _tiny200_resnet50(dataset, size, classes) -> Preset:
     notes: list[str] = [
-        "for the recipe's second stage, start a new run from this one "
-        "(train.init_from_run) with RandAugment and a new learning rate"
+        "this is the recipe's first stage; its final result came from continuing this run: when it has "
+        "finished, apply the tiny200-resnet50-continue preset and set train.init_from_run to this run's id",
+        "the recipe added ReduceLROnPlateau's patience and cooldown without recording their values: "
+        "schedule.plateau_patience 5 and schedule.plateau_cooldown 2 are this preset's choice",
     ]
     _orientation_note(dataset, notes)
     return Preset(
         {
             "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, notes)},
-            "model": {
-                "source": "torchvision",
-                "name": "resnet50",
-                "pretrained": False,
-                "dropout": 0.7,
-                **_stem(size, notes),
-            },
+            "model": _resnet50_model(size, notes),
             "augment": {
                 "train": [
                     _step("HorizontalFlip", 0.5),
@@ -239,6 +269,39 @@ def _tiny200_resnet50(dataset, size, classes) -> Preset:
                 "plateau_factor": 0.1,
             },
             "train": {"epochs": 100, "batch_size": 64, "keep_last": 5},
+            "eval": {"tta": ["none", "hflip"]},
+        },
+        notes,
+    )
+
+
+def _tiny200_resnet50_continue(dataset, size, classes) -> Preset:
+    """The recipe's last stage: the first stage's run continued (its weights and SGD momentum), the earlier
+    transforms replaced by RandAugment, another batch size, a short run at lr 0.2."""
+    notes: list[str] = [
+        "continues a finished tiny200-resnet50-plateau run: set train.init_from_run to that run's id (its weights "
+        "and SGD momentum are taken over; the model and optimizer must stay as they are)",
+        "the recipe changed the batch size without recording the new value: train.batch_size 128 is this "
+        "preset's choice (the first stage used 64); it ran a few epochs only: train.epochs 5",
+        "schedule none (a constant lr 0.2): a continued run keeps the parent's schedule state only when its "
+        "schedule is the parent's, and the parent's plateau reductions would then scale 0.2 down",
+    ]
+    _orientation_note(dataset, notes)
+    return Preset(
+        {
+            "data": {"val_fraction": 0.1, "normalize": "dataset", **_resize_large(size, [])},
+            "model": _resnet50_model(size, []),  # the first stage's notes say why
+            "augment": {"train": [_step("RandAugment", 1.0, num_ops=2, magnitude=9)]},  # the earlier ones dropped
+            "optim": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 1e-4},
+            "schedule": {"name": "none"},
+            "train": {
+                "epochs": 5,
+                "batch_size": 128,
+                "keep_last": 5,
+                "init_from_run": None,  # the user's first-stage run
+                "init_checkpoint": "last",
+                "init_mode": "continue",
+            },
             "eval": {"tta": ["none", "hflip"]},
         },
         notes,
@@ -341,6 +404,7 @@ _BUILDERS = {
     "galaxy10-convnext-finetune": _galaxy10,
     "tiny200-effnetv2s-multistep": _tiny200_effnetv2s,
     "tiny200-resnet50-plateau": _tiny200_resnet50,
+    "tiny200-resnet50-continue": _tiny200_resnet50_continue,
     "stl10-resnet-se-droppath": _stl10,
     "fast-tiny": _fast_tiny,
     "fast-small": _fast_resnet([32, 64, 128], 10, "off"),

@@ -9,6 +9,9 @@ finished runs are told back, and an Optuna pruner judges each epoch's value (Stu
 
 There is no daemon: `advance` is idempotent and is called whenever something may have changed (a
 trial's engine ending, `study show`, the Studies page), and catches up on whatever happened since.
+
+A K-fold study (`kfold: K`) is a grid over data.fold whose last fold's engine tests the K folds together
+as one ensemble before the study is completed (control.study_kfold).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 import uuid
 from pathlib import Path
 
+from control import study_kfold
 from control.optuna_db import optuna_storage
 from control.study_spec import Range, StudySpec, apply_params, parse_study
 from db import queries, store
@@ -145,6 +149,9 @@ def load_study(data, url: str) -> tuple[StudySpec | None, dict | None, list]:
     from engine.config import parse_config
 
     errors = [(f"base.{f}", m) for f, m in preflight(parse_config(base), url)]
+    if spec.kfold is not None:  # the folds differ in data.fold only: the base's checks are every fold's
+        errors = [("kfold" if f == "base.data.kfold" else f, m) for f, m in errors]
+        return (None, None, errors) if errors else (spec, base, [])
     for path, levels in spec.factors.items():
         if errors or path.split(".")[0] in SCHEMA_ONLY:
             continue
@@ -160,12 +167,16 @@ def load_study(data, url: str) -> tuple[StudySpec | None, dict | None, list]:
 def load_study_file(path: str, url: str) -> tuple[StudySpec | None, dict | None, list]:
     import yaml
 
+    from engine.config import ConfigError, load_yaml_strict
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml_strict(Path(path).read_text(encoding="utf-8"))  # a key twice, nesting too deep: refused
     except FileNotFoundError:
         return None, None, [("study", f"file not found: {path}")]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return None, None, [("study", f"cannot read {path}: {' '.join(str(exc).split())[:300]}")]
+    except ConfigError as exc:
+        return None, None, [("study", f"cannot read {path}: {msg}") for _, msg in exc.errors]
     return load_study(data, url)
 
 
@@ -226,6 +237,8 @@ def _queue_configuration(url: str, study: dict, k: int) -> list[int]:
     for r, number in enumerate(numbers):
         cfg = apply_params(base, params, seed=seed0 + r)
         cfg["name"] = f"{study['name']} #{k} seed {seed0 + r}"[:200]
+        if spec.kfold:  # the ensemble is named after the folds: "<study> · K-fold ensemble"
+            cfg["name"] = f"{study['name']} · fold {k + 1}/{spec.kfold}"[:200]
         run_ids.append(
             launch_run(
                 url,
@@ -239,9 +252,11 @@ def _queue_configuration(url: str, study: dict, k: int) -> list[int]:
     return run_ids
 
 
-def advance(url: str, study_id: int, *, start: bool = True) -> list[int]:
+def advance(url: str, study_id: int, *, start: bool = True, ensemble: bool = False) -> list[int]:
     """Tell Optuna about trials that ended, queue the next configurations the strategy and budget
-    allow, and mark the study completed when nothing is left; returns the runs it queued."""
+    allow, and mark the study completed when nothing is left; returns the runs it queued. A K-fold
+    study whose folds all completed is completed by its ensemble: made here with `ensemble` (the engine
+    that ended the last fold), else left running for that engine."""
     from control.launcher import refresh_lost, start_queued
 
     study = queries.get_study(url, study_id)
@@ -266,7 +281,11 @@ def advance(url: str, study_id: int, *, start: bool = True) -> list[int]:
                 break
         if not queued and _in_flight(url, study_id) == 0 and queries.get_study(url, study_id)["configs_asked"] >= limit:
             _tell_finished(url, study)  # the last trials may have ended since the first look: told before "completed"
-            store.set_study_status(url, study_id, "completed", only_from="running")  # a stop wins
+            if spec.kfold and study_kfold.ensemble_due(url, study_id, spec.kfold):
+                if ensemble:
+                    study_kfold.make_ensemble(url, study_id, spec.kfold)
+            else:  # a K-fold study with a fold missing ends without its ensemble (resume finishes it)
+                store.set_study_status(url, study_id, "completed", only_from="running")  # a stop wins
     if start:
         start_queued(url)
     return queued
@@ -327,7 +346,7 @@ def on_run_end(url: str, run_id: int) -> list[int]:
     try:
         link = queries.run_study(url, run_id)
         if link is not None:
-            return advance(url, link[0], start=False)
+            return advance(url, link[0], start=False, ensemble=True)
     except Exception:  # the study catches up at its next advance; the queue must move on regardless
         print(f"study update after run {run_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
     return []
@@ -347,15 +366,22 @@ def stop_study(url: str, study_id: int) -> None:
 
 
 def resume_study(url: str, study_id: int) -> None:
-    """Continue stopped trials from their checkpoints and queue the configurations still to come."""
+    """Continue stopped trials from their checkpoints and queue the configurations still to come. A
+    K-fold study also continues its failed and lost folds, and tests its folds together in a background
+    engine job when they are all done but their ensemble is missing."""
     from control.launcher import resume_run, start_queued
+    from db.models import RESUMABLE
 
+    study = queries.get_study(url, study_id)
+    k = study["spec"]["study"].get("kfold") if study else None
     store.set_study_status(url, study_id, "running")
     for r in queries.study_runs(url, study_id):
-        if r["status"] == RunStatus.STOPPED:
+        if r["status"] == RunStatus.STOPPED or (k and r["status"] in RESUMABLE):
             resume_run(url, r["id"])
     advance(url, study_id)
     start_queued(url)
+    if k and study_kfold.ensemble_due(url, study_id, k) and queries.get_study(url, study_id)["status"] == "running":
+        study_kfold.start_ensemble_job(url, study_id)
 
 
 # ------------------------------------------------------------------------------- results
@@ -420,6 +446,7 @@ def study_state(url: str, study_id: int, *, refresh: bool = True) -> dict:
         "id": study_id,
         "name": study["name"],
         "status": study["status"],
+        "kfold": study_kfold.kfold_state(url, study_id, spec.kfold) if spec.kfold else None,
         "strategy": spec.strategy,
         "objective": spec.objective.model_dump(),
         "factors": list(spec.factors),
@@ -473,6 +500,8 @@ def study_yaml(url: str, study_id: int) -> str:
     study = queries.get_study(url, study_id)
     spec, base = _spec_of(study)
     data = {k: v for k, v in spec.model_dump(mode="json").items() if v not in (None, [], "")}
+    if spec.kfold:
+        data.pop("factors")  # a K-fold study's one factor is its folds
     data = {"name": study["name"], **data, "base": base}
     return yaml.safe_dump(data, sort_keys=False)
 

@@ -4,6 +4,7 @@
   python -m engine study show ID [--json]                           state, trials, grouped summary
   python -m engine study stop ID | resume ID
   python -m engine study yaml ID                                    the study file, to edit and re-run
+  python -m engine study ensemble ID                                a K-fold study: test its finished folds together
 
 A refused study file exits with code 2 and one line per bad field on stderr; nothing is queued.
 """
@@ -22,7 +23,7 @@ def add_study_parser(sub) -> None:
     c = ss.add_parser("create", help="validate a study file and queue its trials")
     c.add_argument("file")
     c.add_argument("--preview", action="store_true", help="print what would be queued; queue nothing")
-    for name in ("show", "stop", "resume", "yaml"):
+    for name in ("show", "stop", "resume", "yaml", "ensemble"):
         p = ss.add_parser(name)
         p.add_argument("id", type=int)
         if name == "show":
@@ -68,6 +69,16 @@ def cmd_study(args) -> int:
     elif args.study_command == "yaml":
         print(studies.study_yaml(url, args.id), end="")
         return 0
+    elif args.study_command == "ensemble":  # what a resumed K-fold study runs in the background
+        from control.study_kfold import ensemble_due, make_ensemble
+
+        k = queries.get_study(url, args.id)["spec"]["study"].get("kfold")
+        if not k or not ensemble_due(url, args.id, k):
+            return print_errors([("id", f"study {args.id} is not a K-fold study whose folds are all done")])
+        if not (ensemble_id := make_ensemble(url, args.id, k)):
+            return print_errors([("id", f"study {args.id}: no ensemble made (see its page)")])
+        print(f"run {ensemble_id}")
+        return 0
     state = studies.study_state(url, args.id)
     if getattr(args, "json", False):
         print(json.dumps(_clean(state), indent=2, default=str))
@@ -87,4 +98,8 @@ def _text(state: dict) -> str:
         ci = "" if math.isnan(g["ci_low"]) else f" 95% CI [{g['ci_low']:.4f}, {g['ci_high']:.4f}]"
         std = "" if math.isnan(g["std"]) else f" ± {g['std']:.4f}"
         lines.append(f"  {g['params']}: {g['mean']:.4f}{std} (n={g['n']}){ci}")
+    if kf := state.get("kfold"):
+        from control.study_kfold import summary_line
+
+        lines.append("  " + summary_line(kf, state["status"]))
     return "\n".join(lines)

@@ -3,6 +3,10 @@ budget, objective and pruner. Same style as engine.config: unknown keys refused,
 
 A factor's levels are checked by applying each one to the base config and validating the result with
 the engine's own schema, so a level the engine would refuse is refused here, before anything is queued.
+
+`kfold: K` (2..20) makes a K-fold study: no factors of its own, its trials are the K folds of the base
+config (data.kfold = K, factor data.fold = 0 .. K-1, one seed, grid), tested together as one ensemble
+when the last one ends (control.study_kfold).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class StudySpec(Section):
     pruner: Pruner | None = None
     seed: int = Field(0, ge=0)
     start_with: list[dict[str, Any]] = Field(default_factory=list, description="configurations TPE tries first")
+    kfold: int | None = Field(None, ge=2, le=20, description="K-fold ensemble: the trials are the K folds of the base")
 
     # ---- what the study will run
     def epochs_per_run(self, base_config: dict) -> int:
@@ -167,8 +172,34 @@ def _factor_shape_errors(factors) -> list[tuple[str, str]]:
     return errors
 
 
+def _kfold_errors(spec: StudySpec) -> list[tuple[str, str]]:
+    """A K-fold study is one grid over its folds, each fold trained once and never pruned."""
+    refused = [
+        ("repeats", spec.repeats != 1, "a K-fold study trains each fold once (one seed): leave repeats at 1"),
+        ("strategy", spec.strategy != "grid", "a K-fold study runs every fold (grid): leave strategy out"),
+        ("budget", bool(spec.budget.trials or spec.budget.epochs), "a K-fold study runs all K folds: no budget"),
+        ("pruner", spec.pruner is not None, "a pruned fold would leave the ensemble without it: no pruner"),
+        ("start_with", bool(spec.start_with), "a K-fold study has no points to try first"),
+    ]
+    return [(field, message) for field, bad, message in refused if bad]
+
+
+def _kfold_factors(data: dict) -> tuple[dict, list[tuple[str, str]]]:
+    """A K-fold study's file with its one factor (data.fold) stood in for validation; the real levels
+    are set once K is valid. Factors of its own are refused (one ensemble per study), except the very
+    factor the study file of a K-fold study is written with (study yaml)."""
+    k, given = data["kfold"], data.get("factors")
+    written = isinstance(k, int) and given == {"data.fold": list(range(k))}
+    errors = []
+    if given not in (None, {}) and not written:
+        errors.append(("factors", "a K-fold study's trials are its folds: give no factors (one study per setting)"))
+    return {**data, "factors": {"data.fold": [0]}}, errors
+
+
 def _design_errors(spec: StudySpec) -> list[tuple[str, str]]:
     """What fits together: grid takes levels, random/TPE need a budget, start_with names factors."""
+    if spec.kfold is not None:
+        return _kfold_errors(spec)
     errors = []
     if spec.strategy == "grid":
         errors += [
@@ -190,6 +221,9 @@ def parse_study(data: Any, base_config: dict | None = None) -> tuple[StudySpec |
     or a preset's config); without it `data["base"]` must be a config itself."""
     if not isinstance(data, dict):
         return None, None, [("(root)", "a study file is a mapping (base, factors, repeats, strategy, objective)")]
+    kfold_errors: list[tuple[str, str]] = []
+    if data.get("kfold") is not None:
+        data, kfold_errors = _kfold_factors(data)
     shape_errors = _factor_shape_errors(data.get("factors"))
     if shape_errors:
         data = {**data, "factors": {"placeholder": [0]}}
@@ -197,15 +231,21 @@ def parse_study(data: Any, base_config: dict | None = None) -> tuple[StudySpec |
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
         errors = [e for e in errors_from_validation(exc) if not (shape_errors and e[0].startswith("factors"))]
-        return None, None, shape_errors + errors
-    errors = shape_errors + [
-        e for e in _design_errors(spec) if not (shape_errors and e[0].startswith(("factors", "start")))
-    ]
+        return None, None, kfold_errors + shape_errors + errors
+    errors = (
+        kfold_errors
+        + shape_errors
+        + [e for e in _design_errors(spec) if not (shape_errors and e[0].startswith(("factors", "start")))]
+    )
     if errors:
         return None, None, errors
     base = base_config if base_config is not None else spec.base
     try:
         parse_config(base)
+        if spec.kfold is not None:  # every fold of the base: data.kfold = K, data.fold the study's one factor
+            spec.factors = {"data.fold": list(range(spec.kfold))}
+            base = apply_params(base, {"data.kfold": spec.kfold, "data.fold": 0})
+            parse_config(base)
     except ConfigError as exc:
         return None, None, [(f"base.{loc}", msg) for loc, msg in exc.errors]
     errors = [e for path, levels in spec.factors.items() for e in _factor_errors(path, levels, base)]

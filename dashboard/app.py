@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dashboard import styles  # noqa: E402
-from dashboard.state import db_url_for_session  # noqa: E402
+from dashboard.state import db_url_for_session, freeze_long_lived_objects  # noqa: E402
 
 st.set_page_config(page_title="Image Classifier Lab", page_icon="🧪", layout="wide")
 styles.apply()  # gaps between gallery tiles and their captions
@@ -37,3 +37,4 @@ nav = st.navigation(
     ]
 )
 nav.run()
+freeze_long_lived_objects()  # once, after the first page has imported what pages need

@@ -346,10 +346,14 @@ def read_value(state, uid: str, param: str, kind: str):
     text = (value or "").strip()
     if not text:
         return None
+    from engine.config import ConfigError, load_yaml_strict
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml_strict(text)  # a key given twice or nesting too deep: one line, not the last key kept
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
+    except ConfigError as exc:
+        raise ValueError(exc.errors[0][1]) from None
 
 
 def problem(spec: ParamSpec, kind: str, value) -> str | None:

@@ -68,12 +68,14 @@ def parse_augment_yaml(text: str):
     """The page's editor: YAML of an augment section -> AugmentConfig, else ConfigError."""
     import yaml
 
-    from engine.config import ConfigError
+    from engine.config import ConfigError, load_yaml_strict
 
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml_strict(text) or {}  # a key given twice or nesting too deep: one line each
     except yaml.YAMLError as exc:
         raise ConfigError([("augment", f"not valid YAML: {str(exc).splitlines()[0]}")]) from None
+    except ConfigError as exc:
+        raise ConfigError([("augment", msg) for _, msg in exc.errors]) from None
     return parse_augment(data)
 
 

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel
 
 from dashboard import aug_params
+from dashboard.text import plain
 from engine.config import AugmentStep, ExperimentConfig, non_default_settings, short_setting_name
 
 KEY_PREFIX = "cfg:"
@@ -158,7 +159,13 @@ def _bounds(metadata, kind: str) -> tuple[float | None, float | None, str]:
     return lo, hi, " and ".join(words)
 
 
+def _bare(tp):
+    """int for StrictInt (Annotated[int, Strict()]): the schema's strict number types are numbers here."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+
 def _kind(tp) -> tuple[str, tuple]:
+    tp = _bare(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool:
         return "bool", ()
@@ -171,7 +178,7 @@ def _kind(tp) -> tuple[str, tuple]:
     if origin is Literal:
         return "choice", tuple(args)
     if origin in (list, tuple):
-        inner = args[0] if args else Any
+        inner = _bare(args[0]) if args else Any
         if typing.get_origin(inner) is Literal:
             return "multichoice", typing.get_args(inner)
         if inner is int:
@@ -360,10 +367,14 @@ def parse_params(text: str) -> dict:
         return {}
     if not text.startswith("{"):
         text = "{" + text + "}"  # allow 'padding: 4' without braces
+    from engine.config import ConfigError, load_yaml_strict
+
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_strict(text)  # a key given twice or nesting too deep: one line, not the last key kept
     except yaml.YAMLError as exc:
         raise ValueError(f"params are not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
+    except ConfigError as exc:
+        raise ValueError(f"params: {exc.errors[0][1]}") from None
     if not isinstance(data, dict):
         raise ValueError('params must be a mapping like {"limit": 15}')
     return data
@@ -628,7 +639,9 @@ def split_errors(errors: list[tuple[str, str]], shown_paths: set[str]):
 
 
 def summary_lines(errors: list[tuple[str, str]]) -> list[str]:
-    return [f"**{SECTION_TITLES[section_of(f)]} › {field_label(f)}**: {m}" for f, m in errors]
+    """One markdown line per error: the section and field in bold, both (and the message) escaped, since a
+    field path can be a key the user typed and a message can quote the value."""
+    return [f"**{SECTION_TITLES[section_of(f)]} › {plain(field_label(f))}**: {plain(m)}" for f, m in errors]
 
 
 # ------------------------------------------------------------------------------- run metadata & files

@@ -19,7 +19,15 @@ LR_KEY = forms.KEY_PREFIX + "optim.lr"  # the optimizer's LR field in the builde
 FIND_KEY = "builder_lr_find"  # id of the LR range test shown
 USED_KEY = "builder_lr_find_used"  # id whose suggestion the user put into the LR field
 STEPS_KEY = "builder_lr_find_steps"
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 300  # a few hundred steps: enough for a smooth curve on most sets
+MIN_STEPS, MAX_STEPS = 10, 2000
+
+
+def steps_error(value) -> str | None:
+    """Why the sweep length cannot be used, or None (said under the field, as the builder's numbers)."""
+    if not isinstance(value, (int, float)) or value != int(value) or not MIN_STEPS <= value <= MAX_STEPS:
+        return f"Sweep steps: a whole number from {MIN_STEPS} to {MAX_STEPS:,} (got {value})."
+    return None
 
 
 def _start(url: str) -> None:
@@ -28,6 +36,8 @@ def _start(url: str) -> None:
     if errors:
         ss["builder_lr_find_notice"] = "Fix the highlighted fields first: the LR range test runs this config."
         return
+    if steps_error(ss.get(STEPS_KEY, DEFAULT_STEPS)):
+        return  # said under the field
     ss[FIND_KEY] = lr_find_jobs.start_lr_find(url, config, steps=int(ss.get(STEPS_KEY) or DEFAULT_STEPS))
     ss.pop(USED_KEY, None)
 
@@ -47,23 +57,29 @@ def render(url: str, config: dict, form_ok: bool = True) -> None:
         )
         c = st.columns([1, 1, 3], vertical_alignment="bottom")
         ss.setdefault(STEPS_KEY, DEFAULT_STEPS)
+        # No min/max on the widget (a browser would snap a typed value back silently): the range is
+        # said under the field instead. persist_state: the builder draws only the open tab's widgets.
         c[0].number_input(
             "Sweep steps",
-            min_value=10,
-            max_value=2000,
             step=10,
+            format="%d",
             key=STEPS_KEY,
-            help="Optimizer steps of the sweep (at most 5 passes over the training data)",
+            persist_state="session",
+            help=f"Optimizer steps of the sweep (at most 5 passes over the training data). "
+            f"Allowed: {MIN_STEPS} to {MAX_STEPS:,}.",
         )
+        steps_problem = steps_error(ss.get(STEPS_KEY))
         c[1].button(
             "🔎 Find learning rate",
             key="builder_lr_find_start",
             on_click=_start,
             args=(url,),
-            disabled=not form_ok,
+            disabled=not form_ok or steps_problem is not None,
             width="stretch",
             help="Runs python -m engine lr-find on this config in its own process; keep editing meanwhile",
         )
+        if steps_problem:
+            c[0].error(steps_problem, icon="⚠️")
         if notice := ss.pop("builder_lr_find_notice", None):
             st.warning(notice)
         find_id = ss.get(FIND_KEY)

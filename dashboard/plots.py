@@ -457,10 +457,13 @@ def top_loss_indices(predictions: dict, n: int = 24) -> list[int]:
 
 
 def prediction_caption(predictions: dict, i: int, class_names: list[str], with_loss: bool = False) -> str:
+    """An image tile's caption. st.image reads captions as markdown: the class names are escaped."""
+    from dashboard.text import plain
+
     names = list(class_names)
 
     def name(k):
-        return names[k] if 0 <= k < len(names) else str(k)
+        return plain(names[k]) if 0 <= k < len(names) else str(k)
 
     t, p = int(predictions["target"][i]), int(predictions["pred"][i])
     c = float(predictions["confidence"][i])

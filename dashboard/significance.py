@@ -7,10 +7,11 @@ from __future__ import annotations
 import streamlit as st
 
 from control import studies, study_stats
+from dashboard.text import plain
 
 
 def _show(result: dict, sentence: str) -> None:
-    st.success(sentence) if result["p"] < 0.05 else st.info(sentence)
+    st.success(plain(sentence)) if result["p"] < 0.05 else st.info(plain(sentence))  # names are user text
 
 
 def groups_panel(
@@ -26,13 +27,13 @@ def groups_panel(
     try:
         result = study_stats.diff_of_means(values_a, values_b, method)
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
         return
     sentence = study_stats.verdict(result, label_a, label_b, higher_is_better)
     _show(result, sentence)
     c = st.columns(4)
-    c[0].metric(f"mean {label_a}", f"{sum(values_a) / len(values_a):.4f}", help=f"n = {len(values_a)}")
-    c[1].metric(f"mean {label_b}", f"{sum(values_b) / len(values_b):.4f}", help=f"n = {len(values_b)}")
+    c[0].metric(f"mean {plain(label_a)}", f"{sum(values_a) / len(values_a):.4f}", help=f"n = {len(values_a)}")
+    c[1].metric(f"mean {plain(label_b)}", f"{sum(values_b) / len(values_b):.4f}", help=f"n = {len(values_b)}")
     c[2].metric(
         "B − A",
         f"{result['diff'] * 100:+.2f} pp",
@@ -45,7 +46,7 @@ def runs_panel(url: str, run_a: int, run_b: int) -> None:
     try:
         result = studies.compare_runs(url, run_a, run_b)
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
         return
     _show(result, result["sentence"])
     c = st.columns(4)
@@ -85,7 +86,7 @@ def compare_tab(url: str, runs: list[dict], labels: dict[int, str], latest) -> N
         runs_panel(url, a, b)
         return
     groups = config_groups(runs)
-    st.caption(" · ".join(f"**{g}**: runs {', '.join(map(str, ids))}" for g, ids in groups.items()))
+    st.caption(" · ".join(f"**{plain(g)}**: runs {', '.join(map(str, ids))}" for g, ids in groups.items()))
     ids = tuple(r["id"] for r in runs)
     history = reads.histories(url, ids)
     pseudo = [{"run_id": i, "params": {"config": g}} for g, members in groups.items() for i in members]

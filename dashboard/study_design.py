@@ -15,6 +15,7 @@ OBJECTIVES = {
     "val_loss": "val loss",
 }
 BASE_SOURCES = ["Builder's current config", "Preset", "Past run"]
+KINDS_OF_STUDY = ["Factors", "K-fold ensemble"]  # K-fold: the trials are the K folds of the base, one ensemble
 SKIP = {"train.seed", "name"}  # the seed comes from repeats
 
 
@@ -31,10 +32,14 @@ def parse_levels(text: str) -> tuple[list | None, str | None]:
     """'0.001, 0.01' -> [0.001, 0.01]; 'adamw, sgd' -> ['adamw', 'sgd'] (YAML scalars, comma-separated)."""
     if not str(text).strip():
         return None, "give the levels, comma-separated (e.g. 0.001, 0.01)"
+    from engine.config import ConfigError, load_yaml_strict
+
     try:
-        levels = yaml.safe_load("[" + str(text) + "]")
+        levels = load_yaml_strict("[" + str(text) + "]")  # 1e-3 a float, as in a config file
     except yaml.YAMLError:
         return None, f"cannot read {text!r}: separate levels with commas"
+    except ConfigError as exc:
+        return None, f"cannot read the levels: {exc.errors[0][1]}"
     return levels, None
 
 
@@ -70,9 +75,15 @@ def build_study(
     metric: str,
     direction: str,
     pruner: str,
+    kfold: int | None = None,
 ) -> tuple[dict, list[tuple[str, str]]]:
-    """(study mapping, the designer's own refusals); control.studies.load_study checks the rest."""
+    """(study mapping, the designer's own refusals); control.studies.load_study checks the rest. With
+    `kfold` a K-fold study: no factors, seeds, strategy, budget or pruner (the folds are its trials)."""
     errors: list[tuple[str, str]] = []
+    if kfold is not None:
+        study = {"name": name, "base": base if base is not None else {}, "kfold": int(kfold)}
+        study["objective"] = {"metric": metric, "direction": direction}
+        return study, [("base", "pick the run to start from")] if base is None else []
     out_factors: dict = {}
     for row in factors:
         path = row.get("path")

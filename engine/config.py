@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 # A show-if condition: {dotted path: test, ...} where every test holds, or a list of such dicts of
@@ -62,6 +72,7 @@ MODEL_DEPENDENT_FIELDS = (
     "model.depths",
     "model.shakedrop",
     "model.drop_path",
+    "model.hub_architecture",
 )
 # the stem's kernel and stride: the custom ResNet's own stem, or the small-image stem of a library model
 STEM_SHAPE: ShowIf = [CUSTOM_RESNET, {"model.source": {"not": "custom"}, "model.small_stem": True}]
@@ -72,6 +83,10 @@ MIXING: ShowIf = [{"augment.mixup.mixup_alpha": {"gt": 0}}, {"augment.mixup.cutm
 
 class Section(BaseModel):
     # Unknown keys are typos, not options: refuse them so "lerning_rate" never silently does nothing.
+    # Numbers and switches are pydantic's strict types (StrictInt, StrictFloat, StrictBool): a value is
+    # taken as given, never coerced. `epochs: true` is not 1 epoch, `lr: true` not 1.0, `stratified: 1`
+    # not True, 2.0 or "2" not an int; a float field still takes an int (lr: 1). Containers stay lax
+    # (a JSON list fills optim.betas), their elements are strict too.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -84,23 +99,23 @@ class DataConfig(Section):
         description="Registered dataset name",
         json_schema_extra=ui("Dataset", widget="dataset"),
     )
-    val_fraction: float = Field(
+    val_fraction: StrictFloat = Field(
         0.1,
         ge=0.0,
         le=0.5,
         description="Share of the training split held out for validation",
         json_schema_extra=ui("Validation share (of train)", step=0.05),
     )
-    stratified: bool = Field(True, json_schema_extra=ui("Stratified splits", advanced=True))
-    split_seed: int = Field(0, ge=0, le=2**31 - 1, json_schema_extra=ui("Split seed", advanced=True))
-    test_fraction: float = Field(
+    stratified: StrictBool = Field(True, json_schema_extra=ui("Stratified splits", advanced=True))
+    split_seed: StrictInt = Field(0, ge=0, le=2**31 - 1, json_schema_extra=ui("Split seed", advanced=True))
+    test_fraction: StrictFloat = Field(
         0.2,
         gt=0.0,
         le=0.5,
         description="Used only when the dataset has no test split of its own",
         json_schema_extra=ui("Test share (no test split only)", advanced=True, step=0.05),
     )
-    image_size: int | None = Field(
+    image_size: StrictInt | None = Field(
         None,
         ge=4,
         le=1024,
@@ -115,7 +130,7 @@ class DataConfig(Section):
         description="dataset = mean/std of the training split; custom = data.mean / data.std as given",
         json_schema_extra=ui("Normalisation", advanced=True),
     )
-    mean: list[float] | None = Field(
+    mean: list[StrictFloat] | None = Field(
         None,
         max_length=3,
         description="Per-channel mean (pixels in [0, 1]) for normalize: custom",
@@ -126,7 +141,7 @@ class DataConfig(Section):
             show_if={"data.normalize": "custom"},
         ),
     )
-    std: list[float] | None = Field(
+    std: list[StrictFloat] | None = Field(
         None,
         max_length=3,
         description="Per-channel std (> 0) for normalize: custom",
@@ -137,32 +152,39 @@ class DataConfig(Section):
             show_if={"data.normalize": "custom"},
         ),
     )
-    kfold: int | None = Field(
+    kfold: StrictInt | None = Field(
         None,
         ge=2,
         le=20,
         description="K-fold cross-validation: K folds of train+val",
         json_schema_extra=ui("K-fold: number of folds", advanced=True),
     )
-    fold: int = Field(
+    fold: StrictInt = Field(
         0,
         ge=0,
         le=19,
         description="Which fold is the validation fold",
         json_schema_extra=ui("Validation fold", advanced=True, show_if={"data.kfold": {"set": True}}),
     )
-    train_on_val: bool = Field(
+    train_on_val: StrictBool = Field(
         False,
         description="Retrain on train+val (final model); val metrics are then optimistic",
         json_schema_extra=ui("Retrain on train + val", advanced=True),
     )
-    max_train_samples: int | None = Field(
+    max_train_samples: StrictInt | None = Field(
         None,
         ge=1,
         le=10**9,
         description="Cap the training split (quick experiments)",
         json_schema_extra=ui("Cap training images", advanced=True),
     )
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_not_a_bool(cls, value):
+        if isinstance(value, bool):  # a Literal's 1 matches True even in strict mode
+            raise PydanticCustomError("literal_error", f"Input should be 'auto', 1 or 3, got {json.dumps(value)}")
+        return value
 
     @model_validator(mode="after")
     def _fold_in_range(self):
@@ -197,7 +219,7 @@ class HeadConfig(Section):
     kind: Literal["linear", "mlp"] = Field(
         "linear", json_schema_extra=ui("Head", advanced=True, help="linear, or an MLP with the hidden sizes below")
     )
-    hidden: list[int] = Field(
+    hidden: list[StrictInt] = Field(
         default_factory=lambda: [256],
         max_length=4,
         json_schema_extra=ui(
@@ -207,7 +229,7 @@ class HeadConfig(Section):
             show_if={"model.head.kind": "mlp"},
         ),
     )
-    dropout: float = Field(
+    dropout: StrictFloat = Field(
         0.0,
         ge=0.0,
         lt=1.0,
@@ -224,14 +246,14 @@ class HeadConfig(Section):
 
 
 class FreezeConfig(Section):
-    epochs: int = Field(
+    epochs: StrictInt = Field(
         0,
         ge=0,
         le=10000,
         description="Train only the head for this many epochs",
         json_schema_extra=ui("Head-only epochs", advanced=True),
     )
-    unfreeze_last: int | None = Field(
+    unfreeze_last: StrictInt | None = Field(
         None,
         ge=0,
         le=100_000,
@@ -257,7 +279,7 @@ class ModelConfig(Section):
             help="custom: small_cnn or resnet. timm / torchvision: any model name (type to search or enter a new one).",
         ),
     )
-    pretrained: bool = Field(
+    pretrained: StrictBool = Field(
         False, json_schema_extra=ui("Pretrained weights", show_if={"model.source": {"not": "custom"}})
     )
     weights_path: str | None = Field(
@@ -270,34 +292,42 @@ class ModelConfig(Section):
             show_if={"model.source": {"not": "custom"}, "model.pretrained": True},
         ),
     )
-    small_stem: bool = Field(
+    hub_architecture: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="For an hf-hub:org/repo model.name: the repo's timm architecture (e.g. convnext_tiny), which "
+        "builds it offline when the repo's config is not in the Hugging Face cache (weights from model.weights_path)",
+        json_schema_extra=ui("Hub model's timm architecture", advanced=True, show_if={"model.source": "timm"}),
+    )
+    small_stem: StrictBool = Field(
         False,
         description="timm / torchvision CNNs: a stem_kernel x stem_kernel, stride stem_stride first conv, "
         "no maxpool (for small images; the custom ResNet always has one)",
         json_schema_extra=ui("Small-image stem", show_if=LIBRARY_MODEL),
     )
-    stride1_stages: int = Field(
+    stride1_stages: StrictInt = Field(
         0,
         ge=0,
         le=4,
         description="Also set stride 1 in the first N stride-2 stages",
         json_schema_extra=ui("Stride-1 stages", advanced=True, show_if=LIBRARY_MODEL | {"model.small_stem": True}),
     )
-    stem_kernel: int = Field(
+    stem_kernel: StrictInt = Field(
         3,
         ge=1,
         le=7,
         description="Kernel size of the small-image stem's conv (odd: 1, 3, 5 or 7)",
         json_schema_extra=ui("Stem kernel [px]", advanced=True, show_if=STEM_SHAPE),
     )
-    stem_stride: int = Field(
+    stem_stride: StrictInt = Field(
         1,
         ge=1,
         le=4,
         description="Stride of the small-image stem's conv",
         json_schema_extra=ui("Stem stride", advanced=True, show_if=STEM_SHAPE),
     )
-    stem_width: int | None = Field(
+    stem_width: StrictInt | None = Field(
         None,
         ge=1,
         le=4096,
@@ -305,7 +335,7 @@ class ModelConfig(Section):
         json_schema_extra=ui("Stem width [channels]", advanced=True, show_if=CUSTOM_RESNET),
     )
     # custom resnet family
-    widths: list[int] = Field(
+    widths: list[StrictInt] = Field(
         default_factory=lambda: [64, 128, 256, 512],
         min_length=1,
         max_length=6,
@@ -315,7 +345,7 @@ class ModelConfig(Section):
             show_if=CUSTOM_RESNET,
         ),
     )
-    depths: list[int] = Field(
+    depths: list[StrictInt] = Field(
         default_factory=lambda: [2, 2, 2, 2],
         min_length=1,
         max_length=6,
@@ -325,28 +355,28 @@ class ModelConfig(Section):
             show_if=CUSTOM_RESNET,
         ),
     )
-    se: bool = Field(
+    se: StrictBool = Field(
         False,
         description="Squeeze-and-excitation blocks",
         json_schema_extra=ui("Squeeze-and-excitation", show_if=CUSTOM_RESNET),
     )
-    drop_path: float = Field(
+    drop_path: StrictFloat = Field(
         0.0,
         ge=0.0,
         lt=1.0,
         description="Stochastic depth, max rate (linear over blocks)",
         json_schema_extra=ui("Stochastic depth (max rate)", show_if=NOT_SMALL_CNN),
     )
-    shakedrop: float = Field(
+    shakedrop: StrictFloat = Field(
         0.0,
         ge=0.0,
         lt=1.0,
-        description="ShakeDrop max drop probability (custom ResNet; torchvision ResNet family, EfficientNet(V2), ConvNeXt)",
-        json_schema_extra=ui(
-            "ShakeDrop (max p)", advanced=True, show_if=[CUSTOM_RESNET, {"model.source": "torchvision"}]
-        ),
+        description="ShakeDrop max drop probability, linear over the residual blocks (custom ResNet; torchvision "
+        "ResNet family, EfficientNet(V2), ConvNeXt; timm models with residual blocks: ResNets, EfficientNets, "
+        "MobileNetV2-V4, ConvNeXt)",
+        json_schema_extra=ui("ShakeDrop (max p)", advanced=True, show_if=[CUSTOM_RESNET, LIBRARY_MODEL]),
     )
-    dropout: float = Field(
+    dropout: StrictFloat = Field(
         0.0,
         ge=0.0,
         lt=1.0,
@@ -355,7 +385,7 @@ class ModelConfig(Section):
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
-    backbone_lr_mult: float = Field(
+    backbone_lr_mult: StrictFloat = Field(
         1.0,
         ge=0.0,
         le=100.0,
@@ -402,6 +432,8 @@ class ModelConfig(Section):
             if not (resnet or (self.source != "custom" and self.small_stem)):
                 name = "stem_kernel" if self.stem_kernel != 3 else "stem_stride"
                 raise field_error(name, "applies to the custom ResNet's stem, or with small_stem to timm/torchvision")
+        if self.hub_architecture is not None and not (self.source == "timm" and self.name.startswith("hf-hub:")):
+            raise field_error("hub_architecture", "applies to timm models named hf-hub:org/repo")
         if self.stem_width is not None and not resnet:
             raise field_error("stem_width", "applies to the custom ResNet (model.name: resnet)")
         if self.se and not resnet:
@@ -413,11 +445,13 @@ class ModelConfig(Section):
         tv_shakedrop = self.source == "torchvision" and self.name.startswith(
             ("resnet", "resnext", "wide_resnet", "efficientnet", "convnext")
         )
-        if self.shakedrop > 0 and not (resnet or tv_shakedrop):
+        # timm: any model whose blocks add a drop_path'd residual branch; which ones is decided when it is built
+        if self.shakedrop > 0 and not (resnet or tv_shakedrop or self.source == "timm"):
             raise field_error(
                 "shakedrop",
-                "ShakeDrop is available on the custom ResNet and torchvision ResNet / ResNeXt / Wide ResNet, "
-                "EfficientNet / EfficientNetV2 and ConvNeXt (not on timm models)",
+                "ShakeDrop is available on the custom ResNet, torchvision ResNet / ResNeXt / Wide ResNet, "
+                "EfficientNet / EfficientNetV2 and ConvNeXt, and timm models with residual blocks "
+                "(ResNets, EfficientNets, MobileNetV2-V4, ConvNeXt)",
             )
         if self.drop_path > 0 and small_cnn:
             raise field_error(
@@ -429,7 +463,7 @@ class ModelConfig(Section):
 # ---------------------------------------------------------------------------------- augmentation
 class AugmentStep(Section):
     name: str = Field(..., min_length=1, max_length=100, description="albumentations transform class name")
-    p: float = Field(0.5, ge=0.0, le=1.0)
+    p: StrictFloat = Field(0.5, ge=0.0, le=1.0)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -441,18 +475,20 @@ class AugmentStep(Section):
 
 
 class MixupConfig(Section):
-    mixup_alpha: float = Field(
+    mixup_alpha: StrictFloat = Field(
         0.0, ge=0.0, le=10.0, json_schema_extra=ui("Mixup alpha", help="0 = off; 0.2 to 1 are common")
     )
-    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0, json_schema_extra=ui("CutMix alpha", help="0 = off; 1 is common"))
-    prob: float = Field(
+    cutmix_alpha: StrictFloat = Field(
+        0.0, ge=0.0, le=10.0, json_schema_extra=ui("CutMix alpha", help="0 = off; 1 is common")
+    )
+    prob: StrictFloat = Field(
         1.0,
         ge=0.0,
         le=1.0,
         description="Probability of applying mixup or cutmix to a batch",
         json_schema_extra=ui("Mix probability (per batch)", show_if=MIXING),
     )
-    switch_prob: float = Field(
+    switch_prob: StrictFloat = Field(
         0.5,
         ge=0.0,
         le=1.0,
@@ -462,7 +498,7 @@ class MixupConfig(Section):
             show_if={"augment.mixup.mixup_alpha": {"gt": 0}, "augment.mixup.cutmix_alpha": {"gt": 0}},
         ),
     )
-    stop_epoch: int | None = Field(
+    stop_epoch: StrictInt | None = Field(
         None,
         ge=0,
         le=10000,
@@ -490,24 +526,23 @@ class AugmentConfig(Section):
 # ------------------------------------------------------------------------------------ optimizer
 class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", json_schema_extra=ui("Optimizer"))
-    lr: float = Field(1e-3, gt=0.0, le=10.0, json_schema_extra=ui("Learning rate", step=1e-4))
-    momentum: float = Field(
+    lr: StrictFloat = Field(1e-3, gt=0.0, le=10.0, json_schema_extra=ui("Learning rate", step=1e-4))
+    momentum: StrictFloat = Field(
         0.9,
         ge=0.0,
         lt=1.0,
         json_schema_extra=ui("Momentum", help="SGD and RMSprop", step=0.01, show_if={"optim.name": ["sgd", "rmsprop"]}),
     )
-    nesterov: bool = Field(
+    nesterov: StrictBool = Field(
         False, json_schema_extra=ui("Nesterov", help="SGD with momentum only", show_if={"optim.name": "sgd"})
     )
-    weight_decay: float = Field(
+    weight_decay: StrictFloat = Field(
         0.0,
-        strict=True,  # `true` is not 1.0
         ge=0.0,
         le=1.0,
         json_schema_extra=ui("Weight decay", help="decoupled for AdamW, L2 for the others", step=1e-4),
     )
-    betas: tuple[float, float] = Field(
+    betas: tuple[StrictFloat, StrictFloat] = Field(
         (0.9, 0.999),
         json_schema_extra=ui(
             "Betas (β1, β2)",
@@ -515,20 +550,20 @@ class OptimConfig(Section):
             show_if={"optim.name": ["adam", "adamw"]},
         ),
     )
-    eps: float = Field(
+    eps: StrictFloat = Field(
         1e-8,
         gt=0.0,
         le=1.0,
         json_schema_extra=ui("Epsilon", advanced=True, step=1e-9, show_if={"optim.name": {"not": "sgd"}}),
     )
-    switch_to_sgd_epoch: int | None = Field(
+    switch_to_sgd_epoch: StrictInt | None = Field(
         None,
         ge=1,
         le=10000,
         description="Adam-family -> SGD at this epoch (SWATS-style)",
         json_schema_extra=ui("Switch to SGD at epoch", advanced=True, show_if={"optim.name": {"not": "sgd"}}),
     )
-    sgd_lr: float | None = Field(
+    sgd_lr: StrictFloat | None = Field(
         None,
         gt=0.0,
         le=10.0,
@@ -540,14 +575,14 @@ class OptimConfig(Section):
             show_if={"optim.name": {"not": "sgd"}, "optim.switch_to_sgd_epoch": {"set": True}},
         ),
     )
-    grad_clip: float | None = Field(
+    grad_clip: StrictFloat | None = Field(
         None,
         gt=0.0,
         le=1e6,
         description="Clip the global grad norm",
         json_schema_extra=ui("Clip gradient norm at", advanced=True),
     )
-    accumulate: int = Field(
+    accumulate: StrictInt = Field(
         1,
         ge=1,
         le=1024,
@@ -576,30 +611,30 @@ class ScheduleConfig(Section):
     name: Literal["none", "cosine", "multistep", "step", "plateau", "onecycle"] = Field(
         "none", json_schema_extra=ui("Schedule")
     )
-    warmup_epochs: int = Field(
+    warmup_epochs: StrictInt = Field(
         0,
         ge=0,
         le=10000,
         description="Linear warmup from warmup_start_factor x lr",
         json_schema_extra=ui("Warmup [epochs]"),
     )
-    warmup_start_factor: float = Field(
+    warmup_start_factor: StrictFloat = Field(
         0.1,
         gt=0.0,
         le=1.0,
         json_schema_extra=ui("Warmup starts at [x LR]", advanced=True, show_if={"schedule.warmup_epochs": {"gt": 0}}),
     )
-    t_max: int | None = Field(
+    t_max: StrictInt | None = Field(
         None,
         ge=1,
         le=10000,
         description="Cosine period in epochs (default: epochs - warmup)",
         json_schema_extra=ui("Cosine period [epochs]", show_if={"schedule.name": "cosine"}),
     )
-    eta_min: float = Field(
+    eta_min: StrictFloat = Field(
         0.0, ge=0.0, le=10.0, json_schema_extra=ui("Minimum LR", step=1e-5, show_if={"schedule.name": "cosine"})
     )
-    milestones: list[int] = Field(
+    milestones: list[StrictInt] = Field(
         default_factory=list,
         max_length=100,
         json_schema_extra=ui(
@@ -608,34 +643,34 @@ class ScheduleConfig(Section):
             show_if={"schedule.name": "multistep"},
         ),
     )
-    gamma: float = Field(
+    gamma: StrictFloat = Field(
         0.1,
         gt=0.0,
         le=1.0,
         json_schema_extra=ui("Decay factor (gamma)", show_if={"schedule.name": ["multistep", "step"]}),
     )
-    step_size: int = Field(
+    step_size: StrictInt = Field(
         10, ge=1, le=10000, json_schema_extra=ui("Step size [epochs]", show_if={"schedule.name": "step"})
     )
     plateau_metric: Literal["val_loss", "val_acc"] = Field(
         "val_loss", json_schema_extra=ui("Plateau: watch", show_if={"schedule.name": "plateau"})
     )
-    plateau_patience: int = Field(
+    plateau_patience: StrictInt = Field(
         5, ge=0, le=10000, json_schema_extra=ui("Plateau: patience [epochs]", show_if={"schedule.name": "plateau"})
     )
-    plateau_cooldown: int = Field(
+    plateau_cooldown: StrictInt = Field(
         0,
         ge=0,
         le=10000,
         json_schema_extra=ui("Plateau: cooldown [epochs]", advanced=True, show_if={"schedule.name": "plateau"}),
     )
-    plateau_factor: float = Field(
+    plateau_factor: StrictFloat = Field(
         0.1, gt=0.0, lt=1.0, json_schema_extra=ui("Plateau: factor", show_if={"schedule.name": "plateau"})
     )
-    onecycle_pct_start: float = Field(
+    onecycle_pct_start: StrictFloat = Field(
         0.3, gt=0.0, lt=1.0, json_schema_extra=ui("One-cycle: rising share", show_if={"schedule.name": "onecycle"})
     )
-    start_after_freeze: bool = Field(
+    start_after_freeze: StrictBool = Field(
         False,
         description="The schedule (with its warmup) starts when the backbone unfreezes: the head-only epochs "
         "train at the base LR, and cosine periods, milestones and step sizes count from the first unfrozen epoch",
@@ -661,10 +696,10 @@ class ScheduleConfig(Section):
 # ----------------------------------------------------------------------------------------- loss
 class LossConfig(Section):
     name: Literal["ce", "focal", "poly1"] = Field("ce", json_schema_extra=ui("Loss"))
-    label_smoothing: float = Field(
+    label_smoothing: StrictFloat = Field(
         0.0, ge=0.0, lt=1.0, json_schema_extra=ui("Label smoothing", help="0 = none; 0.1 is a common choice")
     )
-    smoothing_end: float | None = Field(
+    smoothing_end: StrictFloat | None = Field(
         None,
         ge=0.0,
         lt=1.0,
@@ -678,7 +713,7 @@ class LossConfig(Section):
         "improving for smoothing_patience epochs (torch's ReduceLROnPlateau rule)",
         json_schema_extra=ui("Smoothing schedule", advanced=True, show_if={"loss.smoothing_end": {"set": True}}),
     )
-    smoothing_milestones: list[int] = Field(
+    smoothing_milestones: list[StrictInt] = Field(
         default_factory=list,
         max_length=100,
         description="Epochs after which smoothing takes its next step (as LR milestones count)",
@@ -689,7 +724,7 @@ class LossConfig(Section):
             show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": "step"},
         ),
     )
-    smoothing_factor: float = Field(
+    smoothing_factor: StrictFloat = Field(
         0.5,
         ge=0.0,
         lt=1.0,
@@ -709,7 +744,7 @@ class LossConfig(Section):
             show_if={"loss.smoothing_end": {"set": True}, "loss.smoothing_schedule": "plateau"},
         ),
     )
-    smoothing_patience: int = Field(
+    smoothing_patience: StrictInt = Field(
         3,
         ge=0,
         le=10000,
@@ -722,10 +757,10 @@ class LossConfig(Section):
     class_weights: Literal["none", "inverse_frequency"] = Field(
         "none", json_schema_extra=ui("Class weights", advanced=True)
     )
-    focal_gamma: float = Field(
+    focal_gamma: StrictFloat = Field(
         2.0, ge=0.0, le=10.0, json_schema_extra=ui("Focal gamma", show_if={"loss.name": "focal"})
     )
-    focal_alpha: list[float] | None = Field(
+    focal_alpha: list[StrictFloat] | None = Field(
         None,
         max_length=100_000,
         description="Per-class alpha for focal loss",
@@ -736,7 +771,7 @@ class LossConfig(Section):
         ),
     )
     # -1 is the lowest epsilon that keeps CE + epsilon * (1 - p_t) decreasing in p_t.
-    poly_epsilon: float = Field(
+    poly_epsilon: StrictFloat = Field(
         1.0,
         ge=-1.0,
         le=100.0,
@@ -771,22 +806,22 @@ class LossConfig(Section):
 
 # ---------------------------------------------------------------------------------- regularize
 class EMAConfig(Section):
-    enabled: bool = Field(False, json_schema_extra=ui("EMA of weights"))
-    decay: float = Field(
+    enabled: StrictBool = Field(False, json_schema_extra=ui("EMA of weights"))
+    decay: StrictFloat = Field(
         0.999, gt=0.0, lt=1.0, json_schema_extra=ui("EMA decay", step=1e-4, show_if={"regularize.ema.enabled": True})
     )
-    evaluate_ema: bool = Field(
+    evaluate_ema: StrictBool = Field(
         True,
         description="Validate and test the EMA weights instead of the raw ones",
         json_schema_extra=ui("Evaluate the EMA weights", show_if={"regularize.ema.enabled": True}),
     )
-    warmup: bool = Field(
+    warmup: StrictBool = Field(
         True,
         description="Decay grows with the updates, 1 - (1 + step)^-power, up to decay (timm's EMA warmup): "
         "an early EMA is an average of the steps so far, not of the random initial weights",
         json_schema_extra=ui("EMA warmup", advanced=True, show_if={"regularize.ema.enabled": True}),
     )
-    warmup_power: float = Field(
+    warmup_power: StrictFloat = Field(
         2 / 3,
         gt=0.0,
         le=1.0,
@@ -801,14 +836,14 @@ class EMAConfig(Section):
 
 
 class EarlyStopConfig(Section):
-    enabled: bool = Field(False, json_schema_extra=ui("Early stopping"))
+    enabled: StrictBool = Field(False, json_schema_extra=ui("Early stopping"))
     metric: Literal["val_loss", "val_acc"] = Field(
         "val_acc", json_schema_extra=ui("Early stopping: watch", show_if=EARLY_STOPPING)
     )
-    patience: int = Field(
+    patience: StrictInt = Field(
         10, ge=1, le=10000, json_schema_extra=ui("Early stopping: patience [epochs]", show_if=EARLY_STOPPING)
     )
-    min_delta: float = Field(
+    min_delta: StrictFloat = Field(
         0.0,
         ge=0.0,
         le=1e6,
@@ -823,25 +858,24 @@ class RegularizeConfig(Section):
 
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1, le=10000, json_schema_extra=ui("Epochs"))
-    batch_size: int = Field(64, ge=1, le=65536, json_schema_extra=ui("Batch size [images]"))
-    seed: int = Field(
+    epochs: StrictInt = Field(10, ge=1, le=10000, json_schema_extra=ui("Epochs"))
+    batch_size: StrictInt = Field(64, ge=1, le=65536, json_schema_extra=ui("Batch size [images]"))
+    seed: StrictInt = Field(
         0,
-        strict=True,  # 0.0 or `true` is not a seed
         ge=0,
         le=2**31 - 1,
         json_schema_extra=ui("Seed", help="Seeds weights, shuffling and augmentation"),
     )
-    deterministic: bool = Field(False, json_schema_extra=ui("Deterministic (slower)", advanced=True))
+    deterministic: StrictBool = Field(False, json_schema_extra=ui("Deterministic (slower)", advanced=True))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=ui("Device"))
-    devices: int = Field(
+    devices: StrictInt = Field(
         1,
         ge=1,
         le=64,
         description="Number of GPUs (>1 launches under torchrun)",
         json_schema_extra=ui("GPUs", advanced=True),
     )
-    sync_bn: bool = Field(
+    sync_bn: StrictBool = Field(
         False,
         description="SyncBatchNorm across devices (multi-device runs)",
         json_schema_extra=ui("Sync batch norm (multi-GPU)", advanced=True),
@@ -851,24 +885,26 @@ class TrainConfig(Section):
         description="Autocast dtype on CUDA",
         json_schema_extra=ui("Mixed precision", advanced=True, show_if={"train.device": {"not": "cpu"}}),
     )
-    channels_last: bool = Field(False, json_schema_extra=ui("Channels-last memory format", advanced=True))
-    compile: bool = Field(False, json_schema_extra=ui("torch.compile", advanced=True))
-    num_workers: int = Field(
+    channels_last: StrictBool = Field(False, json_schema_extra=ui("Channels-last memory format", advanced=True))
+    compile: StrictBool = Field(False, json_schema_extra=ui("torch.compile", advanced=True))
+    num_workers: StrictInt = Field(
         0,
         ge=0,
         le=64,
         description="DataLoader workers for the CPU augmentation path",
         json_schema_extra=ui("Data loader workers", advanced=True),
     )
-    checkpoint_every: int = Field(1, ge=1, le=10000, json_schema_extra=ui("Checkpoint every [epochs]", advanced=True))
-    keep_last: int = Field(
+    checkpoint_every: StrictInt = Field(
+        1, ge=1, le=10000, json_schema_extra=ui("Checkpoint every [epochs]", advanced=True)
+    )
+    keep_last: StrictInt = Field(
         3,
         ge=1,
         le=10000,
         description="Epoch checkpoints kept on disk (best is kept separately)",
         json_schema_extra=ui("Keep last N epoch checkpoints", advanced=True),
     )
-    init_from_run: int | None = Field(
+    init_from_run: StrictInt | None = Field(
         None,
         ge=1,
         le=2**62,
@@ -882,17 +918,18 @@ class TrainConfig(Section):
     init_mode: Literal["weights", "continue"] = Field(
         "weights",
         description="weights: the parent's weights, a fresh optimizer; continue: also its optimizer state "
-        "(momentum, Adam moments) and LR-plateau state, with this config's lr, batch size and epochs on top",
+        "(momentum, Adam moments) and, when this run's schedule is the parent's, that schedule from where it "
+        "stopped (plateau state too); with this config's lr, batch size and epochs on top",
         json_schema_extra=ui("…and take over", advanced=True, show_if={"train.init_from_run": {"set": True}}),
     )
-    max_steps_per_epoch: int | None = Field(
+    max_steps_per_epoch: StrictInt | None = Field(
         None,
         ge=1,
         le=10**9,
         description="Cap steps per epoch (smoke tests)",
         json_schema_extra=ui("Cap steps per epoch", advanced=True),
     )
-    threads: int | None = Field(
+    threads: StrictInt | None = Field(
         None,
         ge=1,
         le=1024,
@@ -933,7 +970,7 @@ class EvalConfig(Section):
             help="each variant is evaluated on the test split at the end; 'none' is the plain prediction",
         ),
     )
-    tta_passes: int = Field(
+    tta_passes: StrictInt = Field(
         5,
         ge=1,
         le=100,
@@ -1012,7 +1049,11 @@ class ExperimentConfig(Section):
                 f"must be < the {epochs - self.model.freeze.epochs} epochs after the head-only ones",
             )
         if self.train.init_mode == "continue" and self.train.init_from_run is None:
-            raise field_error("train.init_mode", "continue needs train.init_from_run (the run to continue)")
+            raise field_error(
+                "train.init_from_run",
+                "init_mode continue needs the run to continue: set this to its id (a finished run of the same "
+                "model and optimizer), or set init_mode to weights",
+            )
         if self.train.init_mode == "continue" and self.train.init_checkpoint != "last":
             raise field_error(
                 "train.init_checkpoint", "continue needs the parent's last checkpoint (best holds the weights only)"
@@ -1064,12 +1105,23 @@ def _unique_keys(pairs):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently), and
+    reads `1e-3`, `5E4` or `1.5e3` as floats: PyYAML follows YAML 1.1, where a float needs a dot and a
+    signed exponent, so it reads those as strings, which the strict number fields would refuse."""
 
     def construct_mapping(self, node, deep=False):
         self.flatten_mapping(node)
         _unique_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value])
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's float: digits with an exponent and no dot, or an unsigned exponent. Tried after the
+# built-in resolvers, so an int stays an int and `.inf` / `1.5` resolve as before.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def load_yaml_strict(text: str):
@@ -1103,6 +1155,17 @@ def _loc_part(part) -> str:
     return text if re.fullmatch(r"[\w\-]+", text) else json.dumps(text, ensure_ascii=False)
 
 
+_STRICT_TYPE_ERRORS = frozenset({"int_type", "float_type", "bool_type"})
+
+
+def _given(value) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def errors_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
     errors = []
     for err in exc.errors():
@@ -1111,6 +1174,8 @@ def errors_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
             parts += err["ctx"]["field"].split(".")
         loc = ".".join(_loc_part(p) for p in parts) or "(root)"
         msg = " ".join(err["msg"].removeprefix("Value error, ").split())  # one line per field, always
+        if err["type"] in _STRICT_TYPE_ERRORS:  # "valid integer, got true": what was given, as written
+            msg += f", got {_given(err.get('input'))}"
         errors.append((loc, msg))
     return errors
 

@@ -9,12 +9,17 @@ class, and an embedding view (penultimate features projected to 2-D with PCA or 
   taken with a forward pre-hook; for timm models that is what `forward_head(pre_logits=True)` returns.
 - `explain_checkpoint` does both for one checkpoint and split, and caches the arrays in the run's
   folder (`explain/`), keyed by the checkpoint file's size and time, so a second view is a file read.
+- `gradcam_selection`: Grad-CAM maps of the images a gallery shows (any split: train, val, test), cached
+  under a digest of their indices; `predict_split`: every image of a split predicted with the
+  evaluation's preprocessing (normalisation only, no augmentation), e.g. the training split, whose
+  confidently wrong images are label-noise suspects.
 
 pytorch_grad_cam, sklearn's PCA and umap are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,6 +30,8 @@ import torch.nn as nn
 METHODS = ("pca", "umap")
 MAX_POINTS = 5000  # embedding points (a seeded subsample of larger splits): enough to see clusters, quick to draw
 GALLERY = 24  # images given Grad-CAM maps: the split's highest-loss ones
+SPLITS = ("train", "val", "test")
+MAX_SELECTION = 96  # images of one gallery given Grad-CAM maps at a time
 
 
 class ExplainError(ValueError):
@@ -235,7 +242,7 @@ def explain_checkpoint(
         raise ExplainError(f"method: choose from {', '.join(METHODS)}")
     loaded = load_checkpoint(checkpoint)
     splits = make_splits(load_arrays(spec), loaded.cfg.data)
-    x, y = (splits.test_x, splits.test_y) if split == "test" else (splits.val_x, splits.val_y)
+    x, y = split_arrays(splits, split)
     if not len(y):
         raise ExplainError(f"split: the run has no {split} images")
     model = loaded.model.to(pick_device(device))
@@ -274,3 +281,101 @@ def explain_checkpoint(
             cam_true=cam_true.astype(np.float16),
         )
     return {"embedding": emb_path, "gradcam": cam_path}
+
+
+def split_arrays(splits, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one split of a run's splits (engine.data.make_splits), in the split's order."""
+    if split not in SPLITS:
+        raise ExplainError(f"split: choose from {', '.join(SPLITS)}")
+    return {
+        "train": (splits.train_x, splits.train_y),
+        "val": (splits.val_x, splits.val_y),
+        "test": (splits.test_x, splits.test_y),
+    }[split]
+
+
+def selection_tag(indices) -> str:
+    """A short, stable name of an ordered set of image indices: a gallery's Grad-CAM maps are cached under it."""
+    a = np.asarray(list(indices), dtype="<i8")
+    return "sel" + hashlib.sha1(a.tobytes()).hexdigest()[:12]
+
+
+def _loaded_split(checkpoint, spec, split: str, device: str):
+    from engine.data import load_arrays, make_splits
+    from engine.export import load_checkpoint
+    from engine.training.run import pick_device
+
+    loaded = load_checkpoint(checkpoint)
+    x, y = split_arrays(make_splits(load_arrays(spec), loaded.cfg.data), split)
+    if not len(y):
+        raise ExplainError(f"split: the run has no {split} images")
+    return loaded, x, y, loaded.model.to(pick_device(device))
+
+
+def gradcam_selection(
+    checkpoint: str | Path, spec, out_dir: str | Path, split: str, indices: list[int], device: str = "auto"
+) -> Path:
+    """Grad-CAM maps for the predicted and the true class of the chosen images of one split (a gallery's),
+    written under `out_dir` (see cache_file; the method slot carries selection_tag(indices)); returns the path."""
+    chosen = np.asarray(list(indices), dtype=np.int64)
+    if not len(chosen) or len(chosen) > MAX_SELECTION:
+        raise ExplainError(f"indices: give 1 to {MAX_SELECTION} images")
+    loaded, x, y, model = _loaded_split(checkpoint, spec, split, device)
+    if chosen.min() < 0 or chosen.max() >= len(y):
+        raise ExplainError(f"indices: the {split} split has images 0 to {len(y) - 1}")
+    _, probs = features_and_probs(model, x[chosen], loaded.mean, loaded.std)
+    pred = probs.argmax(1)
+    layer = target_layer(model, x.shape[-1], x.shape[1])
+    cam_pred = gradcam(model, x[chosen], pred, loaded.mean, loaded.std, layer)
+    cam_true = gradcam(model, x[chosen], y[chosen], loaded.mean, loaded.std, layer)
+    path = cache_file(out_dir, checkpoint, "gradcam", split, selection_tag(chosen))
+    meta = {
+        "checkpoint": str(checkpoint),
+        "epoch": loaded.epoch,
+        "split": split,
+        "class_names": loaded.class_names,
+        "layer": layer,
+        "selection": selection_tag(chosen),
+    }
+    _save(
+        path,
+        meta,
+        index=chosen,
+        target=y[chosen],
+        pred=pred,
+        confidence=probs[np.arange(len(chosen)), pred],
+        cam_pred=cam_pred.astype(np.float16),
+        cam_true=cam_true.astype(np.float16),
+    )
+    return path
+
+
+def predict_split(
+    checkpoint: str | Path, spec, out_dir: str | Path, split: str = "train", device: str = "auto"
+) -> Path:
+    """Every image of one split predicted by the checkpoint as an evaluation predicts (normalised, no
+    augmentation, the evaluated weights): {target, pred, confidence, loss} in the split's order, written
+    under `out_dir` (kind "predictions"); returns the path."""
+    from engine.training.evaluate import predict_probs
+
+    loaded, x, y, model = _loaded_split(checkpoint, spec, split, device)
+    probs = predict_probs(model, x, loaded.mean, loaded.std, next(model.parameters()).device).numpy()
+    pred = probs.argmax(1)
+    loss = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))
+    path = cache_file(out_dir, checkpoint, "predictions", split)
+    meta = {
+        "checkpoint": str(checkpoint),
+        "epoch": loaded.epoch,
+        "split": split,
+        "class_names": loaded.class_names,
+        "accuracy": float((pred == y).mean()),
+    }
+    _save(
+        path,
+        meta,
+        target=np.asarray(y, dtype=np.int64),
+        pred=pred.astype(np.int64),
+        confidence=probs[np.arange(len(y)), pred].astype(np.float32),
+        loss=loss.astype(np.float32),
+    )
+    return path

@@ -79,3 +79,29 @@ def use_lab(lab: dict, monkeypatch) -> None:
     """Point this test's environment (the dashboard's database and runs folder) at the shared lab."""
     monkeypatch.setenv("LAB_DB_URL", lab["url"])
     monkeypatch.setenv("LAB_RUNS_DIR", str(lab["root"] / "runs"))
+
+
+def await_explain(at, url: str, run_id: int, timeout: float = 300) -> None:
+    """Rerun the page until the run's background explain job has ended and the page collected it (each run
+    polls the job, as the page's fragment does), then once more."""
+    import time
+
+    from control import explain_jobs
+
+    deadline = time.monotonic() + timeout
+    while explain_jobs.job(url, run_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert explain_jobs.job(url, run_id) is None, "the explain job did not end"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def image_captions(at, prefix: str) -> list[str]:
+    """Captions of every image tile on the page that start with `prefix`."""
+    return [img.caption for el in at.image for img in el.proto.imgs if img.caption.startswith(prefix)]
+
+
+def tile_index(caption: str) -> int:
+    """The split index a tile's caption names ("test #17 predicted ...": 17)."""
+    return int(caption.split("#", 1)[1].split()[0])

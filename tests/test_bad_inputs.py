@@ -256,3 +256,225 @@ def test_evaluating_an_unreadable_checkpoint_is_one_field_message(db_url, tmp_pa
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "Traceback" not in res.stderr
     assert res.stderr.startswith(f"--checkpoint: {path} cannot be read (")
+
+
+# ------------------------------------------------------------------ no silent coercion, any field
+def _strict_leaves(model, prefix: str = ""):
+    """(dotted path, kind) of every number or switch in the schema, walked from the pydantic model itself:
+    kind is int / float / bool for a field, int_item / float_item for a list's (or tuple's) elements and
+    int_choice for a Literal with int members. A step of augment.train is reached as augment.train.0."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def bare(tp):
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            return bare(args[0])
+        return tp
+
+    for name, info in model.model_fields.items():
+        path, tp = f"{prefix}{name}", bare(info.annotation)
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            yield from _strict_leaves(tp, path + ".")
+        elif tp in (int, float, bool):
+            yield path, tp.__name__
+        elif origin is typing.Literal and any(type(a) is int for a in args):
+            yield path, "int_choice"
+        elif origin in (list, tuple) and args:
+            inner = bare(args[0])
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                yield from _strict_leaves(inner, path + ".0.")
+            elif inner in (int, float):
+                yield path, f"{inner.__name__}_item"
+
+
+def _leaves():
+    from engine.config import ExperimentConfig
+
+    return list(_strict_leaves(ExperimentConfig))
+
+
+# what each kind must refuse (a value pydantic's lax mode would have turned into another one)
+REFUSED = {
+    "int": [True, 2.0, "2"],
+    "float": [True, "0.5"],
+    "bool": [1, 0, "true", 1.0],
+    "int_item": [True, 2.0],
+    "float_item": [True, "0.5"],
+    "int_choice": [True],
+}
+
+
+def _config_with(path: str, value) -> dict:
+    """The tiny digits config (with one augmentation step, augment.train.0) and `value` at `path`."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(**{"augment.train": [{"name": "HorizontalFlip", "p": 0.5}]})
+    *parents, leaf = path.split(".")
+    node = cfg
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[leaf] = value
+    return cfg
+
+
+def test_the_walk_finds_every_kind_of_number_and_switch():
+    kinds = dict(_leaves())
+    # the walk is the test's coverage: it must see nested sections, optional fields, lists and steps
+    assert len(kinds) > 80
+    assert kinds["train.epochs"] == "int" and kinds["data.image_size"] == "int"  # optional
+    assert kinds["optim.lr"] == "float" and kinds["data.stratified"] == "bool"
+    assert kinds["regularize.ema.decay"] == "float" and kinds["model.head.dropout"] == "float"  # nested twice
+    assert kinds["model.widths"] == "int_item" and kinds["optim.betas"] == "float_item"
+    assert kinds["augment.train.0.p"] == "float" and kinds["data.channels"] == "int_choice"
+
+
+@pytest.mark.parametrize("path, kind", _leaves(), ids=[p for p, _ in _leaves()])
+def test_every_number_and_switch_refuses_a_value_it_would_have_coerced(path, kind):
+    from engine.config import ConfigError, ExperimentConfig, parse_config
+
+    for bad in REFUSED[kind]:
+        value = [bad] if kind.endswith("_item") else bad
+        with pytest.raises(ConfigError) as exc:
+            parse_config(_config_with(path, value))
+        where = f"{path}.0" if kind.endswith("_item") else path
+        mine = [m for f, m in exc.value.errors if f == where]
+        assert len(mine) == 1, (bad, exc.value.errors)  # one message, on the field itself
+        assert "\n" not in mine[0] and mine[0].startswith("Input should be"), mine[0]
+        assert mine[0].endswith(f"got {json.dumps(bad)}"), mine[0]  # says what was given
+    # the type's own values still pass: the default, as written; a float field also takes a whole number
+    default = ExperimentConfig().model_dump(mode="json")
+    for part in path.replace(".0.", ".").split("."):
+        default = default.get(part) if isinstance(default, dict) else None
+    if default is not None and kind != "int_choice" and ".0." not in path:
+        assert parse_config(_config_with(path, default)) is not None
+    if kind == "float":
+        whole = next((v for v in (1, 0) if _accepts(path, v)), None)
+        if whole is not None:
+            got = parse_config(_config_with(path, whole))
+            assert _read(got, path) == float(whole) and isinstance(_read(got, path), float)
+
+
+def _accepts(path: str, value) -> bool:
+    from engine.config import ConfigError, parse_config
+
+    try:
+        parse_config(_config_with(path, float(value)))
+    except ConfigError:  # out of the field's range, or a rule of another field
+        return False
+    return True
+
+
+def _read(cfg, path: str):
+    node = cfg
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def test_yaml_scientific_notation_is_a_float_in_every_yaml_entry_point():
+    from dashboard.aug_params import read_value
+    from dashboard.forms import config_from_upload, parse_params
+    from dashboard.study_design import parse_levels
+    from engine.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(
+        "optim:\n  lr: 1e-3\n  weight_decay: 5E-4\n  eps: 1.0e-8\nschedule:\n  eta_min: 0\n"
+    )
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps, cfg.schedule.eta_min) == (1e-3, 5e-4, 1e-8, 0.0)
+    assert ExperimentConfig.from_yaml("optim:\n  lr: 1\n").optim.lr == 1.0  # an int is a float's value
+    uploaded, errors = config_from_upload(b"optim:\n  lr: 3e-4\ntrain:\n  epochs: 2\n")
+    assert errors == [] and uploaded["optim"]["lr"] == 3e-4 and uploaded["train"]["epochs"] == 2
+    assert parse_levels("1e-3, 1e-2, 10") == ([1e-3, 1e-2, 10], None)
+    assert parse_params("eps: 1e-6") == {"eps": 1e-6}
+    assert read_value({"aug:s1:v:eps": "1e-6"}, "s1", "eps", "json") == 1e-6
+    # a quoted number stays text, and text is no number
+    errors = config_from_upload(b'optim:\n  lr: "1e-3"\n')[1]
+    assert errors == [("optim.lr", 'Input should be a valid number, got "1e-3"')]
+
+
+def test_stored_configs_and_presets_round_trip_through_json():
+    from control.presets import PRESETS, preset_config
+    from dashboard import forms
+    from engine.config import ExperimentConfig, parse_config
+
+    configs = [ExperimentConfig().model_dump(mode="json")]
+    configs += [
+        preset_config(name, dataset, size, 10) for name in PRESETS for dataset, size in (("digits", 8), ("x", 96))
+    ]
+    for raw in configs:
+        if raw.get("train", {}).get("init_mode") == "continue":  # its notes: set the run it continues
+            raw["train"]["init_from_run"] = 1
+        stored = json.loads(json.dumps(parse_config(raw).model_dump(mode="json")))  # what the DB keeps
+        assert parse_config(stored).model_dump(mode="json") == stored
+        built, errors = forms.state_to_config(forms.config_to_state(stored), stored)  # the builder's widgets
+        assert errors == [] and parse_config(built).model_dump(mode="json") == stored
+
+
+# ------------------------------------------------------------------ every YAML entry point is the strict one
+DEEP = "[" * 10_000 + "]" * 10_000  # plain YAML recurses once per level: a RecursionError, uncaught
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ("repeats: 2\nrepeats: 3\n", "the key 'repeats' appears twice in one mapping"),
+        (f"notes: {DEEP}\n", "nested too deeply"),
+    ],
+    ids=["duplicate key", "nested 10000 deep"],
+)
+def test_a_study_file_with_a_duplicate_key_or_deep_nesting_is_one_line_from_the_real_cli(
+    db_url, tmp_path, payload, message
+):
+    import yaml
+
+    from db import queries
+    from tests.conftest import tiny_config
+    from tests.test_cli import engine_cli
+
+    base = {k: v for k, v in tiny_config().items() if k != "name"}
+    study = {"name": "s", "base": base, "factors": {"optim.lr": [0.003, 0.03]}, "strategy": "grid"}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study) + payload, encoding="utf-8")  # valid but for the payload
+    proc = engine_cli("study", "create", str(path), "--preview", "--db", db_url)
+    assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"study: cannot read {path}: ") and message in lines[0], lines
+    assert queries.list_studies(db_url) == [] and queries.list_runs(db_url).empty
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('{"limit": 10, "limit": 20}', "the key 'limit' appears twice"), (DEEP, "nested too deeply")],
+    ids=["duplicate key", "nested 10000 deep"],
+)
+def test_the_dashboards_yaml_boxes_refuse_a_duplicate_key_and_deep_nesting_in_one_line(text, message):
+    from dashboard.aug_params import read_value
+    from dashboard.augment_preview import parse_augment_yaml
+    from dashboard.forms import STEPS_KEY, parse_params, steps_from_state
+    from dashboard.study_design import parse_levels
+    from engine.config import ConfigError
+
+    with pytest.raises(ValueError, match=message):  # a step's "other params" box
+        parse_params(text)
+    with pytest.raises(ValueError, match=message):  # a parameter's JSON widget
+        read_value({"aug:s1:v:fill": text}, "s1", "fill", "json")
+    # the builder's steps: the box's refusal is the step's one error, and the step is not applied
+    state = {STEPS_KEY: [{"uid": "s1", "name": "HorizontalFlip", "fields": {}, "keys": []}], "aug:s1:params": text}
+    _, errors = steps_from_state(state)
+    assert [f for f, _ in errors] == ["augment.train.0"] and message in errors[0][1] and "\n" not in errors[0][1]
+    # a study factor's levels (a comma list: depth, not keys) and the Augmentations page's editor
+    editor = f"train: {DEEP}\n" if text == DEEP else "train: []\nmixup: {}\nmixup: {}\n"
+    if text == DEEP:
+        levels, err = parse_levels(text)
+        assert levels is None and message in err
+    with pytest.raises(ConfigError) as exc:
+        parse_augment_yaml(editor)
+    assert len(exc.value.errors) == 1 and exc.value.errors[0][0] == "augment"
+    assert (message if text == DEEP else "the key 'mixup' appears twice") in exc.value.errors[0][1]

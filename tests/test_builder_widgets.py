@@ -13,14 +13,14 @@ from dashboard import augment_preview as ap
 from engine.augment import BUILDER_DEFAULTS
 from engine.config import parse_config
 from engine.data import BUILTIN_SPECS, load_arrays
-from tests.test_pages_core import button, open_page, texts
+from tests.test_pages_core import button, field, open_page, open_section, texts
 
 K = forms.KEY_PREFIX
 
 
 def _add(at, name: str) -> str:
     """Add a step through the page's own widgets; returns its uid."""
-    at.selectbox(key="builder_add_transform").set_value(name)
+    field(at, "selectbox", "builder_add_transform").set_value(name)
     button(at, "➕ Add step").click().run()
     assert not at.exception, [e.message for e in at.exception]
     return at.session_state[forms.STEPS_KEY][-1]["uid"]
@@ -54,22 +54,22 @@ def test_widget_kinds_come_from_the_transforms_schema():
 def test_the_page_draws_a_number_a_range_a_choice_and_a_flag(db_url):
     at = open_page("new_run")
     crop, gray, rot = _add(at, "RandomResizedCrop"), _add(at, "ToGray"), _add(at, "Rotate")
-    low, high = at.number_input(key=f"aug:{crop}:v:scale:0"), at.number_input(key=f"aug:{crop}:v:scale:1")
+    low, high = field(at, "number_input", f"aug:{crop}:v:scale:0"), field(at, "number_input", f"aug:{crop}:v:scale:1")
     assert (low.value, high.value) == (0.8, 1.0)  # the builder default [0.8, 1.0] as two numbers
     assert "Allowed: ≥ 0 and ≤ 1" in low.help
-    interp = at.selectbox(key=f"aug:{crop}:v:interpolation")
+    interp = field(at, "selectbox", f"aug:{crop}:v:interpolation")
     assert interp.value == 1 and "INTER_LINEAR (1)" in interp.options
-    assert at.number_input(key=f"aug:{crop}:v:size:0").value is None  # empty: the training size
-    channels = at.number_input(key=f"aug:{gray}:v:num_output_channels")
+    assert field(at, "number_input", f"aug:{crop}:v:size:0").value is None  # empty: the training size
+    channels = field(at, "number_input", f"aug:{gray}:v:num_output_channels")
     assert channels.value == 3 and channels.step == 1
-    assert at.selectbox(key=f"aug:{gray}:v:method").value == "weighted_average"
-    assert at.checkbox(key=f"aug:{rot}:v:crop_border").value is False
-    assert at.number_input(key=f"aug:{rot}:v:limit").value == 15.0
+    assert field(at, "selectbox", f"aug:{gray}:v:method").value == "weighted_average"
+    assert field(at, "checkbox", f"aug:{rot}:v:crop_border").value is False
+    assert field(at, "number_input", f"aug:{rot}:v:limit").value == 15.0
 
     # editing the typed widgets edits the config: changed values are written, defaults stay out
-    at.number_input(key=f"aug:{crop}:v:scale:0").set_value(0.5)
-    at.selectbox(key=f"aug:{gray}:v:method").set_value("average")
-    at.checkbox(key=f"aug:{rot}:v:crop_border").check()
+    field(at, "number_input", f"aug:{crop}:v:scale:0").set_value(0.5)
+    field(at, "selectbox", f"aug:{gray}:v:method").set_value("average")
+    field(at, "checkbox", f"aug:{rot}:v:crop_border").check()
     at.run()
     assert not at.exception
     steps = at.session_state["builder_config"]["augment"]["train"]
@@ -82,7 +82,7 @@ def test_the_page_draws_a_number_a_range_a_choice_and_a_flag(db_url):
 def test_an_out_of_range_value_blocks_validate_and_names_the_field(db_url):
     at = open_page("new_run")
     crop = _add(at, "RandomResizedCrop")
-    at.number_input(key=f"aug:{crop}:v:scale:1").set_value(1.5)
+    field(at, "number_input", f"aug:{crop}:v:scale:1").set_value(1.5)
     button(at, "✔ Validate").click().run()
     assert not at.exception
     errors = " ".join(texts(at.error))
@@ -92,9 +92,9 @@ def test_an_out_of_range_value_blocks_validate_and_names_the_field(db_url):
     assert at.session_state["builder_config"]["augment"]["train"][0]["params"]["scale"] == [0.8, 1.5]  # as typed
     assert not any("valid" in s for s in texts(at.success))
     # a range with one end left empty is refused too, never half-filled
-    at.number_input(key=f"aug:{crop}:v:scale:1").set_value(None).run()
+    field(at, "number_input", f"aug:{crop}:v:scale:1").set_value(None).run()
     assert any("scale: enter both ends of the range" in e for e in texts(at.error))
-    at.number_input(key=f"aug:{crop}:v:scale:1").set_value(0.9)
+    field(at, "number_input", f"aug:{crop}:v:scale:1").set_value(0.9)
     button(at, "✔ Validate").click().run()
     assert texts(at.error) == [] and any("valid" in s for s in texts(at.success))
 
@@ -133,14 +133,15 @@ def test_the_preview_shows_images_of_the_chosen_dataset(db_url, faint):
     rows = _previews(at)
     assert len(rows) == 4 and all(len(r.value) == 5 for r in rows)  # 4 images: original + 4 augmented
     assert {r.captions[0] for r in rows} <= {f"original · {c}" for c in range(10)}  # the digits
-    at.selectbox(key=K + "data.dataset").set_value("faint").run()
+    field(at, "selectbox", K + "data.dataset").set_value("faint").run()
     assert not at.exception
+    open_section(at, "augment")  # the preview sits under the pipeline
     rows = _previews(at)
     assert [r.captions[0] for r in rows] == ["original · star", "original · galaxy"] * 2
     before = [r.value for r in rows]
-    at.button(key="builder_preview_reroll").click().run()
+    field(at, "button", "builder_preview_reroll").click().run()
     assert [r.value for r in _previews(at)] != before  # new draws
-    at.toggle(key="builder_preview_on").set_value(False).run()
+    field(at, "toggle", "builder_preview_on").set_value(False).run()
     assert _previews(at) == []
 
 
@@ -156,7 +157,7 @@ def test_the_preview_grid_is_the_engines_augmentation_of_the_datasets_images():
 # ------------------------------------------------------------------------------- use this pipeline
 def test_use_this_pipeline_sends_the_browsed_steps_to_the_builder(db_url):
     at = open_page("new_run")
-    at.number_input(key=K + "train.epochs").set_value(7).run()  # an edit the pipeline must not undo
+    field(at, "number_input", K + "train.epochs").set_value(7).run()  # an edit the pipeline must not undo
     at.switch_page("views/augmentations.py").run()
     at.radio(key="aug_source").set_value("Edit here").run()
     at.text_area(key="aug_yaml").input(
@@ -171,7 +172,7 @@ def test_use_this_pipeline_sends_the_browsed_steps_to_the_builder(db_url):
     ]
     assert config["augment"]["mixup"]["cutmix_alpha"] == 1.0 and config["train"]["epochs"] == 7
     uid = at.session_state[forms.STEPS_KEY][0]["uid"]
-    assert at.number_input(key=f"aug:{uid}:v:limit").value == 20.0  # in the builder's typed widgets
+    assert field(at, "number_input", f"aug:{uid}:v:limit").value == 20.0  # in the builder's typed widgets
     assert any("Augmentations page" in s for s in texts(at.success))
 
 
@@ -196,10 +197,10 @@ def test_the_digits_default_pipeline_keeps_the_digits_visible():
 def test_a_step_added_in_the_builder_fits_the_datasets_size(db_url):
     at = open_page("new_run")
     uid = _add(at, "PadRandomCrop")
-    assert at.number_input(key=f"aug:{uid}:v:padding").value == 1  # digits are 8 px
-    at.number_input(key=K + "data.image_size").set_value(32).run()
+    assert field(at, "number_input", f"aug:{uid}:v:padding").value == 1  # digits are 8 px
+    field(at, "number_input", K + "data.image_size").set_value(32).run()
     uid = _add(at, "PadRandomCrop")
-    assert at.number_input(key=f"aug:{uid}:v:padding").value == 4
+    assert field(at, "number_input", f"aug:{uid}:v:padding").value == 4
 
 
 # ------------------------------------------------------------------------------- contrast stretch
@@ -218,11 +219,11 @@ def test_contrast_stretch_raises_a_faint_images_displayed_range(faint):
 
 def test_the_stretch_is_display_only_and_never_in_the_training_config(db_url, faint):
     at = open_page("new_run")
-    at.selectbox(key=K + "data.dataset").set_value("faint").run()
+    field(at, "selectbox", K + "data.dataset").set_value("faint").run()
     _add(at, "HorizontalFlip")
     before = at.session_state["builder_config"]
     plain = [r.value for r in _previews(at)]
-    at.toggle(key="builder_preview_stretch").set_value(True).run()
+    field(at, "toggle", "builder_preview_stretch").set_value(True).run()
     assert not at.exception
     assert [r.value for r in _previews(at)] != plain  # the thumbnails changed...
     assert at.session_state["builder_config"] == before  # ...the config did not

@@ -111,19 +111,40 @@ def test_evaluating_a_checkpoint_with_tta_times_each_variant(noisy_run):
     lab = noisy_run
     ck = explain_jobs.checkpoint_paths(lab["url"], lab["run_id"])["last"]
     spec = resolve_dataset(lab["url"], lab["config"].data.dataset)
-    _, tta, _ = evaluate_checkpoint(ck, spec, "test", "cpu", ["none", "hflip"])
+    plain, tta, _ = evaluate_checkpoint(ck, spec, "test", "cpu", ["none", "hflip"])
     assert all(tta[v]["seconds_per_image"] > 0 for v in ("none", "hflip"))
+    # "none" is the plain prediction: its per-class accuracy is the plain evaluation's recall per class
+    assert tta["none"]["accuracy"] == pytest.approx(plain["accuracy"])
+    assert tta["none"]["per_class"]["accuracy"] == pytest.approx(plain["per_class"]["recall"])
 
 
 # ------------------------------------------------------------------------------- pages
 def test_run_detail_tta_tab_shows_gain_against_time_per_image(noisy_run, monkeypatch):
+    import re
+
+    from db import queries
+
     use_lab(noisy_run, monkeypatch)
     at = open_page("run_detail", timeout=180, run=noisy_run["run_id"])
-    cost = next(d.value for d in open_tab(at, "TTA").dataframe if "ms_per_image" in d.value.columns)
+    tab = open_tab(at, "TTA")
+    cost = next(d.value for d in tab.dataframe if "ms_per_image" in d.value.columns)
     assert sorted(cost["variant"]) == sorted(TTA) and (cost["ms_per_image"] > 0).all()
     assert cost.loc[cost["variant"] == "none", "gain_pp"].iloc[0] == 0
     assert cost.loc[cost["variant"] == "none", "cost_x"].iloc[0] == pytest.approx(1.0)
     assert {f"gain {c}" for c in range(10)} <= set(cost.columns)
+    # each class's gain is the difference of the per-class accuracies stored for the variant and for "none"
+    ck = next(m for mk in tab.markdown if (m := re.search(r"Cost and benefit\*\* \((.+?)\)", mk.value))).group(1)
+    stored = queries.tta_results(noisy_run["url"], [noisy_run["run_id"]])
+    stored = stored[stored["checkpoint"] == ck].drop_duplicates("variant", keep="last").set_index("variant")
+    base = np.asarray(stored.loc["none", "per_class"]["accuracy"])
+    gains = []
+    for _, r in cost.iterrows():
+        want = 100 * (np.asarray(stored.loc[r["variant"], "per_class"]["accuracy"]) - base)
+        got = [r[f"gain {c}"] for c in range(10)]
+        assert got == pytest.approx(want.tolist(), abs=1e-9), r["variant"]
+        assert r["accuracy"] == pytest.approx(stored.loc[r["variant"], "accuracy"])
+        gains += got
+    assert any(abs(g) > 0 for g in gains)  # dihedral8 on digits changes some classes' accuracy
 
 
 def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embedding(noisy_run, monkeypatch):
@@ -153,3 +174,63 @@ def test_explain_tab_computes_in_the_background_then_shows_gradcam_and_the_embed
     open_tab(at2, "Explain")
     assert explain_jobs.job(lab["url"], run_id) is None
     assert [b.label for b in at2.button if b.label == "Recompute"] == ["Recompute"]
+
+
+def test_galleries_explain_the_images_they_show_with_gradcam_on_their_own_split(noisy_run, monkeypatch):
+    """Run detail's test-error gallery (the most confused cell) and its hard-and-forgotten validation gallery
+    each ask the background explain job for Grad-CAM of exactly their images, of their own split."""
+    from control import explain_jobs
+    from control.preflight import resolve_dataset
+    from dashboard import plots
+    from db import queries
+    from engine import image_history as ih
+    from engine.data import load_arrays, make_splits
+    from tests.health_support import await_explain, image_captions, tile_index
+
+    lab = noisy_run
+    use_lab(lab, monkeypatch)
+    url, run_id = lab["url"], lab["run_id"]
+    sp = make_splits(load_arrays(resolve_dataset(url, lab["config"].data.dataset)), lab["config"].data)
+    at = open_page("run_detail", timeout=180, run=run_id)
+
+    # test errors: the most confused cell of the best checkpoint's test evaluation
+    open_tab(at, "Test errors & gallery")
+    ev = next(
+        e
+        for e in queries.evaluations(url, run_id, with_predictions=True)
+        if (e["split"], e["checkpoint"]) == ("test", "best")
+    )
+    t, p = at.selectbox(key=f"detail_true_{run_id}").value, at.selectbox(key=f"detail_pred_{run_id}").value
+    assert t is not None and p is not None and t != p
+    idx = plots.matching_predictions(ev["predictions"], t, p, limit=48)
+    assert idx and not image_captions(at, "test #")
+    at.button(key=f"detail_err_cam_{run_id}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    await_explain(at, url, run_id)
+    cams = explain_jobs.cached_selection(url, run_id, "best", "test", idx)
+    assert cams is not None and cams["index"].tolist() == idx and cams["meta"]["split"] == "test"
+    assert np.array_equal(cams["target"], sp.test_y[idx]) and (cams["target"] == t).all()
+    assert np.array_equal(cams["pred"], np.asarray(ev["predictions"]["pred"])[idx])  # the weights evaluated
+    assert cams["cam_pred"].shape == cams["cam_true"].shape == (len(idx), 8, 8)
+    assert np.abs(cams["cam_pred"].astype(float) - cams["cam_true"].astype(float)).max() > 0  # two classes
+    shown = image_captions(at, "test #")
+    assert [tile_index(c) for c in shown] == idx
+    assert all(f"predicted {p} (" in c and c.endswith(f"· true {t}") for c in shown), shown[:3]
+
+    # the validation history's gallery (hard and forgotten, else never learned): validation images
+    open_tab(at, "Confusion by epoch")
+    history = queries.prediction_history(url, run_id)
+    s = ih.summary(history, sp.val_y, 48)
+    last = history.confidence[-1]
+    never = s["never"][np.argsort(-last[s["never"]], kind="stable")][:48].tolist()
+    chosen, key = (s["hard"], "hard") if s["hard"] else (never, "never")
+    assert chosen
+    assert not np.array_equal(sp.val_y[chosen], sp.test_y[chosen])  # the splits' labels tell them apart
+    ck = "last" if "last" in explain_jobs.checkpoint_paths(url, run_id) else "best"
+    at.button(key=f"detail_{key}_cam_{run_id}").click().run()
+    await_explain(at, url, run_id)
+    cams = explain_jobs.cached_selection(url, run_id, ck, "val", chosen)
+    assert cams is not None and cams["index"].tolist() == chosen and cams["meta"]["split"] == "val"
+    assert np.array_equal(cams["target"], sp.val_y[chosen])
+    assert np.array_equal(cams["pred"], history.pred[-1][chosen])  # the last checkpoint: the last epoch's predictions
+    assert [tile_index(c) for c in image_captions(at, "val #")] == chosen

@@ -43,6 +43,28 @@ def lab(tmp_path_factory):
         yield {"url": url, "run_id": run_id, "best": queries.checkpoint_path(url, run_id, "best"), "cfg": cfg}
 
 
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def named_lab(tmp_path_factory):
+    """A run on the digits written as an .npz with named classes ("zero" ... "nine"): a CSV that wrote
+    class indices instead of names is told apart. {"url", "run_id", "best", "test_x"}."""
+    from control.preflight import resolve_dataset
+
+    root = tmp_path_factory.mktemp("named")
+    d = load_arrays(BUILTIN_SPECS["digits"])
+    np.savez(root / "named.npz", images=d.train_x, labels=d.train_y, class_names=np.array(NAMES))
+    with pytest.MonkeyPatch.context() as mp:
+        url = open_lab(root, mp)
+        cfg = parse_config(tiny_config(**{"train.epochs": 1, "data.dataset": f"npz:{root / 'named.npz'}"}))
+        run_id = store.create_run(url, cfg.model_dump(mode="json"))
+        spec = resolve_dataset(url, cfg.data.dataset)
+        assert train(cfg, spec, root / "run", DBSink(url, run_id)).status == "completed"
+        best = queries.checkpoint_path(url, run_id, "best")
+        yield {"url": url, "run_id": run_id, "best": best, "test_x": make_splits(load_arrays(spec), cfg.data).test_x}
+
+
 @pytest.fixture(scope="module")
 def test_split(lab):
     splits = make_splits(load_arrays(BUILTIN_SPECS["digits"]), lab["cfg"].data)
@@ -112,10 +134,8 @@ def test_cli_refuses_an_unknown_checkpoint_and_run_with_exit_code_2(lab, tmp_pat
 
 
 @pytest.mark.parametrize("tta", ["none", "hflip"])
-def test_predict_on_a_folder_of_pngs_gives_one_row_per_image_with_the_engines_predictions(
-    lab, test_split, tmp_path, tta
-):
-    x, _ = test_split
+def test_predict_on_a_folder_of_pngs_gives_one_row_per_image_with_the_engines_predictions(named_lab, tmp_path, tta):
+    lab, x = named_lab, named_lab["test_x"]
     folder = tmp_path / "pngs"
     folder.mkdir()
     for i in range(30):
@@ -128,8 +148,10 @@ def test_predict_on_a_folder_of_pngs_gives_one_row_per_image_with_the_engines_pr
     rows = list(csv.DictReader(out.open()))
     assert [r["path"] for r in rows] == [str(folder / f"img_{i:02d}.png") for i in range(30)]
     loaded = load_checkpoint(lab["best"])
+    assert loaded.class_names == NAMES
+    assert list(rows[0]) == ["path", "predicted", "confidence"] + [f"p_{name}" for name in NAMES]
     want = tta_probabilities(loaded.model, x[:30], tta, 10, loaded.mean, loaded.std, CPU).numpy()
-    got = np.array([[float(r[f"p_{c}"]) for c in range(10)] for r in rows])
+    got = np.array([[float(r[f"p_{name}"]) for name in NAMES] for r in rows])
     assert np.abs(got - want).max() < 1e-5
-    assert [r["predicted"] for r in rows] == [str(k) for k in want.argmax(1)]
+    assert [r["predicted"] for r in rows] == [NAMES[k] for k in want.argmax(1)]  # the class's name, not its index
     assert np.allclose([float(r["confidence"]) for r in rows], want.max(1), atol=1e-5)

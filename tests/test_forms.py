@@ -198,7 +198,11 @@ def test_a_number_out_of_range_is_reported_and_kept_as_typed():
 @pytest.mark.parametrize(
     "overrides, shown, hidden",
     [
-        ({}, {"model.dropout"}, {"model.small_stem", "model.widths", "model.shakedrop", "data.fold"}),
+        (
+            {},
+            {"model.dropout"},
+            {"model.small_stem", "model.widths", "model.shakedrop", "model.hub_architecture", "data.fold"},
+        ),
         (
             {"model": {"name": "resnet"}},
             {"model.stem_kernel", "model.stem_width", "model.widths", "model.depths", "model.se", "model.shakedrop"},
@@ -206,8 +210,16 @@ def test_a_number_out_of_range_is_reported_and_kept_as_typed():
         ),
         (
             {"model": {"source": "timm", "name": "resnet18", "small_stem": True, "pretrained": True}},
-            {"model.stride1_stages", "model.pretrained", "model.weights_path", "model.stem_stride"},
-            {"model.widths", "model.se", "model.shakedrop", "model.stem_width"},
+            # ShakeDrop gates timm ResNets' residual branches; the hub architecture is a timm field
+            {
+                "model.stride1_stages",
+                "model.pretrained",
+                "model.weights_path",
+                "model.stem_stride",
+                "model.shakedrop",
+                "model.hub_architecture",
+            },
+            {"model.widths", "model.se", "model.stem_width"},
         ),
         (
             {"augment": {"mixup": {"mixup_alpha": 0.2}}, "data": {"kfold": 5}},
@@ -354,7 +366,8 @@ def test_validation_errors_land_on_their_fields():
     cfg, errors = validate_all(config, None)
     assert errors == [("schedule.milestones", "9 is beyond the last epoch (5)")]
     assert forms.errors_by_section(errors) == {"schedule": [("schedule.milestones", "9 is beyond the last epoch (5)")]}
-    assert forms.summary_lines(errors) == ["**LR schedule › Milestones [epochs]**: 9 is beyond the last epoch (5)"]
+    # markdown lines with the label and message escaped: a field path or a message can hold what the user typed
+    assert forms.summary_lines(errors) == ["**LR schedule › Milestones \\[epochs\\]**: 9 is beyond the last epoch (5)"]
 
 
 def test_preflight_errors_land_on_their_fields():
@@ -380,7 +393,7 @@ def test_errors_are_grouped_by_the_section_of_their_field():
     }
     assert forms.summary_lines(errors[:2]) == [
         "**Model › Pretrained weights**: custom models have no pretrained weights",
-        "**Data › Validation fold**: must be < kfold (3)",
+        "**Data › Validation fold**: must be \\< kfold (3)",
     ]
     assert forms.without_fields(errors, {"data.fold"}) == [errors[0], errors[2]]
     assert forms.section_of("(root)") == "general" and forms.section_of("regularize.ema.decay") == "regularize"
@@ -420,3 +433,11 @@ def test_filter_runs_on_a_real_run_list(db_url, tiny):
     assert ids(forms.filter_runs(df, tags=["aug"])) == [c]
     assert ids(forms.filter_runs(df, text="FOCAL")) == [b]
     assert ids(forms.filter_runs(df, statuses=["completed"], text="gamma")) == []
+
+
+def test_the_error_summary_shows_a_typed_key_and_value_as_text_not_markdown():
+    # an uploaded config's unknown key is the field path; a message can quote the value typed
+    (line,) = forms.summary_lines([("data.[k](http://h.invalid/k)", "'![v](http://h.invalid/v.png)' is not a number")])
+    assert line.startswith("**Data › ") and "**: " in line  # the intended bold label stays
+    assert "data.\\[k\\](http:\u2060//h.invalid/k)**" in line  # no link: brackets escaped, URL broken
+    assert "'\\!\\[v\\](http:\u2060//h.invalid/v.png)' is not a number" in line  # no image

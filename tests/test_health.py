@@ -94,6 +94,39 @@ def test_flipped_labels_rank_among_the_top_label_noise_suspects(noisy_run):
     assert found / total >= 0.5 > 3 * FLIP_SHARE, (found, total)
 
 
+def test_flipped_training_labels_rank_among_the_top_training_suspects(noisy_run, tmp_path):
+    """The best checkpoint predicts the whole training split (as an evaluation does: no augmentation); the
+    training images whose labels were flipped are most of its most confident mistakes."""
+    from control import explain_jobs
+    from control.preflight import resolve_dataset
+    from db import queries
+    from engine import explain
+    from engine.data import load_arrays, make_splits
+
+    lab = noisy_run
+    spec = resolve_dataset(lab["url"], lab["config"].data.dataset)
+    sp = make_splits(load_arrays(spec), lab["config"].data)
+    best = explain_jobs.checkpoint_paths(lab["url"], lab["run_id"])["best"]
+    got = explain.load_cached(explain.predict_split(best, spec, tmp_path, "train", device="cpu"))
+    assert np.array_equal(got["target"], sp.train_y) and got["meta"]["split"] == "train"
+    flipped = flipped_mask(sp.train_x, sp.train_y, lab["clean"])
+    k = int(flipped.sum())
+    assert k > 20
+    preds = {name: got[name] for name in ("target", "pred", "confidence", "loss")}
+    top = [s["index"] for s in health.label_noise_suspects(preds, top=k, min_confidence=0.0)]
+    assert len(top) == k and flipped[top].mean() >= 0.5 > 3 * FLIP_SHARE, (int(flipped[top].sum()), k)
+
+    # the same predictions as the run's own evaluation, on the test split
+    test = explain.load_cached(explain.predict_split(best, spec, tmp_path, "test", device="cpu"))
+    ev = next(
+        e
+        for e in queries.evaluations(lab["url"], lab["run_id"], with_predictions=True)
+        if (e["split"], e["checkpoint"]) == ("test", "best")
+    )
+    assert np.array_equal(test["pred"], ev["predictions"]["pred"])
+    assert np.allclose(test["confidence"], ev["predictions"]["confidence"], atol=1e-4)
+
+
 def test_suspects_are_confidently_wrong_and_ranked_by_confidence():
     preds = {
         "target": [0, 1, 2, 3, 4],
@@ -117,11 +150,138 @@ def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the
     assert any(" label " in c and "predicted" in c for c in captions)
     at.toggle(key=f"health_{run_id}_dups_on").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
-    msgs = [m.value for m in at.success] + [m.value for m in at.warning]
-    assert any("near-duplicate" in m for m in msgs), msgs
+    # exactly the scan of this run's own splits: its pairs as tiles, or the word that there is none
+    sp = _run_splits(lab)
+    scan = health.scan_duplicates(sp.train_x, sp.test_x, health.DEFAULT_HAMMING)
+    assert _pairs_shown(at) == [(p["train"], p["test"], p["distance"]) for p in scan["pairs"][:24]]
+    if scan["pairs"]:
+        assert any(m.value.startswith(f"{scan['test_images']} test image(s)") for m in at.warning)
+    else:
+        assert any(m.value.startswith("No near-duplicate") for m in at.success)
     # digits are balanced: no loss to send, and the suggestion says so
     assert any("balanced" in c.value for c in at.caption)
     assert not [b for b in at.button if b.label.startswith("Use this loss")]
+
+
+def test_run_detail_finds_training_suspects_in_the_background_and_explains_them_with_gradcam(noisy_run, monkeypatch):
+    from control import explain_jobs
+    from control.preflight import resolve_dataset
+    from engine.data import load_arrays, make_splits
+    from tests.health_support import await_explain, image_captions, tile_index
+
+    lab = noisy_run
+    use_lab(lab, monkeypatch)
+    url, run_id = lab["url"], lab["run_id"]
+    sp = make_splits(load_arrays(resolve_dataset(url, lab["config"].data.dataset)), lab["config"].data)
+    at = open_page("run_detail", timeout=180, run=run_id)
+    open_tab(at, "Data health")
+    assert not image_captions(at, "train #")
+    at.button(key=f"health_{run_id}_train_go").click().run()  # python -m engine explain --split train --predictions
+    assert not at.exception, [e.message for e in at.exception]
+    await_explain(at, url, run_id)
+    assert at.selectbox(key=f"health_{run_id}_ev").value.startswith("train · best (epoch ")  # shown once there
+    cached = explain_jobs.cached(url, run_id, "best", "predictions", "train")
+    assert cached is not None and np.array_equal(cached["target"], sp.train_y)
+    want = health.label_noise_suspects(
+        {name: cached[name] for name in ("target", "pred", "confidence", "loss")}, top=48, min_confidence=0.5
+    )
+    shown = image_captions(at, "train #")
+    assert want and [tile_index(c) for c in shown] == [s["index"] for s in want]
+    assert all(" label " in c and " · predicted " in c for c in shown)
+    flipped = flipped_mask(sp.train_x, sp.train_y, lab["clean"])
+    assert flipped[[s["index"] for s in want]].mean() > 3 * FLIP_SHARE  # the gallery holds the flipped labels
+
+    # why: Grad-CAM of these very training images, for the predicted class and the (suspect) label
+    at.button(key=f"health_{run_id}_noise_cam").click().run()
+    await_explain(at, url, run_id)
+    idx = [s["index"] for s in want]
+    cams = explain_jobs.cached_selection(url, run_id, "best", "train", idx)
+    assert cams is not None and cams["meta"]["split"] == "train"
+    assert np.array_equal(cams["target"], sp.train_y[idx]) and cams["pred"].tolist() == [s["pred"] for s in want]
+    overlays = [c for c in image_captions(at, "train #") if "· true " in c]
+    assert [tile_index(c) for c in overlays] == idx
+
+
+def _run_splits(lab):
+    from control.preflight import resolve_dataset
+    from engine.data import load_arrays, make_splits
+
+    return make_splits(load_arrays(resolve_dataset(lab["url"], lab["config"].data.dataset)), lab["config"].data)
+
+
+def _pairs_shown(at) -> list[tuple[int, int, int]]:
+    """(train index, test index, distance) of every near-duplicate tile on the page."""
+    import re
+
+    tiles = [img.caption for el in at.image for img in el.proto.imgs]
+    found = [re.match(r"train #(\d+) \(.*\) · test #(\d+) \(.*\) · d=(\d+)$", c) for c in tiles]
+    return [tuple(int(g) for g in m.groups()) for m in found if m]
+
+
+def _noise_datasets(url, folder: Path) -> None:
+    """Two registered .npz sets of random pictures (nothing alike): "clean", and "leaky" whose training part
+    holds copies of test image #7 (three, as validation is carved from the training part and may take one)."""
+    from control import dataset_registry as registry
+
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (200, 32, 32, 1), dtype=np.uint8)
+    test = rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8)
+    ys = {"y_train": rng.integers(0, 3, 200), "y_test": rng.integers(0, 3, 40)}
+    np.savez(folder / "clean.npz", x_train=train, x_test=test, **ys)
+    leaky = train.copy()
+    leaky[[10, 70]] = test[7]
+    leaky[150] = np.clip(test[7].astype(int) + 6, 0, 255)  # a brighter re-save
+    np.savez(folder / "leaky.npz", x_train=leaky, x_test=test, **ys)
+    for name in ("clean", "leaky"):
+        registry.register_dataset(url, name, "npz", str(folder / f"{name}.npz"), {})
+
+
+def _expected_pairs(url, name: str) -> list[tuple[int, int, int]]:
+    from control.preflight import resolve_dataset
+    from engine.config import DataConfig
+    from engine.data import load_arrays, make_splits
+
+    sp = make_splits(load_arrays(resolve_dataset(url, name)), DataConfig(dataset=name))
+    return [(p["train"], p["test"], p["distance"]) for p in health.near_duplicates(sp.train_x, sp.test_x)]
+
+
+def test_datasets_page_shows_a_planted_duplicate_pair_and_none_for_a_clean_set(db_url, tmp_path):
+    _noise_datasets(db_url, tmp_path)
+    leaky = _expected_pairs(db_url, "leaky")
+    assert leaky and {t for _, t, _ in leaky} == {7} and _expected_pairs(db_url, "clean") == []
+    at = open_page("datasets", timeout=180)
+    for name in ("leaky", "clean"):
+        at.selectbox(key="datasets_pick").set_value(name).run()
+        at.toggle(key=f"datasets_health_{name}_dups_on").set_value(True).run()
+        assert not at.exception, [e.message for e in at.exception]
+        if name == "leaky":
+            assert _pairs_shown(at) == leaky
+            assert any(m.value.startswith("1 test image(s) (2.5% of the test split)") for m in at.warning)
+        else:
+            assert _pairs_shown(at) == []
+            assert [m.value for m in at.success if m.value.startswith("No near-duplicate")]
+
+
+def test_run_detail_health_tab_shows_a_planted_duplicate_pair_and_none_for_a_clean_run(db_url, tmp_path):
+    from db import store
+    from engine.config import parse_config
+    from tests.conftest import tiny_config
+
+    _noise_datasets(db_url, tmp_path)
+    for name in ("leaky", "clean"):
+        cfg = parse_config(tiny_config(**{"data.dataset": name, "name": name}))
+        run_id = store.create_run(db_url, cfg.model_dump(mode="json"), name=name, status="completed")
+        at = open_page("run_detail", timeout=180, run=run_id)
+        open_tab(at, "Data health")
+        at.toggle(key=f"health_{run_id}_dups_on").set_value(True).run()
+        assert not at.exception, [e.message for e in at.exception]
+        shown = _pairs_shown(at)
+        if name == "leaky":
+            assert shown == _expected_pairs(db_url, "leaky") and shown
+            assert any("have a near-duplicate in the training split" in m.value for m in at.warning)
+        else:
+            assert shown == [] and any(m.value.startswith("No near-duplicate") for m in at.success)
+            assert not any("have a near-duplicate" in m.value for m in at.warning)
 
 
 def test_datasets_page_sends_the_suggested_loss_of_an_imbalanced_dataset_to_the_builder(db_url, tmp_path):

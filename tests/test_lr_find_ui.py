@@ -12,17 +12,17 @@ import pytest
 from control import lr_find_jobs
 from db import queries, store
 from tests.lifecycle_support import fast_digits, wait_final, wait_for
-from tests.test_pages_core import button, open_page
+from tests.test_pages_core import button, field, open_page, open_section
 
 K = "cfg:"
 
 
 def _small_form(at, url):
-    at.selectbox(key=K + "data.dataset").set_value(fast_digits(url))
-    at.number_input(key=K + "train.epochs").set_value(1)
-    at.number_input(key=K + "train.max_steps_per_epoch").set_value(3)
-    at.number_input(key=K + "optim.lr").set_value(0.05)
-    at.number_input(key="builder_lr_find_steps").set_value(20)
+    field(at, "selectbox", K + "data.dataset").set_value(fast_digits(url))
+    field(at, "number_input", K + "train.epochs").set_value(1)
+    field(at, "number_input", K + "train.max_steps_per_epoch").set_value(3)
+    field(at, "number_input", K + "optim.lr").set_value(0.05)
+    field(at, "number_input", "builder_lr_find_steps").set_value(20)
     at.run()
     assert not at.exception, at.exception
 
@@ -65,7 +65,7 @@ def test_find_lr_runs_a_real_job_plots_it_and_use_this_lr_fills_the_field_and_th
     button(at, "Use this LR").click().run()
     assert not at.exception, at.exception
     assert at.session_state[K + "optim.lr"] == row["suggested_lr"]
-    assert at.number_input(key=K + "optim.lr").value == row["suggested_lr"]
+    assert field(at, "number_input", K + "optim.lr").value == row["suggested_lr"]
     assert at.session_state["builder_config"]["optim"]["lr"] == row["suggested_lr"]
     assert button(at, "✔ In use").disabled
 
@@ -84,6 +84,25 @@ def test_find_lr_runs_a_real_job_plots_it_and_use_this_lr_fills_the_field_and_th
     at.run()
     assert not at.exception, at.exception
     assert any(f"LR range test #{find_id}" in m.value for m in at.caption)
+
+
+def test_sweep_steps_default_to_300_say_an_out_of_range_value_and_keep_their_value_in_a_closed_tab(db_url):
+    from dashboard import lr_find_panel
+
+    at = open_page("new_run")
+    steps = field(at, "number_input", "builder_lr_find_steps")
+    assert steps.value == lr_find_panel.DEFAULT_STEPS == 300
+    steps.set_value(5).run()  # no min/max on the widget: the value is kept and said to be out of range
+    assert not at.exception, at.exception
+    assert at.number_input(key="builder_lr_find_steps").value == 5
+    assert [e.value for e in at.error if e.value.startswith("Sweep steps")] == [lr_find_panel.steps_error(5)]
+    assert button(at, "🔎 Find learning rate").disabled
+    at.number_input(key="builder_lr_find_steps").set_value(40).run()
+    assert not [e for e in at.error if e.value.startswith("Sweep steps")]
+    assert not button(at, "🔎 Find learning rate").disabled
+    open_section(at, "train")  # the Optimizer tab is closed: its widgets are not drawn
+    open_section(at, "optim")
+    assert at.number_input(key="builder_lr_find_steps").value == 40
 
 
 def test_a_launch_with_another_lr_records_no_lr_find_and_a_dead_job_is_marked_failed(db_url, tmp_path):

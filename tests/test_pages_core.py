@@ -43,6 +43,33 @@ def open_tab(at: AppTest, label: str, key: str = "detail_tabs"):
     return next(t for t in at.tabs if t.label == label)
 
 
+def section_of_key(key: str) -> str:
+    """The New run section (tab) that draws the widget with this key."""
+    from dashboard import forms
+
+    if key.startswith(K):
+        return forms.section_of(key[len(K) :])
+    if key.startswith("builder_lr_find"):
+        return "optim"
+    return "augment"  # a step's widgets (aug:...), the transform picker, the pipeline preview
+
+
+def open_section(at: AppTest, section: str) -> None:
+    """Open a New run tab, as a click on it does (the builder draws only the open tab's widgets)."""
+    at.session_state["builder_section"] = section
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def field(at: AppTest, kind: str, key: str):
+    """A New run widget by key, opening its tab first when another tab is open."""
+    try:
+        return getattr(at, kind)(key=key)
+    except KeyError:
+        open_section(at, section_of_key(key))
+        return getattr(at, kind)(key=key)
+
+
 def button(at: AppTest, label: str):
     found = [b for b in at.button if b.label == label]
     assert found, f"no button {label!r} in {[b.label for b in at.button]}"
@@ -50,7 +77,13 @@ def button(at: AppTest, label: str):
 
 
 def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    """The text a person reads: user text is backslash-escaped markdown (dashboard.text.plain), and
+    markdown drops those escapes; the word joiner inside escaped URLs is invisible."""
+    import re
+
+    from dashboard.text import WORD_JOINER
+
+    return [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", e.value).replace(WORD_JOINER, "") for e in elements]
 
 
 def wait_for_status(url: str, run_id: int, statuses, timeout: float = 180) -> str:
@@ -131,23 +164,23 @@ def test_form_builds_the_expected_config_and_launch_starts_a_real_run(db_url):
         "Training",
         "Evaluation",
     ]
-    at.text_input(key=K + "name").set_value("from the form")
+    field(at, "text_input", K + "name").set_value("from the form")
     at.text_input(key="builder_tags").set_value("ui, smoke")
-    at.number_input(key=K + "train.epochs").set_value(2)
-    at.number_input(key=K + "train.batch_size").set_value(32)
-    at.selectbox(key=K + "optim.name").set_value("sgd")
-    at.selectbox(key=K + "schedule.name").set_value("multistep")
+    field(at, "number_input", K + "train.epochs").set_value(2)
+    field(at, "number_input", K + "train.batch_size").set_value(32)
+    field(at, "selectbox", K + "optim.name").set_value("sgd")
+    field(at, "selectbox", K + "schedule.name").set_value("multistep")
     at.run()
     # fields that only matter for SGD / multistep are drawn now
-    at.number_input(key=K + "optim.lr").set_value(0.05)
-    at.number_input(key=K + "optim.momentum").set_value(0.8)
-    at.text_input(key=K + "schedule.milestones").set_value("1")
-    at.number_input(key=K + "train.max_steps_per_epoch").set_value(3)
-    at.multiselect(key=K + "eval.tta").select("hflip")
-    at.selectbox(key="builder_add_transform").set_value("Rotate")
+    field(at, "number_input", K + "optim.lr").set_value(0.05)
+    field(at, "number_input", K + "optim.momentum").set_value(0.8)
+    field(at, "text_input", K + "schedule.milestones").set_value("1")
+    field(at, "number_input", K + "train.max_steps_per_epoch").set_value(3)
+    field(at, "multiselect", K + "eval.tta").select("hflip")
+    field(at, "selectbox", "builder_add_transform").set_value("Rotate")
     button(at, "➕ Add step").click().run()
     uid = at.session_state["aug_steps"][0]["uid"]
-    at.text_input(key=f"aug:{uid}:params").set_value("limit: 10")
+    field(at, "text_input", f"aug:{uid}:params").set_value("limit: 10")
     button(at, "✔ Validate").click().run()
 
     assert not at.exception and texts(at.error) == []
@@ -174,7 +207,7 @@ def test_form_builds_the_expected_config_and_launch_starts_a_real_run(db_url):
 
 def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
     at = open_page("new_run")
-    at.number_input(key=K + "train.batch_size").set_value(5000)
+    field(at, "number_input", K + "train.batch_size").set_value(5000)
     button(at, "🚀 Launch").click().run()
     errors = texts(at.error)
     assert any(e.startswith("5000 is larger than the training split") for e in errors)  # next to the field
@@ -183,17 +216,17 @@ def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
     assert at.session_state["builder_tabs"].startswith("Training")  # the tab with the error is open
     assert queries.list_runs(db_url).empty
 
-    at.number_input(key=K + "train.batch_size").set_value(64)
-    at.number_input(key=K + "train.epochs").set_value(2)
-    at.selectbox(key=K + "schedule.name").set_value("multistep")
+    field(at, "number_input", K + "train.batch_size").set_value(64)
+    field(at, "number_input", K + "train.epochs").set_value(2)
+    field(at, "selectbox", K + "schedule.name").set_value("multistep")
     at.run()
-    at.text_input(key=K + "schedule.milestones").set_value("5")
+    field(at, "text_input", K + "schedule.milestones").set_value("5")
     button(at, "🚀 Launch").click().run()
     assert "5 is beyond the last epoch (2)" in texts(at.error)
     assert any(t.label.startswith("LR schedule ⚠️ 1") for t in at.tabs)
     assert queries.list_runs(db_url).empty
 
-    at.text_input(key=K + "schedule.milestones").set_value("one")
+    field(at, "text_input", K + "schedule.milestones").set_value("one")
     at.run()  # text that does not parse is flagged at once, before any button
     assert any("'one' is not a number" in e for e in texts(at.error))
     button(at, "🚀 Launch").click().run()
@@ -203,8 +236,8 @@ def test_invalid_input_shows_errors_at_the_field_and_launches_nothing(db_url):
 
 def test_a_number_out_of_range_blocks_validate_and_launch_and_is_never_swapped_for_an_old_value(db_url):
     at = open_page("new_run")
-    at.number_input(key=K + "optim.lr").set_value(-0.01)
-    at.text_input(key=K + "name").set_value("x" * 201)  # a second, schema-level error
+    field(at, "number_input", K + "optim.lr").set_value(-0.01)
+    field(at, "text_input", K + "name").set_value("x" * 201)  # a second, schema-level error
     button(at, "✔ Validate").click().run()
     errors = texts(at.error)
     assert "-0.01 is out of range: must be > 0 and ≤ 10" in errors  # next to the field
@@ -214,15 +247,15 @@ def test_a_number_out_of_range_blocks_validate_and_launch_and_is_never_swapped_f
     assert not any("Ready to launch" in s for s in texts(at.success))
     assert at.session_state["builder_tabs"].startswith("Optimizer")  # the tab of the first error is open
     # what was typed stays what it is, in the widget and in the config: no earlier value behind it
-    assert at.number_input(key=K + "optim.lr").value == -0.01
+    assert field(at, "number_input", K + "optim.lr").value == -0.01
     assert at.session_state["builder_config"]["optim"]["lr"] == -0.01
 
     button(at, "🚀 Launch").click().run()
     assert any("Fix these before launching" in e and "Learning rate" in e for e in texts(at.error))
     assert queries.list_runs(db_url).empty  # refused: no run row
 
-    at.number_input(key=K + "optim.lr").set_value(0.01)
-    at.text_input(key=K + "name").set_value("fixed")
+    field(at, "number_input", K + "optim.lr").set_value(0.01)
+    field(at, "text_input", K + "name").set_value("fixed")
     button(at, "✔ Validate").click().run()
     assert texts(at.error) == [] and any("Ready to launch" in s for s in texts(at.success))
     assert at.session_state["builder_config"]["optim"]["lr"] == 0.01
@@ -242,9 +275,9 @@ def test_clone_prefills_the_builder_from_a_past_run(db_url, tiny):
     )
     run_id = store.create_run(db_url, source, name="parent", tags=["t1"], notes="n1", status="completed")
     at = open_page("new_run", clone=run_id)
-    assert at.number_input(key=K + "train.epochs").value == 4
-    assert at.selectbox(key=K + "optim.name").value == "sgd"
-    assert at.text_input(key=K + "schedule.milestones").value == "2, 3"
+    assert field(at, "number_input", K + "train.epochs").value == 4
+    assert field(at, "selectbox", K + "optim.name").value == "sgd"
+    assert field(at, "text_input", K + "schedule.milestones").value == "2, 3"
     assert at.text_input(key="builder_tags").value == "t1"
     from engine.config import parse_config
 
@@ -261,8 +294,8 @@ def test_a_preset_fills_the_form_for_the_chosen_dataset(db_url):
     button(at, "Apply preset").click().run()
     expected = parse_config(presets.preset_config("fast-tiny", "digits", 8, 10)).model_dump(mode="json")
     assert at.session_state["builder_config"] == expected
-    assert at.number_input(key=K + "train.epochs").value == expected["train"]["epochs"]
-    assert any("Applied preset fast-tiny for digits" in s for s in texts(at.success))
+    assert any("Applied preset fast-tiny for digits" in s for s in texts(at.success))  # shown once
+    assert field(at, "number_input", K + "train.epochs").value == expected["train"]["epochs"]
     button(at, "✔ Validate").click().run()  # a preset is a config that passes every check
     assert texts(at.error) == [] and any("valid" in s for s in texts(at.success))
 
@@ -275,8 +308,9 @@ def test_uploaded_yaml_prefills_the_form_and_a_bad_file_is_refused(db_url, tiny)
     at.file_uploader(key="builder_upload").upload("exp.yaml", cfg.to_yaml().encode(), "application/x-yaml").run()
     assert not at.exception
     assert at.session_state["builder_config"] == cfg.model_dump(mode="json")
-    assert at.number_input(key=K + "train.epochs").value == 5 and at.text_input(key=K + "name").value == "from yaml"
-    assert any("Loaded exp.yaml" in s for s in texts(at.success))
+    assert any("Loaded exp.yaml" in s for s in texts(at.success))  # shown once
+    assert field(at, "number_input", K + "train.epochs").value == 5
+    assert field(at, "text_input", K + "name").value == "from yaml"
 
     at.file_uploader(key="builder_upload").set_value(("bad.yaml", b"optim:\n  lerning_rate: 0.1\n", "text/yaml")).run()
     assert any("not a valid config" in w for w in texts(at.warning))

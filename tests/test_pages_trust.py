@@ -12,7 +12,7 @@ import pytest
 from db import queries, store
 from tests import test_pages_core as core
 from tests.conftest import wait_for
-from tests.test_pages_core import button, open_page, texts
+from tests.test_pages_core import button, field, open_page, texts
 
 # The core page tests' lab (a run trained by the real engine, with checkpoints), shared as fixtures.
 lab, in_lab, tiny_module = core.lab, core.in_lab, core.tiny_module
@@ -38,7 +38,7 @@ def test_a_preset_after_a_clone_drops_the_clones_tags_notes_and_parent(db_url, t
     assert at.session_state["builder_parent"] == source
     del at.query_params["clone"]  # back on New run from the sidebar
     at.run()
-    at.selectbox(key=K + "data.dataset").set_value("digits").run()
+    field(at, "selectbox", K + "data.dataset").set_value("digits").run()
     at.selectbox(key="builder_preset").set_value("fast-tiny").run()
     button(at, "Apply preset").click().run()
     assert not at.exception
@@ -152,7 +152,7 @@ def test_the_transform_picker_offers_only_single_image_transforms(db_url):
     at = open_page("new_run")
     at.session_state["builder_section"] = "augment"
     at.run()
-    offered = at.selectbox(key="builder_add_transform").options
+    offered = field(at, "selectbox", "builder_add_transform").options
     assert {"HorizontalFlip", "Rotate", "RandomBrightnessContrast", "PadRandomCrop", "CoarseDropout"} <= set(offered)
     assert not set(NOT_IMAGE_TRANSFORMS) & set(offered)
 
@@ -169,7 +169,7 @@ def test_a_step_that_is_not_an_image_transform_is_refused_at_its_field(db_url, t
 # ------------------------------------------------------------------------------- words
 def test_choices_read_as_words_not_config_codes(db_url):
     at = open_page("new_run")
-    loss = at.selectbox(key=K + "loss.name")
+    loss = field(at, "selectbox", K + "loss.name")
     assert loss.value == "ce"  # the config keeps its value...
     assert loss.options[0] == "cross-entropy" and "ce" not in loss.options  # ...shown as words
 
@@ -281,19 +281,19 @@ def test_fashion_mnist_arrays_are_writable_so_torch_does_not_warn_in_every_log()
 def test_a_browser_reload_keeps_the_half_built_run(db_url, tiny):
     parent = store.create_run(db_url, tiny(name="p"), name="p", tags=["t"], status="completed")
     at = open_page("new_run", clone=parent)
-    at.number_input(key=K + "train.epochs").set_value(7).run()
+    field(at, "number_input", K + "train.epochs").set_value(7).run()
     at.text_input(key="builder_notes").set_value("half built").run()
     draft = at.query_params["draft"]
     draft = draft[0] if isinstance(draft, list) else draft
     reloaded = open_page("new_run", clone=parent, draft=draft)  # a new session on the same address
-    assert reloaded.number_input(key=K + "train.epochs").value == 7  # the edit, not the clone's value
+    assert any("Restored the run you were building" in s for s in texts(reloaded.success))  # shown once
+    assert field(reloaded, "number_input", K + "train.epochs").value == 7  # the edit, not the clone's value
     assert reloaded.text_input(key="builder_notes").value == "half built"
     assert reloaded.session_state["builder_parent"] == parent
-    assert any("Restored the run you were building" in s for s in texts(reloaded.success))
     fresh = open_page("new_run", draft="0123456789ab")  # an unknown draft: the defaults, no error
     from dashboard.forms import default_config
 
-    assert fresh.number_input(key=K + "train.epochs").value == default_config()["train"]["epochs"]
+    assert field(fresh, "number_input", K + "train.epochs").value == default_config()["train"]["epochs"]
 
 
 # ------------------------------------------------------------------------------- background evaluation

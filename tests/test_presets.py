@@ -3,7 +3,7 @@
 import pytest
 
 from control.presets import PRESETS, PresetError, build_preset, fast_preset_for, preset_config, preset_notes
-from engine.config import parse_config
+from engine.config import ConfigError, parse_config
 from engine.models import pretrained_cached
 from tests.conftest import set_dotted, tiny_config
 
@@ -22,6 +22,11 @@ DATASETS = [
 @pytest.mark.parametrize("dataset,size,classes", DATASETS)
 def test_every_preset_validates_for_every_dataset(name, dataset, size, classes):
     raw = preset_config(name, dataset, size, classes)
+    if raw["train"].get("init_mode") == "continue":  # a continuation: the user names the run, and is asked to
+        with pytest.raises(ConfigError) as refused:
+            parse_config(raw)
+        assert [f for f, _ in refused.value.errors] == ["train.init_from_run"]
+        raw = set_dotted(raw, {"train.init_from_run": 3})
     cfg = parse_config(raw)
     assert cfg.data.dataset == dataset
     assert isinstance(PRESETS[name], str) and PRESETS[name]
@@ -55,9 +60,12 @@ def test_presets_adapt_to_image_size():
     ]
 
 
-def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_with_a_note():
+def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_with_a_note(monkeypatch):
+    import engine.models
+
     if pretrained_cached("timm", "convnext_tiny")[0]:
         pytest.skip("convnext_tiny weights are cached here")
+    monkeypatch.setattr(engine.models, "hub_weights_obtainable", lambda name: (False, "not in the cache"))
     p = build_preset("galaxy10-convnext-finetune", "galaxy10", 256, 10)
     cfg = parse_config(p.config)
     assert cfg.model.pretrained is False and cfg.model.freeze.epochs == 0
@@ -66,7 +74,9 @@ def test_pretrained_recipe_without_weights_on_this_machine_trains_from_scratch_w
 
 def test_the_recipes_keep_their_techniques():
     galaxy = parse_config(preset_config("galaxy10-convnext-finetune", "galaxy10", 256, 10))
-    assert (galaxy.model.source, galaxy.model.name, galaxy.model.head.kind) == ("timm", "convnext_tiny", "mlp")
+    assert galaxy.model.source == "timm" and galaxy.model.head.kind == "mlp"
+    # the galaxy-pretrained encoder where its weights can be had (cache or network), else ImageNet's
+    assert galaxy.model.name in ("convnext_tiny", "hf-hub:mwalmsley/zoobot-encoder-convnext_tiny")
     assert (
         galaxy.model.head.dropout > 0
         and galaxy.loss.name == "focal"
@@ -96,9 +106,13 @@ def test_every_preset_passes_preflight_on_the_digits(db_url):
     from control.preflight import preflight
 
     for name in PRESETS:
-        cfg = parse_config(preset_config(name, "digits"))
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 32})})
-        assert preflight(cfg, db_url) == [], name
+        raw = set_dotted(preset_config(name, "digits"), {"train.batch_size": 32})
+        if raw["train"].get("init_mode") == "continue":  # everything but the run to continue, which is not there
+            raw = set_dotted(raw, {"train.init_from_run": 999})
+            errors = preflight(parse_config(raw), db_url)
+            assert errors == [("train.init_from_run", "run 999 has no last checkpoint on disk")], name
+            continue
+        assert preflight(parse_config(raw), db_url) == [], name
 
 
 def _shrink(raw: dict, **dotted) -> dict:

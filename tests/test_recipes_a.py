@@ -213,6 +213,66 @@ def test_init_from_run_refuses_a_foreign_architecture_and_continues_with_the_opt
     assert f"run #{parent_id}, last checkpoint (epoch 1), continue: {n} tensors loaded, 0 kept fresh" in cell
 
 
+def test_continuing_a_run_continues_its_schedule_when_it_is_the_same_and_starts_a_new_one_otherwise(tmp_path):
+    from engine.data import BUILTIN_SPECS
+    from engine.sinks import EventSink
+    from engine.training.checkpoint import load
+    from engine.training.loop import lr_trajectory, train
+
+    class Record(EventSink):
+        def __init__(self):
+            self.lrs, self.logs, self.facts = [], [], {}
+
+        def on_epoch_end(self, epoch, metrics, confusion):
+            self.lrs.append(metrics[("train", "lr")])
+
+        def on_log(self, message):
+            self.logs.append(message)
+
+        def on_facts(self, facts):
+            self.facts.update(facts)
+
+    def config(lr, epochs, schedule, **train):
+        return parse_config(
+            tiny_config(
+                **{
+                    "optim": {"name": "sgd", "lr": lr, "momentum": 0.9},
+                    "schedule": schedule,
+                    "train.epochs": epochs,
+                    "train.max_steps_per_epoch": 2,
+                    **{f"train.{k}": v for k, v in train.items()},
+                }
+            )
+        )
+
+    spec = BUILTIN_SPECS["digits"]
+    cosine = {"name": "cosine", "warmup_epochs": 1, "eta_min": 0.001}  # T_max: the parent's epochs - warmup
+    parent = config(0.1, 4, cosine)
+    assert train(parent, spec, tmp_path / "parent", Record()).status == "completed"
+    state = load(tmp_path / "parent" / "last.pt")
+    cont = {"init_from_run": 1, "init_mode": "continue"}
+
+    # the same schedule: it goes on from the parent's epoch 4, with the parent's period (T_max 3, not the
+    # child's 2 - 1), on the child's own lr (eta_min stays absolute)
+    same = Record()
+    child = config(0.05, 2, cosine, **cont)
+    assert train(child, spec, tmp_path / "same", same, init_state=state).status == "completed"
+    longer = lr_trajectory(config(0.05, 6, {**cosine, "t_max": 3}))  # the parent's schedule, run on
+    assert same.lrs == pytest.approx(longer[4:6])
+    assert same.lrs != pytest.approx(lr_trajectory(child))  # not restarted
+    assert same.facts["schedule_continued"] == {"continued": True, "schedule": "cosine", "from_epoch": 4, "span": 4}
+    assert any("the same cosine schedule goes on from its epoch 4" in m for m in same.logs)
+
+    # another schedule (here the same name with other milestones would do too): it starts at epoch 0
+    other = Record()
+    child = config(0.05, 3, {"name": "multistep", "milestones": [1], "gamma": 0.5}, **cont)
+    assert train(child, spec, tmp_path / "other", other, init_state=state).status == "completed"
+    assert lr_trajectory(child) == pytest.approx([0.05, 0.025, 0.025])
+    assert other.lrs == pytest.approx(lr_trajectory(child))
+    assert other.facts["schedule_continued"] == {"continued": False, "parent": "cosine", "schedule": "multistep"}
+    assert any("is not the parent's (cosine), so it starts afresh" in m for m in other.logs)
+
+
 # ------------------------------------------------------------------------------- model-dependent fields
 def _refused(model: dict) -> dict:
     from engine.config import ConfigError
@@ -227,7 +287,8 @@ def test_fields_that_do_nothing_for_the_model_are_refused_where_they_apply_elsew
         "torchvision ResNet"
         in _refused({"source": "torchvision", "name": "mobilenet_v3_small", "shakedrop": 0.5})["model.shakedrop"]
     )
-    assert "custom ResNet" in _refused({"source": "timm", "name": "resnet18", "shakedrop": 0.5})["model.shakedrop"]
+    # timm: which architectures have residual blocks to gate is decided when the model is built
+    assert parse_config({"model": {"source": "timm", "name": "resnet18", "shakedrop": 0.5}}).model.shakedrop == 0.5
     assert (
         "already have a small-image stem"
         in _refused({"source": "custom", "name": "resnet", "small_stem": True})["model.small_stem"]
@@ -245,16 +306,21 @@ def test_fields_that_do_nothing_for_the_model_are_refused_where_they_apply_elsew
     shown = {s.path for s in forms.field_specs() if forms.is_relevant(s, config)}
     assert {"model.drop_path", "model.small_stem"} <= shown and not {"model.se", "model.stem_width"} & shown
     # switching from a custom ResNet with SE, ShakeDrop and its own widths to a timm model: the hidden
-    # values go back to their defaults instead of being refused
+    # values go back to their defaults instead of being refused; ShakeDrop, shown for timm too, is kept
     resnet = {"source": "custom", "name": "resnet", "se": True, "shakedrop": 0.3, "widths": [8, 16], "depths": [1, 1]}
     base = forms.merge(forms.default_config(), {"model": resnet})
     state = forms.config_to_state(base)
     specs = {s.path: s for s in forms.field_specs()}
     state[specs["model.source"].key], state[specs["model.name"].key] = "timm", "resnet18"
-    for path in ("model.se", "model.shakedrop", "model.widths", "model.depths"):
+    for path in ("model.se", "model.widths", "model.depths"):
         state.pop(specs[path].key)  # hidden for timm: the page draws no widget for them
     config, errors = forms.state_to_config(state, base)
-    assert errors == [] and parse_config(config).model.se is False and config["model"]["shakedrop"] == 0.0
+    assert errors == [] and parse_config(config).model.se is False and config["model"]["shakedrop"] == 0.3
+    # and back to its default where it is hidden (small_cnn has no residual blocks, and no widget for it)
+    state[specs["model.source"].key], state[specs["model.name"].key] = "custom", "small_cnn"
+    state.pop(specs["model.shakedrop"].key)
+    config, errors = forms.state_to_config(state, config)
+    assert errors == [] and config["model"]["shakedrop"] == 0.0
 
 
 def test_stochastic_depth_reaches_timm_and_torchvision_and_shakedrop_torchvision_residual_blocks():
@@ -317,6 +383,61 @@ def test_stochastic_depth_reaches_timm_and_torchvision_and_shakedrop_torchvision
         apply_shakedrop(model(source="torchvision", name="mobilenet_v3_small"), "mobilenet_v3_small", 0.5)
 
 
+def test_shakedrop_gates_timm_residual_branches_before_the_shortcut_and_refuses_nets_without_them():
+    import torch
+
+    from engine.data import BUILTIN_SPECS, load_arrays
+    from engine.models import ModelError, build_model
+    from engine.models.zoo import _ShakeDropGate
+    from engine.preflight import check_model
+
+    def model(**kw):
+        return build_model(parse_config({"model": {"source": "timm", **kw}}).model, 1, 10)
+
+    x = torch.randn(2, 1, 32, 32)
+    # ResNet: BasicBlock -> relu(branch + shortcut); EfficientNet's blocks with a skip (and timm's own
+    # stochastic depth on): branch + shortcut
+    for name, extra, block_out in (
+        ("resnet18", {}, lambda gated, shortcut: torch.relu(gated + shortcut)),
+        ("efficientnet_b0", {"drop_path": 0.2}, lambda gated, shortcut: gated + shortcut),
+    ):
+        torch.manual_seed(0)
+        plain = model(name=name, **extra)
+        shaken = model(name=name, shakedrop=0.5, **extra)
+        gates = [m for m in shaken.modules() if isinstance(m, _ShakeDropGate)]
+        rates = [g.p for g in gates]
+        assert rates and rates == sorted(rates) and rates[-1] == pytest.approx(0.5) and rates[0] > 0, name
+        for bn in (m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            torch.nn.init.uniform_(bn.weight, 0.5, 1.5)  # timm starts each branch's last BN at 0: a zero branch
+        shaken.load_state_dict(plain.state_dict())  # strict: no tensor added or renamed
+        block = next(m for m in shaken.modules() if getattr(m, "drop_path", None) is gates[0])
+        seen = {}
+        # copies: timm adds the shortcut in place (x += shortcut)
+        gates[0].register_forward_hook(lambda m, i, o, seen=seen: seen.update(gate_in=i[0].clone(), gate_out=o.clone()))
+        block.register_forward_hook(lambda m, i, o, seen=seen: seen.update(block_in=i[0].clone(), block_out=o.clone()))
+        plain.eval(), shaken.eval()
+        with torch.no_grad():
+            out = shaken(x)
+            # evaluation: the branch scaled by its expected value 1 - p, then added to the shortcut
+            assert seen["gate_in"].abs().max() > 0, name
+            assert torch.allclose(seen["gate_out"], seen["gate_in"] * (1 - gates[0].p)), name
+            assert torch.allclose(seen["block_out"], block_out(seen["gate_out"], seen["block_in"]), atol=1e-6), name
+            assert not torch.allclose(out, plain(x)), name
+            shaken.train()
+            a, b = shaken(x), shaken(x)
+        assert not torch.allclose(a, b), name  # random gates while training
+        shaken(x).sum().backward()
+        assert all(p.grad is not None for p in shaken.parameters()), name
+
+    # a net without residual branches (timm's MobileNetV1: depthwise-separable blocks, no skip) is refused
+    # when built, and preflight reports it on the field
+    with pytest.raises(ModelError, match="model.shakedrop: timm's 'mobilenetv1_100' has none of the"):
+        model(name="mobilenetv1_100", shakedrop=0.5)
+    cfg = parse_config({"model": {"source": "timm", "name": "mobilenetv1_100", "shakedrop": 0.5}})
+    errors = dict(check_model(cfg, make_splits(load_arrays(BUILTIN_SPECS["digits"]), cfg.data)))
+    assert "convolutional residual blocks ShakeDrop gates" in errors["model.shakedrop"]
+
+
 # ------------------------------------------------------------------------------- Hugging Face hub names
 def test_hf_hub_name_builds_offline_from_a_local_weights_file(tmp_path, monkeypatch):
     import timm
@@ -336,8 +457,24 @@ def test_hf_hub_name_builds_offline_from_a_local_weights_file(tmp_path, monkeypa
     assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)  # the file's weights, in resnet10t
     with pytest.raises(ModelError, match="hub weights need the network or a local weights file"):
         build_model(parse_config({"model": {"source": "timm", "name": name, "pretrained": True}}).model, 1, 10)
-    with pytest.raises(ModelError, match="not known offline"):
+    with pytest.raises(ModelError, match="not known offline.*state it in model.hub_architecture"):
         build_model(parse_config({"model": {"source": "timm", "name": "hf-hub:someone/mystery"}}).model, 1, 10)
+    # a repo whose name is no timm architecture (e.g. a lab's own encoder): the user states it
+    mystery = {
+        "source": "timm",
+        "name": "hf-hub:someone/mystery-encoder",
+        "hub_architecture": "resnet10t",
+        "pretrained": True,
+        "weights_path": str(tmp_path / "resnet10t.pth"),
+    }
+    model = build_model(parse_config({"model": mystery}).model, 1, 10)
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    with pytest.raises(ModelError, match="model.hub_architecture: timm has no architecture 'resnet_ten'"):
+        build_model(parse_config({"model": {**mystery, "hub_architecture": "resnet_ten"}}).model, 1, 10)
+    assert (
+        "hf-hub:"
+        in _refused({"source": "timm", "name": "resnet10t", "hub_architecture": "resnet10t"})["model.hub_architecture"]
+    )
     zoo._reachable.cache_clear()
 
 

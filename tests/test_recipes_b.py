@@ -360,14 +360,19 @@ def test_compare_per_class_tab_has_a_table_with_each_class_best_marked(db_url, t
 # ------------------------------------------------------------------------------------- 9. presets
 # Each user recipe's final pipeline, setting by setting, as the preset must reproduce it on that recipe's
 # own data (dataset, image side, classes). Written from the recipes themselves, not from the presets.
+# A setting the recipe changed without recording its value: the preset must state one itself (not leave it to
+# the default), and say in a note that the value is its own choice.
+SET = object()
 TRANSLATE_EIGHTH = {"name": "Affine", "p": 0.8, "params": {"translate_percent": [-0.125, 0.125]}}
 RECIPES: dict[str, tuple[tuple[str, int, int], dict]] = {
-    # 10 imbalanced galaxy classes, 256 px: pretrained ConvNeXt-tiny fine-tuned
+    # 10 imbalanced galaxy classes, 256 px: the galaxy-pretrained ConvNeXt-tiny encoder (Zoobot, a timm model on
+    # the Hugging Face hub) fine-tuned; where its weights cannot be had, ImageNet's convnext_tiny (GALAXY_OFFLINE)
     "galaxy10-convnext-finetune": (
         ("galaxy10", 256, 10),
         {
             "model.source": "timm",
-            "model.name": "convnext_tiny",
+            "model.name": "hf-hub:mwalmsley/zoobot-encoder-convnext_tiny",
+            "model.hub_architecture": "convnext_tiny",
             "model.pretrained": True,
             "model.head.kind": "mlp",
             "model.head.hidden": [256],
@@ -407,7 +412,7 @@ RECIPES: dict[str, tuple[tuple[str, int, int], dict]] = {
             "model.small_stem": True,  # stride 1 in the first two stride-2 convolutions
             "model.stride1_stages": 1,
             "model.dropout": 0.8,
-            "model.shakedrop": 0.5,
+            "model.shakedrop": 0.5,  # one ShakeDrop in the centre in the recipe: see DIFFERS
             "augment.train.0": {"name": "HorizontalFlip", "p": 0.5, "params": {}},
             "augment.train.1": TRANSLATE_EIGHTH,
             "augment.train.2": {"name": "Affine", "p": 0.8, "params": {"rotate": [-10, 10]}},
@@ -427,7 +432,7 @@ RECIPES: dict[str, tuple[tuple[str, int, int], dict]] = {
             "eval.tta_passes": 10,
         },
     ),
-    # the same 200-class task: ResNet50 with a small stem, plateau schedule, stage before the fine-tuning
+    # the same 200-class task: ResNet50 with a small stem, plateau schedule: the first stage
     "tiny200-resnet50-plateau": (
         ("tiny200", 40, 200),
         {
@@ -444,7 +449,29 @@ RECIPES: dict[str, tuple[tuple[str, int, int], dict]] = {
             "optim.momentum": 0.9,
             "optim.weight_decay": 1e-4,
             "schedule.name": "plateau",
+            "schedule.plateau_patience": SET,  # "added patience and cooldown", their values not recorded
+            "schedule.plateau_cooldown": SET,
             "train.epochs": 100,
+        },
+    ),
+    # ...continued (its final result): the first stage's run with its optimizer state, the earlier transforms
+    # dropped for RandAugment, another batch size, a few epochs at lr 0.2
+    "tiny200-resnet50-continue": (
+        ("tiny200", 40, 200),
+        {
+            "train.init_mode": "continue",
+            "train.init_checkpoint": "last",
+            "model.source": "torchvision",  # the same model and optimizer as the first stage
+            "model.name": "resnet50",
+            "model.small_stem": True,
+            "model.dropout": 0.7,
+            "optim.name": "sgd",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "augment.train": [{"name": "RandAugment", "p": 1.0, "params": {"num_ops": 2, "magnitude": 9}}],
+            "train.batch_size": SET,  # changed from the first stage's, the new value not recorded
+            "optim.lr": 0.2,
+            "train.epochs": SET,  # "small epochs" for the last hours
         },
     ),
     # STL-10-like, 96 px, seed 0, no pretrained weights
@@ -478,6 +505,17 @@ RECIPES: dict[str, tuple[tuple[str, int, int], dict]] = {
 # What a recipe did that the product cannot express yet: (preset, dotted path, the recipe's value). The
 # preset leaves it out and says so in its description and in its notes.
 NOT_EXPRESSIBLE: list[tuple[str, str, object]] = []  # none left
+# Where a preset does it otherwise than its recipe, and says so in a note: (preset, dotted path, a word of the note)
+DIFFERS: list[tuple[str, str, str]] = [
+    ("tiny200-effnetv2s-multistep", "model.shakedrop", "centre"),  # every residual branch, not one in the centre
+]
+# Without the Zoobot encoder's weights (no network, not in the cache): ImageNet's, and a note naming what to set
+GALAXY_OFFLINE = {"model.name": "convnext_tiny", "model.hub_architecture": None}
+GALAXY_ENCODER_SETTINGS = (
+    "model.name: hf-hub:mwalmsley/zoobot-encoder-convnext_tiny",
+    "model.hub_architecture: convnext_tiny",
+    "model.weights_path",
+)
 
 
 def _at(config: dict, dotted: str):
@@ -493,12 +531,38 @@ def test_each_preset_is_its_recipes_final_pipeline_setting_by_setting(monkeypatc
 
     # as on a machine holding the pretrained weights (the galaxy recipe fine-tunes them)
     monkeypatch.setattr(engine.models, "pretrained_cached", lambda source, name: (True, "cache"))
+    monkeypatch.setattr(engine.models, "hub_weights_obtainable", lambda name: (True, "cache"))
     assert {name for name in PRESETS if not name.startswith("fast-")} == set(RECIPES)
+
+    def config_of(preset) -> dict:
+        raw = preset.config
+        if raw["train"].get("init_mode") == "continue":  # the user names the run to continue
+            raw = {**raw, "train": {**raw["train"], "init_from_run": 7}}
+        return parse_config(raw).model_dump(mode="json")
+
     for name, ((dataset, size, classes), settings) in RECIPES.items():
         preset = build_preset(name, dataset, size, classes)
-        config = parse_config(preset.config).model_dump(mode="json")
+        config = config_of(preset)
         for dotted, value in settings.items():
-            assert _at(config, dotted) == value, (name, dotted)
+            if value is SET:
+                assert _at(preset.config, dotted) is not None, (name, dotted)
+                assert any(dotted in note for note in preset.notes), (name, dotted)  # "not recorded: our choice"
+            else:
+                assert _at(config, dotted) == value, (name, dotted)
+    for name, dotted, word in DIFFERS:
+        preset = build_preset(name, *RECIPES[name][0])
+        assert any(dotted in note and word in note for note in preset.notes), (name, dotted)
+    # the continuation names no run: validation asks for one on that field
+    with pytest.raises(ConfigError) as refused:
+        parse_config(build_preset("tiny200-resnet50-continue", *RECIPES["tiny200-resnet50-continue"][0]).config)
+    assert "init_mode continue needs the run to continue" in refused.value.by_field()["train.init_from_run"]
+    # offline, without the Zoobot encoder's weights: ImageNet's convnext_tiny, and a note with what to set
+    monkeypatch.setattr(engine.models, "hub_weights_obtainable", lambda name: (False, "not in the cache"))
+    preset = build_preset("galaxy10-convnext-finetune", *RECIPES["galaxy10-convnext-finetune"][0])
+    config = config_of(preset)
+    for dotted, value in {**RECIPES["galaxy10-convnext-finetune"][1], **GALAXY_OFFLINE}.items():
+        assert _at(config, dotted) == value, dotted
+    assert any(all(s in note for s in GALAXY_ENCODER_SETTINGS) for note in preset.notes)
     for name, dotted, value in NOT_EXPRESSIBLE:
         preset = build_preset(name, *RECIPES[name][0])
         config = parse_config(preset.config)

@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard import augment_preview as ap
 from dashboard import forms, plots, reads
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from engine.config import ConfigError
 from engine.data import DatasetError
 
@@ -87,7 +88,7 @@ try:
     )
 except ConfigError as exc:
     for field, msg in exc.errors:
-        st.error(f"{field}: {msg}")
+        st.error(plain(f"{field}: {msg}"))
     st.stop()
 
 if source != SRC_BUILDER and st.button(
@@ -131,7 +132,7 @@ stretch = plots.stretch_toggle(b3, key="aug_stretch")
 try:
     data = reads.dataset_arrays(url, dataset)
 except DatasetError as exc:
-    st.error(f"Cannot load {dataset}: {exc}")
+    st.error(plain(f"Cannot load {dataset}: {exc}"))
     st.stop()
 
 seed = int(st.session_state["aug_seed"])
@@ -139,10 +140,10 @@ indices = ap.pick_images(data, k, int(st.session_state["aug_image_seed"]))
 images = ap.prepare_images(data, indices, data_section)
 labels = data.train_y[indices]
 st.caption(
-    f"{dataset}: {images.shape[1]}×{images.shape[2]}×{images.shape[3]} as trained"
+    f"{plain(dataset)}: {images.shape[1]}×{images.shape[2]}×{images.shape[3]} as trained"
     + (f" (data.image_size = {data_section['image_size']})" if data_section.get("image_size") else "")
     + f" · {len(augment.train)} step(s): "
-    + (", ".join(f"{s.name} (p={s.p:g})" for s in augment.train) or "none")
+    + (", ".join(f"{plain(s.name)} (p={s.p:g})" for s in augment.train) or "none")
 )
 
 # ------------------------------------------------------------------------------------- the grid
@@ -155,7 +156,7 @@ for j in range(len(images)):
     st.image(
         [plots.display_image(images[j], stretch=stretch)]
         + [plots.display_image(grid[r, j], stretch=stretch) for r in range(n)],
-        caption=[f"original · {cname}"] + [f"#{r + 1}" for r in range(n)],
+        caption=[f"original · {plain(cname)}"] + [f"#{r + 1}" for r in range(n)],
         width=96,
     )
 
@@ -182,7 +183,7 @@ else:
     mixed, soft, lam = ap.mixup_preview(grid[0, :batch], labels[:batch], data.num_classes, mixup, seed)
     st.image(
         [plots.display_image(x, stretch=stretch) for x in mixed],
-        caption=[ap.soft_label_caption(t, data.class_names) for t in soft],
+        caption=[plain(ap.soft_label_caption(t, data.class_names)) for t in soft],
         width=128,
     )
     st.caption(f"λ = {lam:.2f} for this batch" + (" (not mixed this time: prob < 1)" if lam >= 0.999 else ""))
@@ -193,7 +194,7 @@ ok, why = ap.fast_path_support(augment.train, images.shape[1:])
 if not augment.train:
     st.info("Nothing to augment.")
 elif not ok:
-    st.info(f"Not shown: {why}.")
+    st.info(plain(f"Not shown: {why}."))
 else:
     st.caption(
         "The same steps as the GPU-resident fast path runs them (engine.augment.batched): "

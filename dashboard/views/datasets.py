@@ -48,7 +48,7 @@ with tab_list:
         st.dataframe(pc.datasets_table(rows), hide_index=True, key="datasets_table", placeholder="–")
         missing = [d["name"] for d in rows if d["summary"] is None]
         if missing and st.button(
-            f"Compute statistics of {', '.join(missing)}",
+            f"Compute statistics of {plain(', '.join(missing))}",
             key="datasets_compute_missing",
             help="Load each once and store its class counts, image size and mean/std (also done when you pick it)",
         ):
@@ -115,7 +115,7 @@ with tab_list:
                 if cname in shown and len(images):
                     st.image(
                         [plots.display_image(im, 64, stretch=stretch) for im in images],
-                        caption=[cname] + [""] * (len(images) - 1),
+                        caption=[plain(cname)] + [""] * (len(images) - 1),
                         width=64,
                     )
 

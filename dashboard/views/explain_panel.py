@@ -1,6 +1,7 @@
 """Run detail's explanations: Grad-CAM maps for the predicted and the true class of the highest-loss
 test images, and the embedding view (penultimate features in 2-D, PCA or UMAP; click a point to see
-its image).
+its image). `gallery_gradcam` puts "Explain these with Grad-CAM" under any gallery of a split's images
+(test errors, hard and forgotten validation images, label-noise suspects) and shows their maps.
 
 Not a page of its own: run_detail.py calls `render`. The model is never built here: the arrays come
 from `python -m engine explain`, started in the background through control.explain_jobs and cached
@@ -25,6 +26,13 @@ def _job_progress(url: str, run_id: int) -> None:
     job = explain_jobs.job(url, run_id)
     if job is None:
         return
+    if job.what.get("kind", "explain") != "explain":  # a gallery's Grad-CAM or a split's predictions
+        if job.running:
+            st.info("Another explanation of this run is being computed in the background…")
+        else:
+            explain_jobs.finish(url, run_id)  # its own panel shows its result
+            st.rerun()
+        return
     if job.running:
         last = job.output().splitlines()[-1:] or [""]
         st.info(
@@ -36,8 +44,6 @@ def _job_progress(url: str, run_id: int) -> None:
 
 
 def render(url: str, run_id: int, cfg: dict, run_dir: str | None, checkpoint_names: list[str]) -> None:
-    from engine.explain import overlay  # here, not at import: it brings torch and OpenCV
-
     ss = st.session_state
     if not checkpoint_names:
         st.info("Explanations need a checkpoint: one is written at the end of every epoch.")
@@ -50,7 +56,8 @@ def render(url: str, run_id: int, cfg: dict, run_dir: str | None, checkpoint_nam
     )
     emb = explain_jobs.cached(url, run_id, ck, "embedding", "test", method)
     cams = explain_jobs.cached(url, run_id, ck, "gradcam", "test")
-    busy = explain_jobs.job(url, run_id) is not None
+    job = explain_jobs.job(url, run_id)
+    busy = job is not None and (job.running or job.what.get("kind", "explain") == "explain")
     if c[2].button(
         "Compute explanations" if emb is None else "Recompute",
         key=f"explain_go_{run_id}",
@@ -80,14 +87,7 @@ def render(url: str, run_id: int, cfg: dict, run_dir: str | None, checkpoint_nam
             f"**Grad-CAM** on `{plain(cams['meta']['layer'])}` — the {len(cams['index'])} highest-loss test images: "
             "where the evidence for the predicted class (left) and for the true class (right) lies"
         )
-        tiles, captions = [], []
-        for k, i in enumerate(cams["index"]):
-            img = sp.test_x[int(i)]
-            a = overlay(img, cams["cam_pred"][k].astype(np.float32), 72)
-            b = overlay(img, cams["cam_true"][k].astype(np.float32), 72)
-            tiles.append(np.concatenate([a, np.full((a.shape[0], 4, 3), 255, np.uint8), b], axis=1))
-            t, p = int(cams["target"][k]), int(cams["pred"][k])
-            captions.append(f"#{int(i)} predicted {names[p]} ({float(cams['confidence'][k]):.0%}) · true {names[t]}")
+        tiles, captions = cam_tiles(cams, sp.test_x, names)
         st.image(tiles, caption=captions, width=160)
     if emb is not None:
         meta = emb["meta"]
@@ -117,9 +117,96 @@ def render(url: str, run_id: int, cfg: dict, run_dir: str | None, checkpoint_nam
                 pos = np.flatnonzero(emb["index"] == picked)
                 pred = int(emb["pred"][pos[0]]) if len(pos) else None
                 st.caption(
-                    f"test image #{picked}: true {names[sp.test_y[picked]]}"
-                    + (f", predicted {names[pred]}" if pred is not None else "")
+                    f"test image #{picked}: true {plain(names[sp.test_y[picked]])}"
+                    + (f", predicted {plain(names[pred])}" if pred is not None else "")
                 )
+
+
+def cam_tiles(cams: dict, images, names, prefix: str = "") -> tuple[list[np.ndarray], list[str]]:
+    """One tile per image of cached Grad-CAM maps: the map for the predicted class beside the one for the
+    true class, and its caption."""
+    from engine.explain import overlay  # here, not at import: it brings torch and OpenCV
+
+    def name(k):
+        return plain(names[k]) if 0 <= k < len(names) else str(k)
+
+    tiles, captions = [], []
+    for k, i in enumerate(cams["index"]):
+        img = images[int(i)]
+        a = overlay(img, cams["cam_pred"][k].astype(np.float32), 72)
+        b = overlay(img, cams["cam_true"][k].astype(np.float32), 72)
+        tiles.append(np.concatenate([a, np.full((a.shape[0], 4, 3), 255, np.uint8), b], axis=1))
+        t, p = int(cams["target"][k]), int(cams["pred"][k])
+        captions.append(f"{prefix}#{int(i)} predicted {name(p)} ({float(cams['confidence'][k]):.0%}) · true {name(t)}")
+    return tiles, captions
+
+
+@st.fragment(run_every=1)
+def job_progress(url: str, run_id: int, key: str, text: str) -> None:
+    """A panel's own explain job (a gallery's Grad-CAM, a split's predictions), polled each second; when it
+    ends its outcome goes to session_state[key + "_result"] and the whole page reruns with what it cached."""
+    job = explain_jobs.job(url, run_id)
+    if job is None:
+        return
+    if job.running:
+        last = job.output().splitlines()[-1:] or [""]
+        st.info(f"{text} in the background… {plain(last[0])}")
+        return
+    st.session_state[f"{key}_result"] = explain_jobs.finish(url, run_id)
+    st.rerun()
+
+
+def gallery_gradcam(
+    url: str, run_id: int, checkpoint: str | None, split: str, indices, images, names, key: str, run_dir=None
+) -> None:
+    """Under a gallery of `split` images: "Explain these with Grad-CAM" for exactly the images shown
+    (`indices`, into the split), computed by the background explain job with `checkpoint`; once cached,
+    their maps for the predicted and the true class."""
+    from engine.explain import MAX_SELECTION, selection_tag
+
+    indices = [int(i) for i in indices][:MAX_SELECTION]
+    if not indices:
+        return
+    if checkpoint not in explain_jobs.checkpoint_paths(url, run_id):
+        st.caption(f"Grad-CAM needs the run's {plain(checkpoint or 'best')} checkpoint on disk.")
+        return
+    ss = st.session_state
+    job = explain_jobs.job(url, run_id)
+    what = job.what if job is not None else {}
+    mine = what.get("selection") == selection_tag(indices) and (what.get("split"), what.get("checkpoint")) == (
+        split,
+        checkpoint,
+    )
+    if mine:
+        if job.running:
+            job_progress(url, run_id, key, f"Computing Grad-CAM of these {len(indices)} images")
+            return
+        ss[f"{key}_result"] = explain_jobs.finish(url, run_id)
+    if res := ss.pop(f"{key}_result", None):
+        ok, out = res
+        if not ok:
+            st.error(plain(out.splitlines()[-1] if out else "the Grad-CAM job failed"))
+    cams = explain_jobs.cached_selection(url, run_id, checkpoint, split, indices)
+    if cams is not None:
+        st.markdown(
+            f"**Grad-CAM of these {len(indices)} {split} image(s)** ({plain(checkpoint)} checkpoint, epoch "
+            f"{cams['meta']['epoch']}, on `{plain(cams['meta']['layer'])}`): where the evidence for the predicted "
+            "class (left) and for the true class (right) lies"
+        )
+        tiles, captions = cam_tiles(cams, images, names, prefix=f"{split} ")
+        st.image(tiles, caption=captions, width=160)
+        return
+    busy = job is not None and job.running
+    if st.button(
+        "Explain these with Grad-CAM",
+        key=key,
+        disabled=busy,
+        help="Runs python -m engine explain in the background on the images shown: Grad-CAM maps for their "
+        f"predicted and their true class, with the {checkpoint} checkpoint"
+        + (" (another explanation of this run is being computed)" if busy else ""),
+    ):
+        explain_jobs.start(url, run_id, checkpoint, split, indices=indices, log_dir=run_dir)
+        st.rerun()
 
 
 def tta_cost(tta, class_names: list[str], checkpoint: str, run_id: int) -> None:

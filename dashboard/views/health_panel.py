@@ -1,5 +1,6 @@
 """Data-health sections, drawn on the Datasets page and on Run detail: near-duplicates between the
-training and the test split, label-noise suspects from a run's stored predictions, class imbalance
+training and the test split, label-noise suspects from a run's stored predictions (validation, test, and
+the training split, predicted with the best checkpoint by a background explain job), class imbalance
 with a one-click "use this loss" that opens the builder with the suggested loss.
 
 Not a page of its own: the pages call these functions. The work is engine.health's (pure functions
@@ -12,10 +13,14 @@ import json
 import numpy as np
 import streamlit as st
 
+from control import explain_jobs
 from dashboard import plots, reads
 from dashboard import plots_explain as px
 from dashboard.text import plain
+from dashboard.views import explain_panel
 from engine import health
+
+TRAIN_CHECKPOINT = "best"  # the checkpoint that predicts the training split for its label-noise suspects
 
 
 @st.cache_data(max_entries=16, show_spinner="Hashing the images (once per dataset)…")
@@ -68,8 +73,8 @@ def duplicates_section(url: str, data_json: str, key: str) -> None:
         a, b = plots.display_image(sp.train_x[p["train"]], 64), plots.display_image(sp.test_x[p["test"]], 64)
         tiles.append(np.concatenate([a, np.full((a.shape[0], 4) + a.shape[2:], 255, a.dtype), b], axis=1))
         captions.append(
-            f"train #{p['train']} ({names[sp.train_y[p['train']]]}) · test #{p['test']} "
-            f"({names[sp.test_y[p['test']]]}) · d={p['distance']}"
+            f"train #{p['train']} ({plain(names[sp.train_y[p['train']]])}) · test #{p['test']} "
+            f"({plain(names[sp.test_y[p['test']]])}) · d={p['distance']}"
         )
     st.image(tiles, caption=captions, width=140)
 
@@ -98,23 +103,77 @@ def imbalance_section(counts, class_names, base_config: dict, key: str, parent: 
         st.switch_page("views/new_run.py")
 
 
-def noise_section(url: str, data_json: str, evaluations: list[dict], key: str) -> None:
-    """Confidently wrong images of a stored validation or test evaluation: label-noise suspects."""
+def train_predictions(url: str, run_id: int) -> dict | None:
+    """The training split predicted by the run's best checkpoint (cached by the explain job), shaped as a
+    stored evaluation ({split, checkpoint, epoch, predictions}), or None when not computed yet."""
+    got = explain_jobs.cached(url, run_id, TRAIN_CHECKPOINT, "predictions", "train")
+    if got is None:
+        return None
+    preds = {k: got[k].tolist() for k in ("target", "pred", "confidence", "loss")}
+    return {"split": "train", "checkpoint": TRAIN_CHECKPOINT, "epoch": got["meta"]["epoch"], "predictions": preds}
+
+
+def _train_job(url: str, run_id: int, run_dir, key: str, have: bool) -> None:
+    """The button that predicts the training split in the background (once per best checkpoint), its progress."""
+    ss = st.session_state
+    job = explain_jobs.job(url, run_id)
+    mine = job is not None and (job.what.get("kind"), job.what.get("split")) == ("predictions", "train")
+    if mine and job.running:
+        explain_panel.job_progress(url, run_id, f"{key}_train", "Predicting every training image")
+        return
+    if mine:
+        ss[f"{key}_train_result"] = explain_jobs.finish(url, run_id)
+    if res := ss.pop(f"{key}_train_result", None):
+        ok, out = res
+        if ok:
+            ss[f"{key}_show_train"] = True  # show the training suspects once they are there
+        else:
+            st.error(plain(out.splitlines()[-1] if out else "predicting the training split failed"))
+    if have or TRAIN_CHECKPOINT not in explain_jobs.checkpoint_paths(url, run_id):
+        return
+    busy = job is not None and job.running
+    if st.button(
+        "Find suspects in the training split",
+        key=f"{key}_train_go",
+        disabled=busy,
+        help=f"Predicts every training image with the {TRAIN_CHECKPOINT} checkpoint in the background (as an "
+        "evaluation does: no augmentation) and ranks the confidently wrong ones"
+        + (" — another explanation of this run is being computed" if busy else ""),
+    ):
+        explain_jobs.start(url, run_id, TRAIN_CHECKPOINT, "train", predictions=True, log_dir=run_dir)
+        st.rerun()
+
+
+def noise_section(
+    url: str, data_json: str, evaluations: list[dict], key: str, run_id: int | None = None, run_dir=None
+) -> None:
+    """Confidently wrong images of a stored validation or test evaluation, or of the training split
+    predicted by the run's best checkpoint: label-noise suspects, with Grad-CAM on demand."""
+    ss = st.session_state
     usable = [e for e in evaluations if (e.get("predictions") or {}).get("target")]
+    if run_id is not None:
+        train = train_predictions(url, run_id)
+        usable += [train] if train is not None else []
+        _train_job(url, run_id, run_dir, key, train is not None)
     if not usable:
         st.info("Label-noise suspects appear when the run has a stored validation or test evaluation.")
         return
-    labels = [f"{e['split']} · {e['checkpoint']} (epoch {e['epoch']})" for e in usable]
+    labels = [
+        f"{e['split']} · {e['checkpoint']} (epoch {e['epoch']})"
+        + (" — every training image, no augmentation" if e["split"] == "train" else "")
+        for e in usable
+    ]
+    if ss.pop(f"{key}_show_train", False) and usable[-1]["split"] == "train":
+        ss[f"{key}_ev"] = labels[-1]
+    if ss.get(f"{key}_ev") not in labels:
+        ss[f"{key}_ev"] = labels[-1]  # the newest
     c = st.columns([3, 2], vertical_alignment="bottom")
-    pick = c[0].selectbox(
-        "Predictions of", range(len(usable)), index=len(usable) - 1, format_func=lambda i: labels[i], key=f"{key}_ev"
-    )
+    pick = c[0].selectbox("Predictions of", labels, key=f"{key}_ev")
     min_conf = c[1].slider("Confidence at least", 0.0, 1.0, 0.5, 0.05, key=f"{key}_conf")
-    ev = usable[pick]
+    ev = usable[labels.index(pick)]
     suspects = health.label_noise_suspects(ev["predictions"], top=48, min_confidence=min_conf)
     sp, err = reads.splits(url, data_json)
-    x = None if sp is None else (sp.val_x if ev["split"] == "val" else sp.test_x)
-    y = None if sp is None else (sp.val_y if ev["split"] == "val" else sp.test_y)
+    x, y = (None, None) if sp is None else _split_of(sp, ev["split"])
     if x is None or not np.array_equal(np.asarray(ev["predictions"]["target"]), y):
         st.warning(
             "The images of this split cannot be matched to the stored predictions." + (f" {plain(err)}" if err else "")
@@ -129,18 +188,35 @@ def noise_section(url: str, data_json: str, evaluations: list[dict], key: str) -
         st.image(
             [plots.display_image(x[s["index"]], 80) for s in suspects],
             caption=[
-                f"#{s['index']} label {names[s['label']]} · predicted {names[s['pred']]} ({s['confidence']:.0%})"
+                f"{ev['split']} #{s['index']} label {plain(names[s['label']])} · predicted {plain(names[s['pred']])} "
+                f"({s['confidence']:.0%})"
                 for s in suspects
             ],
             width=96,
         )
+        if run_id is not None:
+            explain_panel.gallery_gradcam(
+                url,
+                run_id,
+                ev["checkpoint"],
+                ev["split"],
+                [s["index"] for s in suspects],
+                x,
+                names,
+                f"{key}_noise_cam",
+                run_dir,
+            )
 
 
-def render_run(url: str, run_id: int, cfg: dict, evaluations: list[dict]) -> None:
+def _split_of(sp, split: str):
+    return {"train": (sp.train_x, sp.train_y), "val": (sp.val_x, sp.val_y), "test": (sp.test_x, sp.test_y)}[split]
+
+
+def render_run(url: str, run_id: int, cfg: dict, evaluations: list[dict], run_dir=None) -> None:
     """Run detail's data-health tab."""
     data_json = json.dumps(cfg.get("data", {}))
     st.markdown("**Label-noise suspects** — confidently wrong images")
-    noise_section(url, data_json, evaluations, f"health_{run_id}")
+    noise_section(url, data_json, evaluations, f"health_{run_id}", run_id, run_dir)
     st.markdown("**Near-duplicates between this run's train and test splits**")
     duplicates_section(url, data_json, f"health_{run_id}")
     sp, _ = reads.splits(url, data_json)

@@ -16,10 +16,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from control import studies
+from control import explain_jobs, studies
 from dashboard import plots, reads
 from dashboard.confusion_picker import confusion_picker
 from dashboard.text import plain
+from dashboard.views import explain_panel
 from db import queries
 from engine import image_history as ih
 
@@ -158,14 +159,22 @@ def history_panel(url: str, run_id: int, data_json: str, matrices: dict[int, lis
             + plots.prediction_caption(last, i, names)
         )
 
+    # Grad-CAM of a gallery: the last checkpoint, whose predictions the captions' "now" are
+    ck = "last" if "last" in explain_jobs.checkpoint_paths(url, run_id) else "best"
     st.markdown("**Hard and forgotten** — most forgetting events first (right at one epoch, wrong at the next)")
     gallery(sp.val_x, s["hard"], [caption(i) for i in s["hard"]], "No image was forgotten: none went right → wrong.")
+    explain_panel.gallery_gradcam(
+        url, run_id, ck, "val", s["hard"], sp.val_x, names, f"detail_hard_cam_{run_id}", row.get("run_dir")
+    )
     never = s["never"][np.argsort(-last["confidence"][s["never"]], kind="stable")][:GALLERY_LIMIT]
     st.markdown(
         f"**Never learned** — wrong at every epoch ({len(s['never'])}"
         + (f", the {GALLERY_LIMIT} most confident shown)" if len(s["never"]) > GALLERY_LIMIT else ")")
     )
     gallery(sp.val_x, never, [caption(i) for i in never], "Every image was right at some epoch.")
+    explain_panel.gallery_gradcam(
+        url, run_id, ck, "val", never, sp.val_x, names, f"detail_never_cam_{run_id}", row.get("run_dir")
+    )
 
 
 # ------------------------------------------------------------------------------- Compare

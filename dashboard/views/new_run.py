@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import aug_params, drafts, forms, lr_find_panel, plots, reads
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from db import queries
 
 url = db_url_for_session()
@@ -241,7 +242,7 @@ def _field(spec: forms.FieldSpec, field_errors: dict):
     else:  # text and comma-separated lists
         st.text_input(spec.label, placeholder="none" if spec.optional else None, **kw)
     for msg in field_errors.get(spec.path, []):
-        st.error(msg, icon="⚠️")
+        st.error(plain(msg), icon="⚠️")
 
 
 def _grid(specs, field_errors, ncols=3):
@@ -327,7 +328,7 @@ def _steps_editor(field_errors):
         uid = row["uid"]
         c = st.columns([0.3, 3.0, 1.2, 0.5, 0.5, 0.5], vertical_alignment="bottom")
         c[0].markdown(f"**{i + 1}.**")
-        c[1].markdown(f"`{row['name']}`")
+        c[1].markdown(f"`{row['name']}`" if row["name"].isidentifier() else plain(row["name"]))
         c[2].number_input(
             "p",
             step=0.05,  # unbounded like the fields: forms.steps_from_state reports a p outside [0, 1]
@@ -365,7 +366,7 @@ def _steps_editor(field_errors):
             _param_grid(uid, given, fields, specs)
         errors = field_errors.get(f"augment.train.{i}", [])
         extra = (ss.get(f"aug:{uid}:params") or "").strip() not in ("", "{}")
-        title = f"More parameters of {row['name']} ({len(more)})" if more else "Other parameters (JSON)"
+        title = f"More parameters of {plain(row['name'])} ({len(more)})" if more else "Other parameters (JSON)"
         with st.expander(title, expanded=extra or (bool(errors) and bool(more))):
             if more:
                 _param_grid(uid, more, fields, specs)
@@ -383,9 +384,9 @@ def _steps_editor(field_errors):
         if overridden:
             st.caption(f"Set in the JSON box, which wins over the widget: {', '.join(overridden)}")
         for msg in errors:
-            st.error(msg, icon="⚠️")
+            st.error(plain(msg), icon="⚠️")
     for msg in field_errors.get("augment.train", []):
-        st.error(msg, icon="⚠️")
+        st.error(plain(msg), icon="⚠️")
 
     c = st.columns([4, 1], vertical_alignment="bottom")
     c[0].selectbox(
@@ -428,13 +429,13 @@ def _pipeline_preview(dataset: str, steps: list, data_section: dict, steps_ok: b
             url, dataset, json.dumps(steps, sort_keys=True), json.dumps(data_section, sort_keys=True), 4, 4, seed
         )
     except Exception as exc:  # a dataset that cannot load or a step albumentations refuses: say so, go on
-        st.caption(f"No preview: {str(exc)[:300]}")
+        st.caption(f"No preview: {plain(str(exc)[:300])}")
         return
     for j in range(len(images)):
         st.image(
             [plots.display_image(images[j], 64, stretch=stretch)]
             + [plots.display_image(grid[r, j], 64, stretch=stretch) for r in range(len(grid))],
-            caption=[f"original · {names[j]}"] + [f"#{r + 1}" for r in range(len(grid))],
+            caption=[f"original · {plain(names[j])}"] + [f"#{r + 1}" for r in range(len(grid))],
             width=64,
         )
 
@@ -446,7 +447,7 @@ def _section(section: str):
     )
     field_errors, rest = forms.split_errors(by_section.get(section, []), shown)
     for field, msg in rest:
-        st.error(f"**{forms.field_label(field)}**: {msg}", icon="⚠️")
+        st.error(f"**{plain(forms.field_label(field))}**: {plain(msg)}", icon="⚠️")
     if section == "augment":
         _steps_editor(field_errors)
         st.markdown("**Mixup / CutMix** (per batch)")
@@ -488,7 +489,7 @@ def _lr_preview():
         st.caption("The LR preview appears when the optimizer and schedule settings are valid.")
         return
     except Exception as exc:  # a preview must never take the builder down
-        st.caption(f"No LR preview: {exc}")
+        st.caption(f"No LR preview: {plain(exc)}")
         return
     st.plotly_chart(plots.lr_preview(lrs), key="builder_lr_preview")
 
@@ -501,7 +502,7 @@ st.caption(
 )
 
 if notice := ss.pop("builder_notice", None):
-    (st.warning if notice.startswith("⚠️") else st.success)(notice.removeprefix("⚠️ "))
+    (st.warning if notice.startswith("⚠️") else st.success)(plain(notice.removeprefix("⚠️ ")))
 
 presets = forms.available_presets()
 with st.container(border=True):
@@ -556,11 +557,12 @@ tab_labels = {
 ss["builder_tabs"] = tab_labels.get(ss.get("builder_section"), tab_labels["data"])
 tabs = st.tabs(list(tab_labels.values()), key="builder_tabs", on_change=_on_tab)
 for (section, _), tab in zip(forms.SECTIONS, tabs):
-    with tab:
-        _section(section)
+    if tab.open:  # only the section on screen draws its widgets; the others keep their values (persist_state)
+        with tab:
+            _section(section)
 
 st.divider()
-st.caption("**This run:** " + forms.config_summary(config))
+st.caption("**This run:** " + plain(forms.config_summary(config)))
 if errors:
     st.error("**Fix these before launching:**\n\n" + "\n".join(f"- {line}" for line in forms.summary_lines(errors)))
 elif ss.get("builder_valid_config") == config:
@@ -568,7 +570,7 @@ elif ss.get("builder_valid_config") == config:
         "The config is valid and its checks passed (dataset, model, augmentation on a real image). Ready to launch."
     )
     for field, note in ss.get("builder_check_notes") or []:  # e.g. the dataset's own validation split wins
-        st.info(f"{field}: {note}")
+        st.info(plain(f"{field}: {note}"))
 
 yaml_text = None if form_errors else forms.config_yaml(config)
 actions = st.columns([1, 1, 1, 3])

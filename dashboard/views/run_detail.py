@@ -346,6 +346,17 @@ if t_err.open:
                             caption=[plots.prediction_caption(preds, i, names) for i in idx],
                             width=96,
                         )
+                        explain_panel.gallery_gradcam(  # why: the evidence for the predicted and the true class
+                            url,
+                            run_id,
+                            ev["checkpoint"],
+                            "test",
+                            idx,
+                            sp.test_x,
+                            names,
+                            f"detail_err_cam_{run_id}",
+                            row["run_dir"],
+                        )
             if preds:
                 sp, _ = reads.splits(url, data_json)
                 st.markdown("**Highest-loss test images** — the model's most confident mistakes and hardest cases")
@@ -355,6 +366,17 @@ if t_err.open:
                         [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
                         caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
                         width=96,
+                    )
+                    explain_panel.gallery_gradcam(
+                        url,
+                        run_id,
+                        ev["checkpoint"],
+                        "test",
+                        idx,
+                        sp.test_x,
+                        names,
+                        f"detail_loss_cam_{run_id}",
+                        row["run_dir"],
                     )
 
 if t_cls.open:
@@ -414,7 +436,7 @@ if t_tta.open:
 
 if t_health.open:
     with t_health:
-        health_panel.render_run(url, run_id, cfg, evaluations)
+        health_panel.render_run(url, run_id, cfg, evaluations, row["run_dir"])
 
 if t_explain.open:
     with t_explain:

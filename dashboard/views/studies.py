@@ -16,6 +16,7 @@ from dashboard import plots_study as ps
 from dashboard import reads, significance
 from dashboard import study_design as sd
 from dashboard.state import db_url_for_session
+from dashboard.text import plain
 from db import queries
 
 url = db_url_for_session()
@@ -85,18 +86,28 @@ def _design() -> None:
     base = sd.base_entry(source, ss.get("builder_config"), preset, dataset, run_id)
 
     st.subheader("2 · Factors")
-    n = st.number_input("How many factors", 1, 4, 2, key="study_n_factors")
-    choices = sd.factor_choices()
-    rows = [_factor_row(i, choices) for i in range(int(n))]
+    kfold = None
+    if st.radio("Study", sd.KINDS_OF_STUDY, horizontal=True, key="study_kind") == "K-fold ensemble":
+        kfold = st.number_input("K (folds)", 2, 20, 5, key="study_kfold", help=KFOLD_HELP)
+        rows = []
+    else:
+        n = st.number_input("How many factors", 1, 4, 2, key="study_n_factors")
+        choices = sd.factor_choices()
+        rows = [_factor_row(i, choices) for i in range(int(n))]
 
     st.subheader("3 · Runs")
+    if kfold is not None:
+        st.caption(
+            "A K-fold study trains each fold once (one seed, every fold): seeds, strategy, budget and pruning are not used."
+        )
     c = st.columns(4)
-    repeats = c[0].number_input("Seeds per configuration", 1, 20, 3, key="study_repeats")
+    repeats = c[0].number_input("Seeds per configuration", 1, 20, 3, key="study_repeats", disabled=kfold is not None)
     strategy = c[1].selectbox(
         "Strategy",
         ["grid", "random", "tpe"],
         key="study_strategy",
         format_func={"grid": "full grid", "random": "random", "tpe": "TPE (Optuna)"}.get,
+        disabled=kfold is not None,
     )
     trials = c[2].number_input(
         "Budget: configurations",
@@ -104,8 +115,11 @@ def _design() -> None:
         value=None,
         key="study_budget_trials",
         help="random / TPE: how many configurations to try (grid: all, or at most this)",
+        disabled=kfold is not None,
     )
-    epochs = c[3].number_input("Budget: total epochs", min_value=1, value=None, key="study_budget_epochs")
+    epochs = c[3].number_input(
+        "Budget: total epochs", min_value=1, value=None, key="study_budget_epochs", disabled=kfold is not None
+    )
     c = st.columns(4)
     metric = c[0].selectbox("Objective", list(sd.OBJECTIVES), format_func=sd.OBJECTIVES.get, key="study_metric")
     direction = c[1].selectbox(
@@ -116,6 +130,7 @@ def _design() -> None:
         ["none", "median", "halving"],
         key="study_pruner",
         format_func={"none": "none", "median": "median pruner", "halving": "successive halving"}.get,
+        disabled=kfold is not None,
     )
     name = c[3].text_input("Name", key="study_name", placeholder="e.g. lr x weight decay")
 
@@ -130,6 +145,7 @@ def _design() -> None:
         metric=metric,
         direction=direction,
         pruner=pruner,
+        kfold=kfold,
     )
     b = st.columns([1, 1, 1, 3])
     preview = b[0].button("Preview", key="study_preview", width="stretch")
@@ -143,7 +159,9 @@ def _design() -> None:
     if not errors:
         spec, resolved, errors = studies.load_study(study, url)
     if errors:
-        st.error("Nothing was queued. Fix these fields:\n\n" + "\n".join(f"- **{f}**: {m}" for f, m in errors))
+        st.error(
+            "Nothing was queued. Fix these fields:\n\n" + "\n".join(f"- **{plain(f)}**: {plain(m)}" for f, m in errors)
+        )
         return
     p = studies.preview(spec, resolved)
     c = st.columns(3)
@@ -181,7 +199,7 @@ def _open() -> None:
         ss["study_relabelled"] = (study_id, state["status"])  # once per change: the picker's label is cached
         reads.studies_list.clear()
         st.rerun()
-    live = state["status"] == "running"
+    live = state["status"] in ("running", "ensembling")
 
     @st.fragment(run_every=3 if live else None)
     def live_progress():
@@ -195,6 +213,7 @@ def _open() -> None:
 
     live_progress()
     _header(study_id, state)
+    _kfold(state)
     if not state["summary"]:
         st.info("No trial has finished yet: the results fill in as they do.")
         st.dataframe(ps.trials_table(state["trials"], state["factors"]), hide_index=True, key="study_trials")
@@ -212,11 +231,14 @@ def _header(study_id: int, state: dict) -> None:
         help=None if best is None else ps.params_label(best["params"]) + f" · n = {best['n']}",
     )
     c[1].metric("Status", f"{state['status']} · {state['strategy']}")
-    if state["status"] == "running":
+    kfold_unfinished = state["kfold"] is not None and state["kfold"]["ensemble"] is None
+    if state["status"] in ("running", "ensembling"):
         if c[2].button("Stop study", key="study_stop", width="stretch"):
             studies.stop_study(url, study_id)
             st.rerun()
-    elif state["status"] == "stopped" and c[2].button("Resume study", key="study_resume", width="stretch"):
+    elif (state["status"] == "stopped" or kfold_unfinished) and c[2].button(
+        "Resume study", key="study_resume", width="stretch"
+    ):
         studies.resume_study(url, study_id)
         st.rerun()
     if best is not None and c[3].button(
@@ -230,6 +252,54 @@ def _header(study_id: int, state: dict) -> None:
         key="study_yaml",
         width="stretch",
     )
+
+
+KFOLD_HELP = (
+    "The trials are the K folds of the base config (data.kfold = K, data.fold = 0 .. K-1, one seed); when "
+    "the last fold ends they are tested together as one ensemble (mean and majority vote of their "
+    "class probabilities on the test set), recorded as a run of its own."
+)
+
+
+def _kfold(state: dict) -> None:
+    """A K-fold study: the ensemble's test accuracy (mean, vote) beside each fold's own, and its run."""
+    from control.study_kfold import summary_line
+
+    kf = state["kfold"]
+    if kf is None:
+        return
+    ens = kf["ensemble"]
+    st.subheader(f"{kf['k']}-fold ensemble")
+    c = st.columns([1, 1, 1])
+    c[0].metric("Ensemble test accuracy (mean)", "—" if ens is None else f"{ens['mean_accuracy']:.4f}")
+    c[1].metric("Ensemble test accuracy (vote)", "—" if ens is None else f"{ens['vote_accuracy']:.4f}")
+    if ens is not None:
+        c[2].page_link(
+            "views/run_detail.py",
+            label=f"Open the ensemble, run #{ens['run_id']}",
+            query_params={"run": str(ens["run_id"])},
+        )
+    else:
+        (st.warning if state["status"] not in ("running", "ensembling") else st.info)(
+            plain(summary_line(kf, state["status"]))
+        )
+    folds = [
+        {
+            "fold": f"{row['fold'] + 1}/{kf['k']}",
+            "run": row["run_id"],
+            "status": row["status"] or "not queued",
+            "test accuracy": row["test_accuracy"],
+        }
+        for row in kf["folds"]
+    ]
+    if ens is not None:
+        folds.append(
+            {"fold": "ensemble (mean)", "run": ens["run_id"], "status": "done", "test accuracy": ens["mean_accuracy"]}
+        )
+        folds.append(
+            {"fold": "ensemble (vote)", "run": ens["run_id"], "status": "done", "test accuracy": ens["vote_accuracy"]}
+        )
+    st.dataframe(pd.DataFrame(folds), hide_index=True, key="study_kfold_folds")
 
 
 def _results(study_id: int, state: dict, fingerprint: tuple) -> None:

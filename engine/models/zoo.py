@@ -120,11 +120,15 @@ def _check_pretrained_obtainable(source: str, name: str) -> None:
 HUB_PREFIX = "hf-hub:"
 
 
-def hub_architecture(name: str) -> tuple[str, dict]:
+def hub_architecture(name: str, stated: str | None = None) -> tuple[str, dict]:
     """The timm architecture (and its saved model_args) of an 'hf-hub:org/repo[@rev]' name, without the
-    network: the repo's config.json when it is in the Hugging Face cache, else the repo's own name
-    when it is a timm model name (timm's own repos: 'timm/resnet10t.c3_in1k' is resnet10t)."""
+    network: the repo's config.json when it is in the Hugging Face cache, else the architecture the user
+    stated (model.hub_architecture), else the repo's own name when it is a timm model name (timm's own
+    repos: 'timm/resnet10t.c3_in1k' is resnet10t)."""
     import timm
+
+    if stated is not None and not timm.is_model(stated):
+        raise ModelError(f"model.hub_architecture: timm has no architecture '{stated}'")
 
     repo = name.removeprefix(HUB_PREFIX).split("@")[0]
     try:
@@ -140,14 +144,22 @@ def hub_architecture(name: str) -> tuple[str, dict]:
             conf = json.load(f)
         arch = conf.get("architecture") or conf.get("model_name")
         if arch and timm.is_model(arch):
+            if stated is not None and stated != arch:
+                raise ModelError(
+                    f"model.hub_architecture: the cached config of '{name}' says its architecture is '{arch}', "
+                    f"not '{stated}'; leave model.hub_architecture empty or set it to {arch}"
+                )
             return arch, dict(conf.get("model_args") or {})
+    if stated is not None:
+        return stated, {}
     base = repo.rsplit("/", 1)[-1].split(".")[0]
     if timm.is_model(base):
         return base, {}
     raise ModelError(
-        f"model.name: '{name}' is a Hugging Face hub model whose architecture is not known offline: its "
-        "config and weights need the network (huggingface.co) or, with model.pretrained, a local weights "
-        "file (model.weights_path) and the timm architecture's own name in model.name"
+        f"model.name: '{name}' is a Hugging Face hub model whose architecture is not known offline (its "
+        "config.json is not in the Hugging Face cache and the repo's name is no timm architecture): state it "
+        "in model.hub_architecture (e.g. convnext_tiny; the repo's config.json names it) and give its weights "
+        "in model.weights_path, or let this machine reach huggingface.co"
     )
 
 
@@ -206,9 +218,9 @@ def _create_hub(timm, cfg, kwargs: dict) -> nn.Module:
             except Exception as exc:
                 raise ModelError(f"model.pretrained: {cfg.name}: {type(exc).__name__}: {str(exc)[:300]}") from None
     try:
-        arch, model_args = hub_architecture(cfg.name)
-    except ModelError:
-        if not _reachable(_hub_host()):
+        arch, model_args = hub_architecture(cfg.name, cfg.hub_architecture)
+    except ModelError as exc:
+        if str(exc).startswith("model.hub_architecture") or not _reachable(_hub_host()):
             raise
         arch, model_args = cfg.name, {}  # online: timm reads the repo's config.json itself
     model = _timm_model(timm, arch, cfg, {**model_args, **kwargs})
@@ -230,6 +242,17 @@ def _hub_cached_weights(name: str) -> str | None:
         if isinstance(hit, str):
             return hit
     return None
+
+
+def hub_weights_obtainable(name: str) -> tuple[bool, str]:
+    """(can an 'hf-hub:' model's pretrained weights be had on this machine?, where): from the Hugging Face
+    cache, or from the hub when it can be reached (a 3 s probe, asked once per process)."""
+    cached = _hub_cached_weights(name)
+    if cached is not None:
+        return True, cached
+    if _reachable(_hub_host()):
+        return True, _hub_host()
+    return False, f"not in the Hugging Face cache ({_hf_cache_dir()}) and {_hub_host()} cannot be reached"
 
 
 _NO_DROP_PATH = (
@@ -339,7 +362,7 @@ def apply_shakedrop(model: nn.Module, name: str, p_max: float) -> None:
     if not blocks:
         raise ModelError(
             f"model.shakedrop: torchvision's '{name}' has no residual blocks ShakeDrop can gate; it is available "
-            f"on the custom ResNet and torchvision {SHAKEDROP_TORCHVISION}"
+            f"on the custom ResNet, on {SHAKEDROP_TORCHVISION} and on {SHAKEDROP_TIMM}"
         )
 
     def gate(mod, _inputs, out):
@@ -356,6 +379,56 @@ def apply_shakedrop(model: nn.Module, name: str, p_max: float) -> None:
         else:
             sd = block.stochastic_depth
             block.stochastic_depth = _ShakeDropGate(p, sd if getattr(sd, "p", 0.0) > 0 else None)
+
+
+SHAKEDROP_TIMM = (
+    "timm ResNets (resnet*, resnext*, seresnet*, wide_resnet*…), EfficientNets, MobileNetV2-V4 and ConvNeXt"
+)
+
+
+def _timm_residual_blocks(model: nn.Module) -> list[nn.Module]:
+    """timm blocks whose forward adds the shortcut to `self.drop_path(branch)`: the place ShakeDrop gates.
+    ResNet's BasicBlock / Bottleneck (drop_path is None without stochastic depth, and skipped then);
+    the EfficientNet / MobileNet blocks only when they have a skip (has_skip; otherwise drop_path is
+    never applied); ConvNeXt's block always."""
+    from timm.models import _efficientnet_blocks as eb
+    from timm.models.convnext import ConvNeXtBlock
+    from timm.models.resnet import BasicBlock, Bottleneck
+
+    always = (BasicBlock, Bottleneck, ConvNeXtBlock)
+    with_skip = (
+        eb.ConvBnAct,
+        eb.DepthwiseSeparableConv,
+        eb.InvertedResidual,
+        eb.UniversalInvertedResidual,
+        eb.MobileAttention,
+        eb.EdgeResidual,
+    )
+    return [
+        m
+        for m in model.modules()
+        if hasattr(m, "drop_path")
+        and (isinstance(m, always) or (isinstance(m, with_skip) and getattr(m, "has_skip", False)))
+    ]
+
+
+def apply_shakedrop_timm(model: nn.Module, name: str, p_max: float) -> None:
+    """ShakeDrop on a timm model's residual branches (`_timm_residual_blocks`), the rate growing linearly
+    with depth to p_max: each block's `drop_path` (applied to the branch right before the shortcut is
+    added) becomes the gate, after timm's own stochastic depth when that is on. No parameter is added
+    or renamed. A model with no such block (VGG, vision transformers, ...) is refused."""
+    from timm.layers import DropPath
+
+    blocks = _timm_residual_blocks(model)
+    if not blocks:
+        raise ModelError(
+            f"model.shakedrop: timm's '{name}' has none of the convolutional residual blocks ShakeDrop gates (a "
+            f"branch added to its shortcut through drop_path); it is available on {SHAKEDROP_TIMM}, on the custom "
+            f"ResNet and on {SHAKEDROP_TORCHVISION}"
+        )
+    for i, block in enumerate(blocks):
+        before = block.drop_path if isinstance(block.drop_path, DropPath) and block.drop_path.drop_prob > 0 else None
+        block.drop_path = _ShakeDropGate(p_max * (i + 1) / len(blocks), before)
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -625,6 +698,8 @@ def build_model(cfg, in_ch: int, num_classes: int) -> nn.Module:
     model = (
         _create_timm(cfg, in_ch, num_classes) if cfg.source == "timm" else _create_torchvision(cfg, in_ch, num_classes)
     )
+    if cfg.source == "timm" and cfg.shakedrop > 0:
+        apply_shakedrop_timm(model, cfg.name, cfg.shakedrop)
     if cfg.small_stem:
         apply_small_stem(model, cfg.stride1_stages, cfg.stem_kernel, cfg.stem_stride)
     replace_head(model, num_classes, cfg)

@@ -100,7 +100,7 @@ def find_lr(
     *,
     start_lr: float = 1e-6,
     end_lr: float = 1.0,
-    num_steps: int = 100,
+    num_steps: int = 300,
     max_epochs: int = 5,
     beta: float = 0.98,
     diverge_factor: float = 4.0,

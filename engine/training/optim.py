@@ -78,11 +78,15 @@ class EpochSchedule:
     per batch, without momentum cycling. eta_min stays an absolute LR: attach() gives the base.
     """
 
-    def __init__(self, cfg, epochs: int, steps_per_epoch: int = 1, offset: int = 0):
+    def __init__(
+        self, cfg, epochs: int, steps_per_epoch: int = 1, offset: int = 0, start: int = 0, span: int | None = None
+    ):
         # offset: epochs before the schedule starts (the frozen-backbone phase with start_after_freeze); they
-        # train at the base LR and the schedule runs over the remaining epochs, from its own epoch 0
-        self.offset = offset
-        self.cfg, self.epochs, self.steps_per_epoch = cfg, epochs - offset, steps_per_epoch
+        # train at the base LR and the schedule runs over the remaining epochs, from its own epoch `start`
+        # (0, or where the parent stopped for a continued run: continuing). span: the schedule's length in
+        # epochs (cosine's default T_max, one-cycle's steps), the remaining epochs unless a parent's is kept.
+        self.offset, self.start = offset, start
+        self.cfg, self.epochs, self.steps_per_epoch = cfg, (epochs - offset if span is None else span), steps_per_epoch
         self._waiting = offset > 0  # still before the offset: plateau metrics are not the schedule's yet
         self._base = 1.0
         self._sched = None  # the position-driven scheduler, rebuilt when asked for an earlier position
@@ -100,7 +104,7 @@ class EpochSchedule:
         self._waiting = epoch < self.offset
         if self._waiting:
             return 1.0
-        epoch -= self.offset
+        epoch += self.start - self.offset
         if c.name == "onecycle":
             return self._advance(min(epoch * self.steps_per_epoch + step, self._total_steps() - 1))
         if self._plateau is not None and epoch >= c.warmup_epochs:
@@ -113,20 +117,29 @@ class EpochSchedule:
         if self._plateau is not None and value is not None and not self._waiting:
             self._plateau.step(value)
 
-    # A checkpoint keeps the plateau's progress under these names (the other schedules are functions
-    # of the epoch and need no state).
+    # A checkpoint keeps the plateau's progress under these names, and where the schedule sits on the
+    # run's epochs (offset, start, span; the other schedules are functions of the epoch).
     def state_dict(self) -> dict:
+        where = {"offset": self.offset, "start": self.start, "span": self.epochs}
         p = self._plateau
         if p is None:
-            return {"plateau_factor": 1.0, "plateau_best": None, "plateau_bad": 0, "plateau_cooldown": 0}
+            return {"plateau_factor": 1.0, "plateau_best": None, "plateau_bad": 0, "plateau_cooldown": 0, **where}
         return {
             "plateau_factor": p.optimizer.param_groups[0]["lr"],
             "plateau_best": None if p.best == p.mode_worse else p.best,
             "plateau_bad": p.num_bad_epochs,
             "plateau_cooldown": p.cooldown_counter,
+            **where,
         }
 
+    def position_after(self, epochs_done: int) -> tuple[int, int]:
+        """(offset, start) of this schedule continued after `epochs_done` of its run's epochs: the head-only
+        epochs still to come, and the schedule's own epochs already behind it."""
+        return max(0, self.offset - epochs_done), self.start + max(0, epochs_done - self.offset)
+
     def load_state_dict(self, state: dict) -> None:
+        if "start" in state:  # older checkpoints: where the schedule sits is the config's
+            self.offset, self.start, self.epochs, self._sched = state["offset"], state["start"], state["span"], None
         if self._plateau is None:
             return
         p = self._plateau

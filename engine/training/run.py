@@ -3,6 +3,7 @@ config, and their round trip through a TrainState."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from engine.augment import build_pipeline
-from engine.config import ExperimentConfig
+from engine.config import ExperimentConfig, parse_config
 from engine.data import DatasetSpec, Splits, load_arrays, make_splits, split_notes
 from engine.models import build_model, matching_tensors
 from engine.sinks import EventSink
@@ -345,9 +346,10 @@ def _load_compatible(model, init_state: dict, sink, t) -> None:
 
 
 def continue_from(run: Run, init_state: dict) -> None:
-    """train.init_mode continue: take over the parent's optimizer state (momentum buffers, Adam moments)
-    and its LR-plateau state, keeping this config's hyperparameters (lr, weight decay, betas...): the
-    buffers are the parent's, the param groups this run's. The LR schedule follows this run's epochs."""
+    """train.init_mode continue: take over the parent's optimizer state (momentum buffers, Adam moments),
+    keeping this config's hyperparameters (lr, weight decay, betas...): the buffers are the parent's, the
+    param groups this run's. The LR schedule goes on where the parent's stopped when it is the same
+    schedule (`continue_schedule`), else this run's starts at its epoch 0."""
     fresh = run.optimizer.state_dict()
     parent = init_state["optimizer"]
     sizes = [len(g["params"]) for g in fresh["param_groups"]]
@@ -356,8 +358,49 @@ def continue_from(run: Run, init_state: dict) -> None:
             "train.init_mode continue: the parent's optimizer has other parameter groups; use init_mode weights"
         )
     run.optimizer.load_state_dict({"state": parent["state"], "param_groups": fresh["param_groups"]})
-    if init_state.get("schedule"):
-        run.schedule.load_state_dict(init_state["schedule"])
+    continue_schedule(run, init_state)
     if run.ema is not None and init_state.get("ema"):
         run.ema.module.load_state_dict(init_state["ema"])
     run.sink.on_log(f"continuing run {run.cfg.train.init_from_run}: its optimizer state is loaded")
+
+
+def continue_schedule(run: Run, init_state: dict) -> None:
+    """A continued run whose schedule section equals its parent's continues that schedule: an epoch-based
+    one from the parent's position (its epochs done, with the parent's length: cosine's period, one-cycle's
+    span), a plateau with its reductions and counters; the factor applies to this run's optim.lr. Another
+    schedule starts at this run's epoch 0. Either is said in the log and the run's `schedule_continued` fact."""
+    done = int(init_state.get("epoch") or 0)
+    try:
+        parent_cfg = parse_config(json.loads(init_state["config"]))
+    except Exception:  # a checkpoint without a config this version reads
+        parent_cfg = None
+    mine = run.cfg.schedule
+    if parent_cfg is None or parent_cfg.schedule != mine:
+        theirs = "unreadable" if parent_cfg is None else parent_cfg.schedule.name
+        if theirs == mine.name:
+            theirs += " with other settings"
+        run.sink.on_log(
+            f"continuing run {run.cfg.train.init_from_run}: this run's schedule ({mine.name}) is not the parent's "
+            f"({theirs}), so it starts afresh at this run's epoch 0"
+        )
+        run.sink.on_facts({"schedule_continued": {"continued": False, "parent": theirs, "schedule": mine.name}})
+        return
+    sched = build_schedule(parent_cfg, run.steps_per_epoch)  # the parent's, as it stood at its checkpoint
+    if init_state.get("schedule"):
+        sched.load_state_dict(init_state["schedule"])
+    sched.offset, sched.start = sched.position_after(done)
+    run.schedule = sched.attach(run.progress.base_lr)
+    run.sink.on_log(
+        f"continuing run {run.cfg.train.init_from_run}: the same {mine.name} schedule goes on from its epoch "
+        f"{sched.start} (of {sched.epochs})"
+    )
+    run.sink.on_facts(
+        {
+            "schedule_continued": {
+                "continued": True,
+                "schedule": mine.name,
+                "from_epoch": sched.start,
+                "span": sched.epochs,
+            }
+        }
+    )
