@@ -75,6 +75,14 @@ def noisy_run(tmp_path_factory):
     return {"url": url, "run_id": run_id, "root": root, "clean": clean, "config": cfg}
 
 
+def run_splits(lab: dict):
+    """The shared lab run's splits, as the engine made them from its config."""
+    from control.preflight import resolve_dataset
+    from engine.data import load_arrays, make_splits
+
+    return make_splits(load_arrays(resolve_dataset(lab["url"], lab["config"].data.dataset)), lab["config"].data)
+
+
 def use_lab(lab: dict, monkeypatch) -> None:
     """Point this test's environment (the dashboard's database and runs folder) at the shared lab."""
     monkeypatch.setenv("LAB_DB_URL", lab["url"])

@@ -61,6 +61,13 @@ def _shown(page) -> str:
     return page.inner_text("body").replace(WORD_JOINER, "")
 
 
+def _checked(page, seen: list) -> None:
+    """The page raised nothing and holds no injected link or image; its HTML joins `seen`."""
+    _no_exception(page)
+    _no_injected_element(page)
+    seen.append(page.content())
+
+
 def _no_injected_element(page) -> None:
     assert page.locator(f"a[href*='{HOST}']").count() == 0, page.locator(f"a[href*='{HOST}']").first.inner_html()
     assert page.locator(f"img[src*='{HOST}']").count() == 0
@@ -167,16 +174,12 @@ def test_user_text_is_never_markdown_in_a_real_browser(chromium, dashboard, tmp_
             at = shown.find("is not a number")
             assert MEAN_PART in shown, shown[max(0, at - 300) : at + 300]  # next to the field
             assert f"Data › Normalisation mean (per channel): {MEAN_PART}" in shown  # in the summary
-            _no_exception(page)
-            _no_injected_element(page)
-            seen.append(page.content())
+            _checked(page, seen)
             page.get_by_role("tab", name=re.compile("^Augmentation")).click()
             expect(page.get_by_text(re.compile(r"^original · (cls|dog) ")).first).to_be_visible(timeout=TIMEOUT_MS)
             _settled(page)
             assert any(f"original · {c}" in _shown(page) for c in CLASSES)  # the preview's class names
-            _no_exception(page)
-            _no_injected_element(page)
-            seen.append(page.content())
+            _checked(page, seen)
 
             # Augmentations: a dataset that cannot load says so by its name; class names caption the images
             _goto(page, base + "/augmentations")
@@ -192,9 +195,7 @@ def test_user_text_is_never_markdown_in_a_real_browser(chromium, dashboard, tmp_
             shown = _shown(page)
             assert f"{CLS_DS}: 8×8×1 as trained" in shown
             assert any(f"original · {c}" in shown for c in CLASSES)
-            _no_exception(page)
-            _no_injected_element(page)
-            seen.append(page.content())
+            _checked(page, seen)
 
             # Studies: a payload typed as a factor's levels comes back in "Nothing was queued"
             _goto(page, base + "/studies")
@@ -208,9 +209,7 @@ def test_user_text_is_never_markdown_in_a_real_browser(chromium, dashboard, tmp_
             expect(page.get_by_text(re.compile("Nothing was queued"))).to_be_visible(timeout=TIMEOUT_MS)
             _settled(page)
             assert f"factors.optim.lr: cannot read '{TYPED_LEVELS}'" in _shown(page)
-            _no_exception(page)
-            _no_injected_element(page)
-            seen.append(page.content())
+            _checked(page, seen)
         finally:
             browser.close()
     assert not [r for r in requests if HOST in r], requests

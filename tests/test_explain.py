@@ -180,17 +180,15 @@ def test_galleries_explain_the_images_they_show_with_gradcam_on_their_own_split(
     """Run detail's test-error gallery (the most confused cell) and its hard-and-forgotten validation gallery
     each ask the background explain job for Grad-CAM of exactly their images, of their own split."""
     from control import explain_jobs
-    from control.preflight import resolve_dataset
     from dashboard import plots
     from db import queries
     from engine import image_history as ih
-    from engine.data import load_arrays, make_splits
-    from tests.health_support import await_explain, image_captions, tile_index
+    from tests.health_support import await_explain, image_captions, run_splits, tile_index
 
     lab = noisy_run
     use_lab(lab, monkeypatch)
     url, run_id = lab["url"], lab["run_id"]
-    sp = make_splits(load_arrays(resolve_dataset(url, lab["config"].data.dataset)), lab["config"].data)
+    sp = run_splits(lab)
     at = open_page("run_detail", timeout=180, run=run_id)
 
     # test errors: the most confused cell of the best checkpoint's test evaluation

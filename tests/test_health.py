@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine import health
-from tests.health_support import FLIP_SHARE, flipped_mask, use_lab
+from tests.health_support import FLIP_SHARE, flipped_mask, run_splits, use_lab
 from tests.test_pages_core import open_page, open_tab
 
 
@@ -73,12 +73,10 @@ def test_imbalance_suggests_no_change_weighted_ce_or_focal_by_the_ratio():
 
 # ------------------------------------------------------------------------------- label noise
 def test_flipped_labels_rank_among_the_top_label_noise_suspects(noisy_run):
-    from control.preflight import resolve_dataset
     from db import queries
-    from engine.data import load_arrays, make_splits
 
     lab = noisy_run
-    sp = make_splits(load_arrays(resolve_dataset(lab["url"], lab["config"].data.dataset)), lab["config"].data)
+    sp = run_splits(lab)
     evals = {e["split"]: e for e in queries.evaluations(lab["url"], lab["run_id"], with_predictions=True)}
     assert {"val", "test"} <= set(evals)
     found = total = 0
@@ -151,7 +149,7 @@ def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the
     at.toggle(key=f"health_{run_id}_dups_on").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
     # exactly the scan of this run's own splits: its pairs as tiles, or the word that there is none
-    sp = _run_splits(lab)
+    sp = run_splits(lab)
     scan = health.scan_duplicates(sp.train_x, sp.test_x, health.DEFAULT_HAMMING)
     assert _pairs_shown(at) == [(p["train"], p["test"], p["distance"]) for p in scan["pairs"][:24]]
     if scan["pairs"]:
@@ -165,14 +163,12 @@ def test_run_detail_health_tab_shows_suspects_duplicates_and_sends_a_loss_to_the
 
 def test_run_detail_finds_training_suspects_in_the_background_and_explains_them_with_gradcam(noisy_run, monkeypatch):
     from control import explain_jobs
-    from control.preflight import resolve_dataset
-    from engine.data import load_arrays, make_splits
     from tests.health_support import await_explain, image_captions, tile_index
 
     lab = noisy_run
     use_lab(lab, monkeypatch)
     url, run_id = lab["url"], lab["run_id"]
-    sp = make_splits(load_arrays(resolve_dataset(url, lab["config"].data.dataset)), lab["config"].data)
+    sp = run_splits(lab)
     at = open_page("run_detail", timeout=180, run=run_id)
     open_tab(at, "Data health")
     assert not image_captions(at, "train #")
@@ -200,13 +196,6 @@ def test_run_detail_finds_training_suspects_in_the_background_and_explains_them_
     assert np.array_equal(cams["target"], sp.train_y[idx]) and cams["pred"].tolist() == [s["pred"] for s in want]
     overlays = [c for c in image_captions(at, "train #") if "· true " in c]
     assert [tile_index(c) for c in overlays] == idx
-
-
-def _run_splits(lab):
-    from control.preflight import resolve_dataset
-    from engine.data import load_arrays, make_splits
-
-    return make_splits(load_arrays(resolve_dataset(lab["url"], lab["config"].data.dataset)), lab["config"].data)
 
 
 def _pairs_shown(at) -> list[tuple[int, int, int]]:

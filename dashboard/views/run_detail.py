@@ -307,6 +307,15 @@ def _eval_label(e):
     return f"{e['checkpoint']} checkpoint, epoch {e['epoch']} — test accuracy {e['accuracy']:.2%}"
 
 
+def _test_gallery(sp, idx, captions, kind: str, ev: dict, names, stretch: bool) -> None:
+    """Test images of evaluation `ev` with their captions, and under them "Explain these with Grad-CAM"
+    for exactly those images: the evidence for the predicted and the true class."""
+    st.image([plots.display_image(sp.test_x[i], stretch=stretch) for i in idx], caption=captions, width=96)
+    explain_panel.gallery_gradcam(
+        url, run_id, ev["checkpoint"], "test", idx, sp.test_x, names, f"detail_{kind}_cam_{run_id}", row["run_dir"]
+    )
+
+
 if t_err.open:
     with t_err:
         if picked is None:
@@ -341,42 +350,22 @@ if t_err.open:
                         + " — wrong predictions by confidence, right ones least confident first"
                     )
                     if idx:
-                        st.image(
-                            [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
-                            caption=[plots.prediction_caption(preds, i, names) for i in idx],
-                            width=96,
-                        )
-                        explain_panel.gallery_gradcam(  # why: the evidence for the predicted and the true class
-                            url,
-                            run_id,
-                            ev["checkpoint"],
-                            "test",
-                            idx,
-                            sp.test_x,
-                            names,
-                            f"detail_err_cam_{run_id}",
-                            row["run_dir"],
+                        _test_gallery(
+                            sp, idx, [plots.prediction_caption(preds, i, names) for i in idx], "err", ev, names, stretch
                         )
             if preds:
                 sp, _ = reads.splits(url, data_json)
                 st.markdown("**Highest-loss test images** — the model's most confident mistakes and hardest cases")
                 if sp is not None and np.array_equal(np.asarray(preds["target"]), sp.test_y):
                     idx = plots.top_loss_indices(preds, 24)
-                    st.image(
-                        [plots.display_image(sp.test_x[i], stretch=stretch) for i in idx],
-                        caption=[plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
-                        width=96,
-                    )
-                    explain_panel.gallery_gradcam(
-                        url,
-                        run_id,
-                        ev["checkpoint"],
-                        "test",
+                    _test_gallery(
+                        sp,
                         idx,
-                        sp.test_x,
+                        [plots.prediction_caption(preds, i, names, with_loss=True) for i in idx],
+                        "loss",
+                        ev,
                         names,
-                        f"detail_loss_cam_{run_id}",
-                        row["run_dir"],
+                        stretch,
                     )
 
 if t_cls.open:
