@@ -130,7 +130,7 @@ def run_training(url: str | None, run_id: int, resume: bool = False, loaded=None
 def _run_training(url: str, run_id: int, row: dict, resume: bool, loaded=None, progress_to=None) -> int:
     import traceback
 
-    from control.launcher import run_dir_for
+    from control.launcher import claim_run_dir, run_dir_for
     from control.preflight import resolve_dataset
     from db import queries, store
     from db.models import RunStatus
@@ -151,7 +151,9 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool, loaded=None, p
             from engine.training.checkpoint import load
 
             init_state = load(queries.checkpoint_path(url, cfg.train.init_from_run, cfg.train.init_checkpoint))
-    except Exception as exc:  # a dataset deleted since launch, a parent checkpoint gone, ...
+        # whoever started this engine (launcher, Slurm, a hand-typed --resume): the folder must be this run's
+        run_dir = claim_run_dir(url, run_id, Path(row["run_dir"] or run_dir_for(url, run_id)))
+    except Exception as exc:  # a dataset deleted since launch, a parent checkpoint gone, another run's folder
         store.mark_ended(
             url,
             run_id,
@@ -161,7 +163,6 @@ def _run_training(url: str, run_id: int, row: dict, resume: bool, loaded=None, p
         )
         print(f"run {run_id} failed before training: {exc}", file=sys.stderr)
         return 1
-    run_dir = Path(row["run_dir"] or run_dir_for(url, run_id))
     store.update_run(url, run_id, run_dir=str(run_dir))
     result = train(cfg, spec, run_dir, sink, resume=resume, init_state=init_state, hooks=hooks, loaded=loaded)
     return 0 if result.status in (RunStatus.COMPLETED, RunStatus.STOPPED) else 1

@@ -49,17 +49,53 @@ def bootstrap(url: str | None = None) -> str:
     return url
 
 
+LAB_OWNER_FILE = "lab.json"
+
+
 def runs_root(url: str) -> Path:
     """Where this database's runs live: <LAB_RUNS_DIR or runs/ beside the SQLite file>/<database name>.
 
-    Keyed by database, so two labs in one folder (a.db, b.db) never share runs/00005."""
+    Keyed by database, so two labs in one folder (a.db, b.db) never share runs/00005. The folder's
+    lab.json names the database that claimed it first; another database of the same name (/x/lab.db and
+    /y/lab.db under one LAB_RUNS_DIR, lab.db and lab.sqlite, two servers' `lab`) gets <name>-<8 hex digits
+    of its identity> instead, so a shared name never shares runs."""
     if os.environ.get("LAB_RUNS_DIR"):
         base = Path(os.environ["LAB_RUNS_DIR"]).expanduser().resolve()
     elif url.startswith("sqlite:///") and ":memory:" not in url:
         base = Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent / "runs"
     else:
         base = Path("runs").resolve()
-    return base / _database_key(url)
+    import hashlib
+
+    identity = _database_identity(url)
+    name = _database_key(url)
+    root = base / name
+    if _lab_folder_is(root, identity):
+        return root
+    own = base / f"{name}-{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
+    _lab_folder_is(own, identity)  # claimed too, so the folder says whose it is
+    return own
+
+
+def _lab_folder_is(root: Path, identity: str) -> bool:
+    """Whether `root` is this database's runs folder; a folder no database has claimed yet becomes its."""
+    import json
+
+    marker = root / LAB_OWNER_FILE
+    if not marker.exists():
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with open(marker, "x") as f:  # exclusive: of two labs claiming at once, one wins
+                json.dump({"database": identity}, f)
+            return True
+        except FileExistsError:
+            pass
+        except OSError:  # a read-only place: nothing can be written there anyway
+            return True
+    try:
+        return json.loads(marker.read_text()).get("database") == identity
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _database_key(url: str) -> str:

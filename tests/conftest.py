@@ -16,6 +16,27 @@ if str(ROOT) not in sys.path:
 # Small, real and quick: the engine runs on CPU with few threads so parallel work doesn't thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from tests import attack_tally  # noqa: E402  (after the path is set)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "attack(kind): a fault or bad-input case counted in the attack tally")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        attack_tally.kind_of(item)  # an attack mark with an unknown kind fails the collection
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    attack_tally.on_report(item, outcome.get_result())
+
+
+def pytest_terminal_summary(terminalreporter):
+    attack_tally.report(terminalreporter, terminalreporter.config.rootpath / "artifacts")
+
 
 def wait_for(predicate, timeout=180.0, what="condition"):
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import attack_tally
 from tests.lifecycle_support import python_proc
 from tests.test_faults import write_digits_folder
 
@@ -55,21 +56,28 @@ REGISTER = (
 )
 
 
+@pytest.mark.attack("dataset inputs")
 def test_one_huge_image_among_small_ones_is_loaded_at_a_bounded_size_in_a_bounded_child(db_url, tmp_path):
     root = _folder_with_one_big_image(tmp_path / "mixed", 3000)  # 11 images: 27 MB decoded, 1 GB+ as float64 today
     m = _measured(REGISTER.format(path=str(root), options={}), db_url)
     assert m["out"]["loaded_as"] == [512, 512] and m["out"]["width"][2] == 3000
+    attack_tally.peak(
+        "registering 10 small images and one 3000x3000 PNG (checks' child)", m["child_mb"], PEAK_RSS_BOUND_MB
+    )
     assert 0 < m["child_mb"] < PEAK_RSS_BOUND_MB, m
 
 
+@pytest.mark.attack("dataset inputs")
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(db_url, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_MAX_IMAGE_PIXELS", "4000000")
     root = _folder_with_one_big_image(tmp_path / "bomb", 4000)
     m = _measured(REGISTER.format(path=str(root), options={}), db_url)
     assert m["out"].startswith("DatasetError: image ") and "4000x4000 pixels, more than the 4,000,000" in m["out"]
+    attack_tally.peak("refusing a 4000x4000 PNG over the pixel limit from its header", m["child_mb"], PEAK_RSS_BOUND_MB)
     assert m["child_mb"] < PEAK_RSS_BOUND_MB, m
 
 
+@pytest.mark.attack("dataset inputs")
 def test_a_decompression_bomb_is_a_dataset_error_not_a_traceback(tmp_path, monkeypatch):
     from engine.data import DatasetError, DatasetSpec, load_arrays
 
@@ -81,6 +89,7 @@ def test_a_decompression_bomb_is_a_dataset_error_not_a_traceback(tmp_path, monke
 
 
 @pytest.mark.parametrize("size", [-5, 0, 4, 5000, 2.5, True, "64"])
+@pytest.mark.attack("dataset inputs")
 def test_a_negative_huge_or_non_integer_image_size_is_a_field_message(db_url, tmp_path, size):
     from control.dataset_registry import register_dataset
     from engine.data import DatasetError
@@ -90,6 +99,7 @@ def test_a_negative_huge_or_non_integer_image_size_is_a_field_message(db_url, tm
         register_dataset(db_url, "x", "imagefolder", str(root), {"image_size": size})
 
 
+@pytest.mark.attack("dataset inputs")
 def test_validating_a_launch_at_a_large_image_size_runs_in_a_bounded_child(db_url, tmp_path):
     from db import store
 
@@ -102,9 +112,13 @@ def test_validating_a_launch_at_a_large_image_size_runs_in_a_bounded_child(db_ur
     )
     m = _measured(code, db_url)
     assert m["out"] == 1
+    attack_tally.peak(
+        "validating a launch on the digits at 384 px (checks' child)", m["child_mb"], PEAK_RSS_BOUND_MB + 800
+    )
     assert 0 < m["child_mb"] < PEAK_RSS_BOUND_MB + 800, m  # torch and a model too
 
 
+@pytest.mark.attack("dataset inputs")
 def test_a_check_that_needs_more_than_the_memory_limit_says_so(db_url, tmp_path, monkeypatch):
     from control.dataset_registry import register_dataset
     from engine.data import DatasetError
@@ -142,6 +156,7 @@ def _images(n: int) -> np.ndarray:
     ],
     ids=["float labels", "nan labels", "test-only class", "nan pixels"],
 )
+@pytest.mark.attack("dataset inputs")
 def test_arrays_that_would_be_coerced_silently_are_refused(tmp_path, arrays, message):
     from engine.data import DatasetError, DatasetSpec, load_arrays
 
@@ -166,6 +181,7 @@ def _csv_lab(root: Path, lines: list[str]) -> Path:
     ],
     ids=["short row", "empty label", "test-only label"],
 )
+@pytest.mark.attack("dataset inputs")
 def test_a_csv_row_without_a_label_or_with_an_unknown_test_label_is_named(tmp_path, lines, message):
     from control.dataset_registry import load_checked
     from engine.data import DatasetError
@@ -174,6 +190,7 @@ def test_a_csv_row_without_a_label_or_with_an_unknown_test_label_is_named(tmp_pa
         load_checked("csv", str(_csv_lab(tmp_path / "c", lines)), {})
 
 
+@pytest.mark.attack("dataset inputs")
 def test_class_folders_or_images_linked_outside_the_dataset_are_refused(tmp_path):
     from engine.data import DatasetError, DatasetSpec, load_arrays
 
@@ -190,6 +207,7 @@ def test_class_folders_or_images_linked_outside_the_dataset_are_refused(tmp_path
         load_arrays(DatasetSpec("imagefolder", str(root)))
 
 
+@pytest.mark.attack("dataset inputs")
 def test_a_test_class_folder_missing_from_training_is_named(tmp_path):
     from engine.data import DatasetError, DatasetSpec, load_arrays
 
@@ -214,6 +232,7 @@ def test_a_test_class_folder_missing_from_training_is_named(tmp_path):
     ],
     ids=["bool weight decay", "float seed", "bool seed", "duplicate key", "duplicate top key", "deep"],
 )
+@pytest.mark.attack("fuzzed configs")
 def test_uploaded_yaml_that_would_be_coerced_or_crash_is_one_field_message(text, field, message):
     from engine.config import ConfigError, ExperimentConfig
 
@@ -222,6 +241,7 @@ def test_uploaded_yaml_that_would_be_coerced_or_crash_is_one_field_message(text,
     assert [(f, m) for f, m in exc.value.errors if f == field and message in m], exc.value.errors
 
 
+@pytest.mark.attack("fuzzed configs")
 def test_a_duplicate_key_in_a_json_config_file_is_refused(tmp_path):
     from engine.config import ConfigError, ExperimentConfig
 
@@ -233,6 +253,7 @@ def test_a_duplicate_key_in_a_json_config_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None], ids=["empty", "garbage", "missing"])
+@pytest.mark.attack("crash and bad checkpoints")
 def test_evaluating_an_unreadable_checkpoint_is_one_field_message(db_url, tmp_path, content):
     import subprocess
     import sys
@@ -335,6 +356,7 @@ def test_the_walk_finds_every_kind_of_number_and_switch():
 
 
 @pytest.mark.parametrize("path, kind", _leaves(), ids=[p for p, _ in _leaves()])
+@pytest.mark.attack("fuzzed configs")
 def test_every_number_and_switch_refuses_a_value_it_would_have_coerced(path, kind):
     from engine.config import ConfigError, ExperimentConfig, parse_config
 
@@ -428,6 +450,7 @@ DEEP = "[" * 10_000 + "]" * 10_000  # plain YAML recurses once per level: a Recu
     ],
     ids=["duplicate key", "nested 10000 deep"],
 )
+@pytest.mark.attack("fuzzed configs")
 def test_a_study_file_with_a_duplicate_key_or_deep_nesting_is_one_line_from_the_real_cli(
     db_url, tmp_path, payload, message
 ):
@@ -454,6 +477,7 @@ def test_a_study_file_with_a_duplicate_key_or_deep_nesting_is_one_line_from_the_
     [('{"limit": 10, "limit": 20}', "the key 'limit' appears twice"), (DEEP, "nested too deeply")],
     ids=["duplicate key", "nested 10000 deep"],
 )
+@pytest.mark.attack("fuzzed configs")
 def test_the_dashboards_yaml_boxes_refuse_a_duplicate_key_and_deep_nesting_in_one_line(text, message):
     from dashboard.aug_params import read_value
     from dashboard.augment_preview import parse_augment_yaml

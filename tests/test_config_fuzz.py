@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from control.launcher import LaunchRefused, bootstrap, launch_run
 from db import queries
 from engine.config import ConfigError, ExperimentConfig, parse_config
+from tests import attack_tally
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,7 @@ TALLY = {
     "refused_cleanly": 0,
     "accepted": 0,
     "parse_tried": 0,
+    "parse_handled": 0,
     "parse_refused": 0,
     "cli_tried": 0,
     "cli_refused": 0,
@@ -199,6 +201,7 @@ def test_parse_config_answers_with_config_error_or_a_config(raw):
     else:
         assert isinstance(cfg, ExperimentConfig)
         assert parse_config(cfg.model_dump(mode="json")) == cfg  # round-trips through the DB's JSON
+    TALLY["parse_handled"] += 1
 
 
 @settings(
@@ -246,7 +249,13 @@ def test_fuzz_tally(url):
             f"{TALLY['parse_refused']} refused; CLI files {TALLY['cli_tried']} tried, {TALLY['cli_refused']} refused "
             f"(exit 2, no run row), {TALLY['cli_valid']} valid; 0 tracebacks"
         )
-        assert TALLY["refused_cleanly"] + TALLY["accepted"] == TALLY["tried"]
+        handled = TALLY["refused_cleanly"] + TALLY["accepted"]
+        attack_tally.cases(
+            "fuzzed configs",
+            TALLY["tried"] + TALLY["parse_tried"] + TALLY["cli_tried"],
+            handled + TALLY["parse_handled"] + TALLY["cli_valid"] + TALLY["cli_refused"],
+        )
+        assert handled == TALLY["tried"]
         assert TALLY["refused_cleanly"] > TALLY["tried"] // 2
 
 
@@ -306,6 +315,7 @@ def test_every_number_has_a_range_and_every_string_and_list_a_maximum_length():
         ("eval.tta", ["none"] * 1000, "eval.tta"),
     ],
 )
+@pytest.mark.attack("fuzzed configs")
 def test_unbounded_fields_have_ranges(url, field, value, where):
     with pytest.raises(LaunchRefused) as exc:
         launch_run(url, tiny_config(**{field: value}), start=False)
@@ -323,6 +333,7 @@ def test_unbounded_fields_have_ranges(url, field, value, where):
         ("no_such_dataset", "no dataset named 'no_such_dataset' is registered"),
     ],
 )
+@pytest.mark.attack("dataset inputs")
 def test_dataset_paths_are_checked_before_use(url, dataset, message):
     with pytest.raises(LaunchRefused) as exc:
         launch_run(url, tiny_config(**{"data.dataset": dataset}), start=False)
@@ -330,6 +341,7 @@ def test_dataset_paths_are_checked_before_use(url, dataset, message):
     assert list(errors) == ["data.dataset"] and message in errors["data.dataset"], errors
 
 
+@pytest.mark.attack("fuzzed configs")
 def test_config_strings_are_never_evaluated_as_code(url, tmp_path):
     marker = tmp_path / "pwned"
     payload = f"__import__('os').system('touch {marker}')"

@@ -55,6 +55,7 @@ def lab_with_rows(db_url) -> tuple[str, Path]:
 
 
 @pytest.mark.parametrize("damage", [_garbage, _truncated, _damaged_page])
+@pytest.mark.attack("corrupt database")
 def test_a_broken_lab_db_is_one_line_from_init_and_from_the_dashboard(lab_with_rows, damage):
     url, path = lab_with_rows
     from db.session import get_engine
@@ -74,6 +75,7 @@ def test_a_broken_lab_db_is_one_line_from_init_and_from_the_dashboard(lab_with_r
     assert [e.value.split(" (")[0] for e in at.error] == [MESSAGE]
 
 
+@pytest.mark.attack("corrupt database")
 def test_backup_copies_a_lab_in_use_and_the_copy_is_sound(lab_with_rows, tmp_path):
     url, path = lab_with_rows
     res = _engine("backup", str(tmp_path / "copy.db"), url=url)

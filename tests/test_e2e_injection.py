@@ -108,6 +108,7 @@ def _seed(url: str) -> None:
     store.upsert_dataset(url, f"ds {LINK}", "digits", "", {})
 
 
+@pytest.mark.attack("markup payloads")
 def test_user_text_is_never_markdown_in_a_real_browser(chromium, dashboard, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 

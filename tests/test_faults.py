@@ -44,6 +44,7 @@ def _last_saved(url: str, run_id: int) -> int:
     return max((c["epoch"] for c in queries.checkpoints(url, run_id) if c["kind"] == "last"), default=0)
 
 
+@pytest.mark.attack("kill -9")
 def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_completes(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "8")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.3}))
@@ -83,6 +84,7 @@ def test_kill9_mid_epoch_is_lost_at_once_keeps_finished_epochs_and_resume_comple
     assert any(f"resuming after epoch {e}" in log for e in range(saved, done + 1)), log[-2000:]
 
 
+@pytest.mark.attack("concurrent runs")
 def test_four_engines_and_a_busy_dashboard_on_one_sqlite_file_lose_no_row(db_url, monkeypatch, tmp_path):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "4")
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.05}))
@@ -167,6 +169,7 @@ def _fail_after_epoch_3(db_url, monkeypatch) -> int:
     return run_id
 
 
+@pytest.mark.attack("crash and bad checkpoints")
 def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back_on_resume(db_url, monkeypatch):
     run_id = _fail_after_epoch_3(db_url, monkeypatch)
     row = run(db_url, run_id)
@@ -193,6 +196,7 @@ def test_crash_fails_with_traceback_and_a_truncated_newest_checkpoint_falls_back
     assert ckpt.load(run_dir / "last.pt")["epoch"] == 4
 
 
+@pytest.mark.attack("crash and bad checkpoints")
 def test_nan_loss_fails_at_once_with_that_reason(db_url, monkeypatch):
     steps = 4
     monkeypatch.setenv("LAB_FAULT", json.dumps({"nan_at_step": 2 * steps + 1}))  # epoch 3, its 2nd step (0-based 9th)
@@ -224,6 +228,7 @@ def write_digits_folder(root: Path, per_class: int = 12) -> Path:
 
 
 @pytest.mark.parametrize("fault", ["dataset deleted", "unreadable image"])
+@pytest.mark.attack("dataset inputs")
 def test_dataset_faults_fail_the_run_cleanly_and_are_refused_before_the_next_launch(db_url, tmp_path, fault):
     folder = write_digits_folder(tmp_path / "folder")
     store.upsert_dataset(db_url, "folder", "imagefolder", str(folder))
@@ -263,6 +268,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.attack("crash and bad checkpoints")
 def test_checkpoints_are_atomic_load_weights_only_and_skip_malicious_or_truncated_files(tmp_path):
     run_dir = tmp_path / "run"
     good = {"epoch": 2, "model": {"w": torch.ones(3)}, "optimizer": {"state": {}, "param_groups": []}}

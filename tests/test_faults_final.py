@@ -58,6 +58,7 @@ def _files(run_dir: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------- full disk
 @pytest.mark.parametrize("full", ["last.pt", "epoch_*.pt"])
+@pytest.mark.attack("full disk")
 def test_a_full_disk_fails_in_one_line_keeps_finished_epochs_and_resumes_after_space_is_freed(
     db_url, monkeypatch, full
 ):
@@ -94,6 +95,7 @@ def _tmpfs_available() -> str | None:
     return None if probe.returncode == 0 else f"cannot mount a private tmpfs here: {probe.stderr.strip()[:200]}"
 
 
+@pytest.mark.attack("full disk")
 def test_a_real_full_filesystem_fails_the_run_in_one_line_and_resumes_once_space_is_freed(db_url, tmp_path):
     """A real tmpfs, too small for the run's checkpoints, mounted over the run's folder in a private mount
     namespace: the kernel itself answers ENOSPC. Then the filler file goes and the same run resumes."""
@@ -133,6 +135,7 @@ def test_a_real_full_filesystem_fails_the_run_in_one_line_and_resumes_once_space
 
 
 # ------------------------------------------------------------------------------- unreadable checkpoints
+@pytest.mark.attack("crash and bad checkpoints")
 def test_a_resume_that_finds_every_checkpoint_unreadable_says_so_and_keeps_the_finished_epochs(db_url, monkeypatch):
     monkeypatch.setenv("LAB_FAULT", json.dumps({"crash_after_epoch": 2}))
     run_id = launch_run(db_url, quick_config(db_url, **EXACT))
@@ -160,6 +163,7 @@ def test_a_resume_that_finds_every_checkpoint_unreadable_says_so_and_keeps_the_f
     assert queries.checkpoints(db_url, run_id) == checkpoints_before and _files(run_dir) == files
 
 
+@pytest.mark.attack("crash and bad checkpoints")
 def test_what_counts_as_no_resume_point_yet_and_what_refuses(tmp_path):
     """A first epoch killed (or out of disk) after its weights-only snapshot, before its last.pt: nothing
     to resume yet, start over. A last.pt that is unreadable or holds weights only: there was a resume
@@ -207,6 +211,7 @@ def _continue_and_wait_for_exit(pid: int) -> None:
     wait_for(lambda: not pid_alive(pid), timeout=120, what="the continued engine to notice and exit")
 
 
+@pytest.mark.attack("frozen engine")
 def test_a_frozen_engine_that_continues_after_a_new_engine_took_its_run_writes_nothing_and_exits(db_url, monkeypatch):
     """Resume kills a frozen engine it can reach; one it cannot (another host, a Slurm node) is left
     running. Here the run is requeued the way resume does after that kill, without it, and a new engine
@@ -229,6 +234,7 @@ def test_a_frozen_engine_that_continues_after_a_new_engine_took_its_run_writes_n
     assert {k[0] for k in after_new["metrics"]} == {1, 2, 3}
 
 
+@pytest.mark.attack("frozen engine")
 def test_a_frozen_engine_that_continues_after_its_run_was_stopped_writes_nothing_and_exits(db_url, monkeypatch):
     run_id, old = _frozen_and_lost(db_url, monkeypatch)
     try:

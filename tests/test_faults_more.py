@@ -28,6 +28,7 @@ def _heartbeat_age_s(url: str, run_id: int) -> float:
     return (utcnow() - run(url, run_id)["heartbeat_at"]).total_seconds()
 
 
+@pytest.mark.attack("locked database")
 def test_a_write_lock_longer_than_the_stale_period_loses_no_live_engine_and_keeps_the_limit(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "2")
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
@@ -55,6 +56,7 @@ def test_a_write_lock_longer_than_the_stale_period_loses_no_live_engine_and_keep
         assert {k[0] for k in metric_rows(db_url, r)} == set(range(1, 7))
 
 
+@pytest.mark.attack("frozen engine")
 def test_a_frozen_engine_keeps_its_slot_and_its_lost_status_when_it_continues(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "2")
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "1")
@@ -78,6 +80,7 @@ def test_a_frozen_engine_keeps_its_slot_and_its_lost_status_when_it_continues(db
     assert row["status"] == RunStatus.COMPLETED, (row["error"], row["traceback"])
 
 
+@pytest.mark.attack("shared folders")
 def test_two_databases_in_one_folder_never_share_a_run_folder(tmp_path, monkeypatch):
     from control.launcher import bootstrap
 
@@ -91,6 +94,7 @@ def test_two_databases_in_one_folder_never_share_a_run_folder(tmp_path, monkeypa
     assert run_dir_for(a, 5) != run_dir_for(b, 5)
 
 
+@pytest.mark.attack("shared folders")
 def test_a_run_folder_that_belongs_to_another_databases_run_is_refused(tmp_path, monkeypatch):
     from control.launcher import bootstrap
     from db import store
@@ -111,3 +115,35 @@ def test_a_run_folder_that_belongs_to_another_databases_run_is_refused(tmp_path,
     assert row["status"] == RunStatus.FAILED and "belongs to run 1 of sqlite:///" in row["error"]
     assert "a.db" in row["error"] and (shared / "last.pt").read_bytes() == b"a's checkpoint"
     assert Path(run(a, ra)["run_dir"]).parent.name == "a"
+
+
+@pytest.mark.attack("shared folders")
+def test_labs_of_the_same_name_under_one_runs_folder_get_their_own_and_keep_it(tmp_path, monkeypatch):
+    from control.launcher import bootstrap, runs_root
+
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "shared"))
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
+    x, y = (bootstrap(f"sqlite:///{tmp_path / d / 'lab.db'}") for d in ("x", "y"))
+    assert runs_root(x) == tmp_path / "shared" / "lab"  # the first to claim the name keeps it readable
+    assert runs_root(y).parent == tmp_path / "shared" and runs_root(y).name.startswith("lab-")
+    assert runs_root(x) != runs_root(y) and runs_root(y) == runs_root(y)  # and both stay where they are
+    assert json.loads((runs_root(y) / "lab.json").read_text())["database"].endswith("y/lab.db")
+
+
+@pytest.mark.attack("shared folders")
+def test_a_hand_typed_resume_refuses_a_folder_of_another_run(tmp_path, monkeypatch):
+    from control.cli import main
+    from control.launcher import bootstrap, claim_run_dir
+    from db import store
+
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
+    a, b = (bootstrap(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db"))
+    ra, rb = launch_run(a, quick_config(a), start=False), launch_run(b, quick_config(b), start=False)
+    shared = claim_run_dir(a, ra, tmp_path / "runs" / "00001")
+    (shared / "last.pt").write_bytes(b"a's checkpoint")
+    store.update_run(b, rb, run_dir=str(shared))
+    store.mark_ended(b, rb, RunStatus.STOPPED)
+    assert main(["train", "--run-id", str(rb), "--resume", "--db", b]) == 1
+    row = run(b, rb)
+    assert row["status"] == RunStatus.FAILED and "belongs to run 1 of sqlite:///" in row["error"], row["error"]
+    assert (shared / "last.pt").read_bytes() == b"a's checkpoint" and metric_rows(b, rb) == {}

@@ -42,6 +42,7 @@ def _killed_then_resumed(db_url, monkeypatch, kill_after) -> int:
 
 
 @pytest.mark.parametrize("kill_after", [["epoch_end", 2], ["checkpoint:last", 2]])
+@pytest.mark.attack("kill -9")
 def test_a_kill_between_rows_and_checkpoint_loses_no_epoch_and_counts_none_twice(db_url, monkeypatch, kill_after):
     straight = launch_run(db_url, quick_config(db_url, **CFG), name="uninterrupted")
     assert wait_final(db_url, straight)["status"] == RunStatus.COMPLETED

@@ -57,6 +57,7 @@ class RunningSampler:
         self._thread.join()
 
 
+@pytest.mark.attack("kill -9")
 def test_queue_starts_in_order_within_the_limit_and_drains_after_the_dashboard_is_killed(db_url, monkeypatch):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "1")
     # A stand-in dashboard: a separate process that launches three runs, reports their ids, then hangs around.
@@ -99,6 +100,7 @@ print(",".join(queries.list_runs({db_url!r}).sort_values("id")["status"]))
     assert out.strip() == "completed,completed,completed", err
 
 
+@pytest.mark.attack("concurrent runs")
 def test_racing_launchers_never_exceed_the_limit(db_url, monkeypatch, tmp_path):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
     ids = [launch_run(db_url, quick_config(db_url, **QUICK, name=f"r{i}"), start=False) for i in range(3)]
@@ -183,6 +185,7 @@ def test_stop_keeps_finished_epochs_and_resume_reproduces_the_uninterrupted_run(
     assert test_acc[stopped] == test_acc[straight] and test_acc[straight]
 
 
+@pytest.mark.attack("frozen engine")
 def test_a_frozen_engine_becomes_lost_and_resume_replaces_it(db_url, monkeypatch):
     monkeypatch.setenv("LAB_HEARTBEAT_STALE_S", "6")  # engines inherit it: they beat every 1.5 s
     monkeypatch.setenv("LAB_FAULT", json.dumps({"sleep_per_step": 0.2}))

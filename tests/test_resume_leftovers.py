@@ -22,6 +22,7 @@ def _no_leftover_engines(db_url):
     kill_engines(db_url)
 
 
+@pytest.mark.attack("kill -9")
 def test_a_resume_deletes_the_temporary_files_of_an_unfinished_save_and_completes(db_url, monkeypatch):
     monkeypatch.setenv("LAB_FAULT", json.dumps({"crash_after_epoch": 2}))
     run_id = launch_run(db_url, quick_config(db_url, **SHORT))

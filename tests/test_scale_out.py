@@ -3,6 +3,7 @@ real single-node Slurm cluster, both started on localhost by the fixtures."""
 
 import subprocess
 
+import pytest
 from sqlalchemy import inspect
 
 from control.launcher import launch_run, refresh_slurm, stop_run
@@ -14,6 +15,7 @@ from tests.conftest import tiny_config, wait_for
 
 
 # ------------------------------------------------------------------------------- PostgreSQL
+@pytest.mark.attack("PostgreSQL")
 def test_migrations_and_db_round_trip_on_postgresql(pg_url):
     assert get_engine(pg_url).dialect.name == "postgresql"
     assert {"runs", "metrics", "latest_metrics", "alembic_version"} <= set(
@@ -23,6 +25,7 @@ def test_migrations_and_db_round_trip_on_postgresql(pg_url):
     test_db.test_rewriting_an_epoch_replaces_its_rows(pg_url)
 
 
+@pytest.mark.attack("PostgreSQL")
 def test_a_real_run_writes_to_postgresql(pg_url):
     run_id = launch_run(pg_url, tiny_config(**{"train.epochs": 2}))
     wait_for(

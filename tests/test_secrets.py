@@ -18,6 +18,7 @@ from tests.lifecycle_support import quick_config, wait_final, wait_for
 SECRET_URL = "postgresql+psycopg://lab:s3cret-pw@db.example:5432/lab"
 
 
+@pytest.mark.attack("secrets")
 def test_a_launched_engine_gets_the_url_from_its_environment_not_its_arguments(db_url, monkeypatch):
     # The launcher's own environment must not be where the engine finds the URL: take it away here.
     monkeypatch.delenv("LAB_DB_URL")
@@ -31,6 +32,7 @@ def test_a_launched_engine_gets_the_url_from_its_environment_not_its_arguments(d
     assert wait_final(db_url, run_id)["status"] == "completed"  # it found its database
 
 
+@pytest.mark.attack("secrets")
 def test_engine_and_evaluate_commands_hold_no_url():
     for cmd in (
         engine_command(7),
@@ -42,6 +44,7 @@ def test_engine_and_evaluate_commands_hold_no_url():
     assert env["LAB_DB_URL"] == SECRET_URL and env["PYTHONUNBUFFERED"] == "1"
 
 
+@pytest.mark.attack("secrets")
 def test_the_slurm_job_reads_the_url_from_an_owner_only_file(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_SLURM_PARTITION", raising=False)
     run_dir = tmp_path / "runs with a space" / "00007"
@@ -57,12 +60,14 @@ def test_the_slurm_job_reads_the_url_from_an_owner_only_file(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("name", ["LAB_SLURM_PARTITION", "LAB_SLURM_TIME", "LAB_SLURM_EXTRA"])
+@pytest.mark.attack("secrets")
 def test_a_slurm_setting_with_a_line_break_is_refused_not_written_as_script_lines(tmp_path, monkeypatch, name):
     monkeypatch.setenv(name, "gpu\nrm -rf /tmp/x")
     with pytest.raises(slurm.SlurmError, match=f"{name} contains a line break"):
         slurm.batch_script(7, {}, tmp_path / ".db_url", resume=False)
 
 
+@pytest.mark.attack("secrets")
 def test_printed_urls_mask_the_password():
     shown = display_url(SECRET_URL)
     assert "s3cret-pw" not in shown and "db.example:5432/lab" in shown

@@ -492,6 +492,7 @@ def test_study_figures_show_the_numbers_they_are_given():
     assert list(parcoords.dimensions[1].ticktext) == ["adamw", "sgd"]
 
 
+@pytest.mark.attack("PostgreSQL")
 def test_a_study_runs_against_postgresql(pg_url, monkeypatch):
     monkeypatch.setenv("LAB_MAX_CONCURRENT", "2")
     study = {
