@@ -84,10 +84,15 @@ def mark_reading(fig: go.Figure, reading: dict, panels=((1, 1), (1, 2))) -> None
     add_vline per panel re-validates the whole layout each call, a quarter of a Run detail rerun."""
     best, d = reading["best_epoch"], reading["diagnosis"]
     marks = []  # (x, colour, dash, text, the side of the line the label sits on)
+    onset = d.onset if d is not None else None
+    # the earlier line's label on its left, the later one's on its right: two close lines never overlap
+    best_side = "right" if onset is not None and best is not None and onset < best else "left"
     if best is not None:
-        marks.append((best, BEST_COLOR, "dash", f"best: epoch {best}", "left"))
-    if d is not None and d.onset is not None:
-        marks.append((d.onset, ONSET_COLOR, "dot", f"overfitting from epoch {d.onset}", "right"))
+        marks.append((best, BEST_COLOR, "dash", f"best: epoch {best}", best_side))
+    if onset is not None:
+        marks.append(
+            (onset, ONSET_COLOR, "dot", f"overfitting from epoch {onset}", "left" if best_side == "right" else "right")
+        )
     if not marks:
         return
     shapes, notes = list(fig.layout.shapes), list(fig.layout.annotations)
