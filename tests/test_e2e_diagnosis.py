@@ -20,23 +20,14 @@ import pytest
 
 from tests import test_e2e_browser as e2e
 from tests.browser_support import ROOT
+from tests.test_diagnosis_panels import OVERFIT
 from tests.test_e2e_browser import chromium, dashboard  # noqa: F401  (its fixtures: Chromium, `streamlit run`)
 
 pytestmark = pytest.mark.browser
 
-# tests/test_diagnose.py's overfitting recipe (100 training images, 20 epochs, nothing to hold it back: the
-# val loss turns up), with a TTA variant besides "none" so the TTA tab has a cost and a benefit to weigh
-RUN = {
-    "name": "diag",
-    "data.max_train_samples": 100,
-    "train.epochs": 20,
-    "train.batch_size": 16,
-    "optim.lr": 0.01,
-    "optim.weight_decay": 0.0,
-    "model.dropout": 0.0,
-    "schedule.name": "none",
-    "eval.tta": ["none", "hflip"],
-}
+# the overfitting recipe of the diagnosis panels' AppTests, with a TTA variant besides "none" so the TTA tab
+# has a cost and a benefit to weigh
+RUN = {**OVERFIT, "name": "diag", "eval.tta": ["none", "hflip"]}
 
 
 @pytest.fixture
