@@ -145,3 +145,50 @@ def test_upgrading_a_database_with_runs_keeps_every_row(tmp_path):
     assert queries.metric_history(url, [1])["value"].tolist() == [0.5]
     with pytest.raises(IntegrityError):
         store.update_run(url, 1, status="finished")
+
+
+def _schema(url: str) -> dict:
+    from sqlalchemy import inspect
+
+    insp = inspect(get_engine(url))
+    out = {}
+    for table in insp.get_table_names():
+        out[table] = {
+            "columns": {c["name"]: (str(c["type"]), c["nullable"], c["default"]) for c in insp.get_columns(table)},
+            "pk": insp.get_pk_constraint(table)["constrained_columns"],
+            "fks": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]), str(f["options"]))
+                for f in insp.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)
+            ),
+            "uniques": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
+            "checks": sorted((c["name"], " ".join(c["sqltext"].split())) for c in insp.get_check_constraints(table)),
+        }
+    return out
+
+
+def test_a_new_database_gets_the_migrations_schema_without_alembic(tmp_path):
+    """A new SQLite file is created from the models and stamped at head, not migrated step by step: its
+    schema (columns, types, keys, indexes, unique and check constraints) must be what the migrations
+    build, or a later migration would meet a database it was not written for. Alembic is not imported."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    from db.session import HEAD_REVISION, alembic_config, init_db
+    from tests.conftest import ROOT
+
+    migrated, new = f"sqlite:///{tmp_path / 'migrated.db'}", f"sqlite:///{tmp_path / 'new.db'}"
+    with get_engine(migrated).begin() as conn:
+        command.upgrade(alembic_config(migrated, conn), "head")
+    probe = f"import sys; from db.session import init_db; init_db({new!r}); print('alembic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert _schema(new) == _schema(migrated)
+    con = sqlite3.connect(tmp_path / "new.db")
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+    init_db(new)  # a second start finds it at head and leaves it so
+    assert _schema(new) == _schema(migrated)
