@@ -232,3 +232,21 @@ def test_galleries_explain_the_images_they_show_with_gradcam_on_their_own_split(
     assert np.array_equal(cams["target"], sp.val_y[chosen])
     assert np.array_equal(cams["pred"], history.pred[-1][chosen])  # the last checkpoint: the last epoch's predictions
     assert [tile_index(c) for c in image_captions(at, "val #")] == chosen
+
+    # the confusion-by-epoch cell (the newest epoch, its most confused cell by default): Grad-CAM of its images
+    # with that epoch's weights
+    from dashboard.views import image_history
+
+    t, p = (at.selectbox(key=f"detail_val_{w}_{run_id}").value for w in ("true", "pred"))
+    assert t is not None and p is not None
+    preds = image_history.epoch_predictions(history, sp, history.epochs[-1])
+    cell = plots.matching_predictions(preds, t, p, limit=48)
+    assert cell
+    at.button(key=f"detail_cell_cam_{run_id}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    await_explain(at, url, run_id)
+    kept = explain_jobs.checkpoint_paths(url, run_id)
+    ck = f"epoch_{history.epochs[-1]:04d}" if f"epoch_{history.epochs[-1]:04d}" in kept else "last"
+    cams = explain_jobs.cached_selection(url, run_id, ck, "val", cell)
+    assert cams is not None and cams["index"].tolist() == cell
+    assert np.array_equal(cams["pred"], history.pred[-1][cell])  # the weights of the epoch the cell is of
