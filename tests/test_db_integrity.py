@@ -41,9 +41,13 @@ def _truncated(path: Path) -> None:
 
 def _damaged_page(path: Path) -> None:
     _checkpointed(path)
+    conn = sqlite3.connect(path)
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    conn.close()
     data = bytearray(path.read_bytes())
-    page = 4096
-    data[3 * page + 8 : 3 * page + 600] = b"\xff" * 592  # inside a b-tree page, past the file header
+    start = (root - 1) * page + 8  # inside the runs table's b-tree root page, past its header
+    data[start : start + 592] = b"\xff" * 592
     path.write_bytes(bytes(data))
 
 
