@@ -172,9 +172,8 @@ def _create_new(url: str) -> bool:
     from db.models import Base
 
     with get_engine(url).connect() as conn, conn.begin():
-        conn.exec_driver_sql(
-            "BEGIN IMMEDIATE"
-        )  # of two processes creating one file, the second waits, then sees tables
+        # of two processes creating one file, the second waits here, then sees the first one's tables
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
         if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'").scalar():
             return False
         Base.metadata.create_all(conn)

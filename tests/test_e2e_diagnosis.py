@@ -93,6 +93,25 @@ def _expected(url: str, run_id: int, cfg) -> dict:
     }
 
 
+def _open(page, tab: str):
+    """Click Run detail's `tab`; its panel."""
+    page.get_by_role("tab", name=tab).click()
+    return page.get_by_role("tabpanel", name=tab)
+
+
+def _checked(page, n: int, what: str, scroll_to=None) -> None:
+    """The panel settled without an exception; its screenshot, artifacts/e2e_diag_<n>_<what>.png."""
+    e2e._settled(page)
+    e2e._no_exception(page)
+    if scroll_to is not None:
+        scroll_to.scroll_into_view_if_needed()
+    page.screenshot(path=_shot(n, what), full_page=True)
+
+
+def _shot(n: int, what: str) -> str:
+    return str(e2e.ARTIFACTS / f"e2e_diag_{n}_{what}.png")
+
+
 def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training, dashboard, tmp_path):  # noqa: F811
     import torch
     from playwright.sync_api import expect, sync_playwright
@@ -112,7 +131,6 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
     assert want["onset"] is not None, "the recipe did not overfit"  # the curve must have an onset to mark
     assert want["worst_cell"] is not None and want["suspects"] > 0  # a model that makes mistakes to look at
 
-    shot = lambda n, what: str(e2e.ARTIFACTS / f"e2e_diag_{n}_{what}.png")  # noqa: E731
     e2e.ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=e2e.CHROMIUM_ARGS)
@@ -135,13 +153,10 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
                     f"Best val accuracy at epoch {want['best']} · 📈 overfitting since epoch {want['onset']}"
                 )
             ).to_be_visible()
-            e2e._settled(page)
-            e2e._no_exception(page)
-            page.screenshot(path=shot(1, "curves"), full_page=True)
+            _checked(page, 1, "curves")
 
             # 2. the test images it gets wrong: the most confused cell's gallery and the highest-loss images
-            page.get_by_role("tab", name="Test errors & gallery").click()
-            panel = page.get_by_role("tabpanel", name="Test errors & gallery")
+            panel = _open(page, "Test errors & gallery")
             true_c, pred_c, count = want["worst_cell"]  # the cell the gallery opens on
             true_name, pred_name = (re.escape(want["splits"].class_names[c]) for c in (true_c, pred_c))
             shown = min(count, 48)
@@ -152,13 +167,10 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
                 shown
             )
             expect(captions.filter(has_text=re.compile(r", loss \d+\.\d\d$"))).to_have_count(min(24, want["n_test"]))
-            e2e._settled(page)
-            e2e._no_exception(page)
-            page.screenshot(path=shot(2, "test_errors"), full_page=True)
+            _checked(page, 2, "test_errors")
 
             # 3. the per-image history: forgotten at least once, never learned, and their galleries
-            page.get_by_role("tab", name="Confusion by epoch").click()
-            panel = page.get_by_role("tabpanel", name="Confusion by epoch")
+            panel = _open(page, "Confusion by epoch")
             expect(panel.get_by_text("Per-image history (validation)")).to_be_visible()
             s = want["history"]
             for label, value in (
@@ -174,14 +186,10 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
             expect(panel.get_by_text("Hard and forgotten")).to_be_visible()
             tiles = panel.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^#\d+ · forgotten \d+×"))
             expect(tiles).to_have_count(len(s["hard"]) + min(len(s["never"]), 48))
-            e2e._settled(page)
-            e2e._no_exception(page)
-            tiles.first.scroll_into_view_if_needed()
-            page.screenshot(path=shot(3, "image_history"), full_page=True)
+            _checked(page, 3, "image_history", scroll_to=tiles.first)
 
             # 4. Data health: label-noise suspects, and (a toggle's click) the train/test near-duplicates
-            page.get_by_role("tab", name="Data health").click()
-            panel = page.get_by_role("tabpanel", name="Data health")
+            panel = _open(page, "Data health")
             ev = want["noisy"]
             picker = panel.get_by_role("combobox", name="Predictions of")
             expect(picker).to_match_aria_snapshot(
@@ -207,14 +215,11 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
                 expect(pairs).to_have_count(min(len(dups["pairs"]), 24))
             else:
                 expect(panel.get_by_text("No near-duplicate: no test image is within")).to_be_visible()
-            e2e._settled(page)
-            e2e._no_exception(page)
-            panel.get_by_text("Near-duplicates between this run's train and test splits").scroll_into_view_if_needed()
-            page.screenshot(path=shot(4, "data_health"), full_page=True)
+            near = panel.get_by_text("Near-duplicates between this run's train and test splits")
+            _checked(page, 4, "data_health", scroll_to=near)
 
             # 5. Explain: Grad-CAM of the highest-loss test images, computed by a background engine job
-            page.get_by_role("tab", name="Explain").click()
-            panel = page.get_by_role("tabpanel", name="Explain")
+            panel = _open(page, "Explain")
             expect(panel.get_by_text("Not computed yet for this checkpoint and projection")).to_be_visible()
             e2e._settled(page)
             panel.get_by_role("button", name="Compute explanations").click()
@@ -226,35 +231,26 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
                 has_text=re.compile(r"^#\d+ predicted \d+ \(\d+%\) · true \d+$")
             )
             expect(overlays).to_have_count(n_cams)
-            e2e._settled(page)
-            e2e._no_exception(page)
-            page.screenshot(path=shot(5, "gradcam"), full_page=True)
+            _checked(page, 5, "gradcam")
 
             # 6. TTA: is the accuracy gain worth the time per image?
-            page.get_by_role("tab", name="TTA").click()
-            panel = page.get_by_role("tabpanel", name="TTA")
+            panel = _open(page, "TTA")
             expect(panel.get_by_text("Cost and benefit")).to_be_visible()
             cost = panel.get_by_test_id("stPlotlyChart").filter(has_text="wall time per image (ms, all views)")
             expect(cost).to_have_count(1)
             expect(cost).to_contain_text("accuracy gain over none (pp)")
             expect(cost).to_contain_text("hflip")
-            e2e._settled(page)
-            e2e._no_exception(page)
-            cost.scroll_into_view_if_needed()
-            page.screenshot(path=shot(6, "tta"), full_page=True)
+            _checked(page, 6, "tta", scroll_to=cost)
 
             # 7. Export to ONNX in the background, then download the file
-            page.get_by_role("tab", name="Export").click()
-            panel = page.get_by_role("tabpanel", name="Export")
+            panel = _open(page, "Export")
             expect(panel.get_by_role("radio", name="ONNX")).to_be_checked()
             e2e._settled(page)
             panel.get_by_role("button", name="📦 Export").click()
             expect(panel.get_by_text("Export done.")).to_be_visible()
             download_button = panel.get_by_role("button", name=re.compile(rf"^⬇ run_{run_id}_\w+\.onnx \("))
             expect(download_button).to_be_visible()
-            e2e._settled(page)
-            e2e._no_exception(page)
-            page.screenshot(path=shot(7, "export"), full_page=True)
+            _checked(page, 7, "export")
             with page.expect_download(timeout=e2e.TIMEOUT_MS) as info:
                 download_button.click()
             download = info.value
@@ -263,7 +259,7 @@ def test_a_new_user_diagnoses_a_finished_run_by_clicking_only(chromium, training
             e2e._no_exception(page)
             assert page_errors == []
         finally:
-            page.screenshot(path=shot(8, "last"), full_page=True)
+            page.screenshot(path=_shot(8, "last"), full_page=True)
             browser.close()
 
     # the downloaded model gives the run's torch model's predictions, on the real test images

@@ -110,21 +110,21 @@ def val_confusion(
         )
         gallery(sp.val_x, idx, [plots.prediction_caption(preds, i, names) for i in idx], "No image in this cell.")
         if len(idx):
-            ck = _checkpoint_of_epoch(url, run_id, epoch, history.epochs[-1])
-            if ck != f"epoch_{epoch:04d}" and not (ck == "last" and epoch == history.epochs[-1]):
+            ck, exact = _checkpoint_of_epoch(url, run_id, epoch, history.epochs[-1])
+            if not exact:
                 st.caption(f"Epoch {epoch}'s weights were not kept: Grad-CAM shows the {ck} checkpoint's model.")
             explain_panel.gallery_gradcam(
                 url, run_id, ck, "val", idx, sp.val_x, names, f"detail_cell_cam_{run_id}", row.get("run_dir")
             )
 
 
-def _checkpoint_of_epoch(url: str, run_id: int, epoch: int, last_epoch: int) -> str:
-    """The checkpoint holding epoch `epoch`'s weights (its epoch snapshot; `last` for the last epoch),
-    else the last (or best) checkpoint."""
+def _checkpoint_of_epoch(url: str, run_id: int, epoch: int, last_epoch: int) -> tuple[str, bool]:
+    """(checkpoint, whether it holds epoch `epoch`'s weights): the epoch's snapshot when it was kept, else
+    the last checkpoint (that epoch's weights when `epoch` is the last), else the best."""
     kept = explain_jobs.checkpoint_paths(url, run_id)
     if f"epoch_{epoch:04d}" in kept:
-        return f"epoch_{epoch:04d}"
-    return "last" if "last" in kept else "best"
+        return f"epoch_{epoch:04d}", True
+    return ("last", epoch == last_epoch) if "last" in kept else ("best", False)
 
 
 def first_learned_figure(first: np.ndarray, epochs: list[int]) -> go.Figure:
