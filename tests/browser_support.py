@@ -115,3 +115,29 @@ def no_exception(page) -> None:
     """A page that raised shows Streamlit's exception box; only a browser sees those on first load."""
     boxes = page.get_by_test_id("stException")
     assert boxes.count() == 0, boxes.first.inner_text()
+
+
+IDLE_POLLS = 10  # consecutive one-second looks at an idle, unchanged page before a click counts as dropped
+
+
+def click_until_taken(page, button, taken, what: str) -> None:
+    """Click `button` and wait until `taken()` is true (the click had its effect: a run row exists, an
+    error is shown, ...). On a heavily loaded machine a click that lands while the page hands one rerun
+    over to the next can be dropped: the page then sits idle, as if never clicked. Only when the page has
+    stayed idle (script not running, no stale element) through IDLE_POLLS consecutive polls with
+    nothing taken is the button clicked once more; a second drop fails the test, saying so."""
+    from playwright.sync_api import expect
+
+    idle_app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    stale = page.locator('[data-testid="stElementContainer"][data-stale="true"]')
+    for attempt in (1, 2):
+        expect(button).to_be_enabled()
+        button.click()
+        idle = 0
+        while idle < IDLE_POLLS:
+            if taken():
+                return
+            idle = idle + 1 if idle_app.count() == 1 and stale.count() == 0 else 0
+            page.wait_for_timeout(1000)  # a polling interval; the condition is taken() or a long idle page
+        print(f"[browser] {what}: click {attempt} left the page idle with nothing done", flush=True)
+    raise AssertionError(f"{what}: two clicks, each left the page idle with nothing done")

@@ -20,6 +20,7 @@ from tests.browser_support import (  # noqa: F401  (CHROMIUM_ARGS, TIMEOUT_MS: t
     CHROMIUM_ARGS,
     ROOT,
     TIMEOUT_MS,
+    click_until_taken,
     healthy,
     no_exception,
     settled,
@@ -70,8 +71,10 @@ _settled = settled  # the other browser tests import these names from here
 _no_exception = no_exception
 
 
-def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
+def _build_and_launch(page, url: str, run_id: int, name: str, seed: int, epochs: int = 2):
     from playwright.sync_api import expect
+
+    from db import queries
 
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="New run").click()
     expect(page.get_by_role("tab", name="Training")).to_be_visible(timeout=TIMEOUT_MS)
@@ -92,9 +95,17 @@ def _build_and_launch(page, name: str, seed: int, epochs: int = 2):
     steps.fill("3")  # a few steps per epoch: a real run that ends in seconds
     steps.press("Enter")
     expect(steps).to_have_value("3")
+    # the server has read every value: its summary of the config says so (the inputs alone are the browser's)
+    summary = page.get_by_text(re.compile(rf"{epochs} epochs × batch .* max_steps_per_epoch 3"))
+    expect(summary).to_be_visible(timeout=TIMEOUT_MS)
     _settled(page)
     _no_exception(page)
-    page.get_by_role("button", name="Launch").click()
+    click_until_taken(
+        page,
+        page.get_by_role("button", name="Launch"),
+        lambda: queries.get_run(url, run_id) is not None or page.get_by_text("Fix these before launching").count() > 0,
+        f"Launch of run #{run_id}",
+    )
 
 
 def _wait_for_curves(page, run_id: int, name: str, shot: Path):
@@ -171,13 +182,13 @@ def test_build_launch_watch_and_compare_in_a_real_browser(chromium, dashboard):
             phase("empty Runs page")
 
             # 1. build a run with the form and launch it; its page shows the curves as epochs finish
-            _build_and_launch(page, "e2e-first", seed=0)
+            _build_and_launch(page, url, 1, "e2e-first", seed=0)
             page.screenshot(path=str(ARTIFACTS / "e2e_1_run_launching.png"), full_page=True)
             _wait_for_curves(page, 1, "e2e-first", ARTIFACTS / "e2e_2_run_live.png")
             phase("run 1 shows curves")
 
             # 2. a second run while the first trains: the builder kept its settings; change name and seed
-            _build_and_launch(page, "e2e-second", seed=1)
+            _build_and_launch(page, url, 2, "e2e-second", seed=1)
             _wait_for_curves(page, 2, "e2e-second", ARTIFACTS / "e2e_3_second_live.png")
             _wait_for_completion(page, ARTIFACTS / "e2e_4_second_done.png")
             phase("run 2 completed on its page")
