@@ -391,7 +391,7 @@ def _fast_resnet(widths: list[int], epochs: int, amp: str):
                 "optim": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                 "schedule": {"name": "onecycle", "onecycle_pct_start": 0.25},
                 "loss": {"label_smoothing": 0.1},
-                "train": {"epochs": epochs, "batch_size": 128, "amp": amp, "channels_last": amp != "off"},
+                "train": {"epochs": epochs, "batch_size": 128, "amp": amp},
                 "eval": {"tta": ["none"] if dataset in ORIENTATION_SENSITIVE else ["none", "hflip"]},
             },
             notes,

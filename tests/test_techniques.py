@@ -549,7 +549,7 @@ def test_bad_transform_names_and_params_are_refused_with_a_clear_message(step, m
 # ------------------------------------------------------------------------------ device options
 def test_channels_last_trains_to_the_same_metrics_on_cpu(tmp_path):
     raw = small(**{"train.epochs": 1})
-    a, _ = run(tmp_path, "nchw", raw)
+    a, _ = run(tmp_path, "nchw", {**raw, "train": {**raw["train"], "channels_last": False}})
     b, _ = run(tmp_path, "nhwc", {**raw, "train": {**raw["train"], "channels_last": True}})
     assert b.epochs[1]["val_loss"] == pytest.approx(a.epochs[1]["val_loss"], abs=1e-4)
 
