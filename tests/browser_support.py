@@ -105,10 +105,18 @@ def settled(page) -> None:
     button's name can match twice (Playwright's strict mode refuses the click) or an old value shows."""
     from playwright.sync_api import expect
 
-    app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    app, stale = _idle_and_stale(page)
     expect(app).to_have_count(1, timeout=TIMEOUT_MS)
-    stale = page.locator('[data-testid="stElementContainer"][data-stale="true"]')
     expect(stale).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+def _idle_and_stale(page):
+    """The app element while its script is not running (count 1 when idle), and any element a rerun
+    has left marked stale (count 0 when settled)."""
+    return (
+        page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]'),
+        page.locator('[data-testid="stElementContainer"][data-stale="true"]'),
+    )
 
 
 def no_exception(page) -> None:
@@ -128,8 +136,7 @@ def click_until_taken(page, button, taken, what: str) -> None:
     nothing taken is the button clicked once more; a second drop fails the test, saying so."""
     from playwright.sync_api import expect
 
-    idle_app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
-    stale = page.locator('[data-testid="stElementContainer"][data-stale="true"]')
+    idle_app, stale = _idle_and_stale(page)
     for attempt in (1, 2):
         expect(button).to_be_enabled()
         button.click()
