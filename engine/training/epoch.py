@@ -8,7 +8,7 @@ import torch
 
 from engine.data import normalize_batch
 from engine.training.batches import make_train_batches
-from engine.training.evaluate import predict_probs, summarize
+from engine.training.evaluate import eval_batch_size, predict_probs, summarize
 from engine.training.live import batches as eval_batches
 from engine.training.optim import set_lr
 from engine.training.run import Run, StopRequested, TrainingFailed
@@ -151,7 +151,7 @@ def validate(run: Run) -> tuple[dict[tuple[str, str], float], dict[str, list], t
     s = run.splits
     if not len(s.val_y):
         return {}, {}, None
-    run.live.phase("val", eval_batches(len(s.val_y)) * (2 if run.ema is not None else 1))
+    run.live.phase("val", eval_batches(len(s.val_y), eval_batch_size(run.device)) * (2 if run.ema is not None else 1))
 
     def predict(model):
         return predict_probs(

@@ -11,6 +11,17 @@ import torch.nn.functional as F
 from engine.augment import ops, registry
 from engine.data import normalize_batch
 
+# Images per prediction batch. On a CPU a batch of 512 outgrows the caches: at 28-64 px a batch of 128
+# predicted 1.4-2.7x faster than 512 for the small CNN, the small ResNet and MobileNetV3, and ResNet-18 at
+# 32 px 1.26x (bench/bench_eval_batch.py, docs/benchmarks.md). A GPU keeps the bigger batch.
+CPU_EVAL_BATCH = 128
+GPU_EVAL_BATCH = 512
+
+
+def eval_batch_size(device) -> int:
+    """The prediction batch for a device (a torch.device or its name)."""
+    return CPU_EVAL_BATCH if torch.device(device).type == "cpu" else GPU_EVAL_BATCH
+
 
 @torch.no_grad()
 def predict_probs(
@@ -19,15 +30,17 @@ def predict_probs(
     mean,
     std,
     device,
-    batch_size=512,
+    batch_size=None,
     channels_last=False,
     amp_dtype=None,
     view=None,
     on_batch=None,
 ) -> torch.Tensor:
     """Softmax probabilities (N, C) on CPU. `view` maps a uint8 NHWC batch to another view of it;
-    `on_batch(n)` is told after each batch of n images (live progress)."""
+    `on_batch(n)` is told after each batch of n images (live progress); batch_size None is the
+    device's eval_batch_size."""
     model.eval()
+    batch_size = batch_size or eval_batch_size(device)
     out = []
     for i in range(0, len(x_uint8), batch_size):
         xb = x_uint8[i : i + batch_size]
@@ -173,7 +186,7 @@ def tta_probabilities(
     seed=0,
     channels_last=False,
     amp_dtype=None,
-    batch_size=512,
+    batch_size=None,
     tta_set: dict | None = None,
     on_batch=None,
 ) -> torch.Tensor:
@@ -214,7 +227,7 @@ def run_tta(
     seed=0,
     channels_last=False,
     amp_dtype=None,
-    batch_size=512,
+    batch_size=None,
     known: dict[str, torch.Tensor] | None = None,
     tta_set: dict | None = None,
     known_seconds: dict[str, float] | None = None,
@@ -226,6 +239,7 @@ def run_tta(
     `known_seconds`: the wall seconds those predictions took (their cost is then that time).
     `progress`: an engine.training.live.LiveProgress told of each variant ("tta:<variant>") and batch."""
     results = {}
+    batch_size = batch_size or eval_batch_size(device)
     for variant in variants:
         p = (known or {}).get(variant)
         seconds = (known_seconds or {}).get(variant) if p is not None else None

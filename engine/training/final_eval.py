@@ -10,7 +10,7 @@ from engine.config import ExperimentConfig
 from engine.data import DatasetSpec, load_arrays, make_splits
 from engine.models import build_model
 from engine.training import checkpoint as ckpt
-from engine.training.evaluate import predict_probs, run_tta, summarize, tta_set_of
+from engine.training.evaluate import eval_batch_size, predict_probs, run_tta, summarize, tta_set_of
 from engine.training.live import batches
 from engine.training.run import Run, pick_device
 
@@ -70,7 +70,7 @@ def _evaluated_weights(run: Run, which: str):
 
 def _predict(run: Run, model, x, phase: str):
     t, s = run.cfg.train, run.splits
-    run.live.phase(phase, batches(len(x)))
+    run.live.phase(phase, batches(len(x), eval_batch_size(run.device)))
     return predict_probs(
         model,
         x,

@@ -16,8 +16,8 @@ from engine.sinks import EventSink
 PROGRESS_EVERY_S = 1.0
 
 
-def batches(n_images: int, batch_size: int = 512) -> int:
-    """Batches of a prediction over n images (512: engine.training.evaluate.predict_probs' batch)."""
+def batches(n_images: int, batch_size: int) -> int:
+    """Batches of a prediction over n images at batch_size (engine.training.evaluate.eval_batch_size)."""
     return max(1, math.ceil(n_images / max(1, batch_size)))
 
 
