@@ -80,7 +80,7 @@ def probe_engine(argv: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------- data
-def prepare(workdir: Path, n_train: int, n_val: int, n_test: int) -> tuple[Path, Path, float]:
+def prepare(workdir: Path, n_train: int, n_val: int, n_test: int, fashion_dir=None) -> tuple[Path, Path, float]:
     """engine.npz (train+val pool, test) for the engine, which splits it itself; plain.npz with exactly
     the engine's split (its own make_splits), for the plain script."""
     import numpy as np
@@ -89,7 +89,7 @@ def prepare(workdir: Path, n_train: int, n_val: int, n_test: int) -> tuple[Path,
     from engine.config import parse_config
     from engine.data import FASHION_MNIST_DIR, DatasetSpec, load_arrays, make_splits, stratified_split
 
-    full = load_arrays(DatasetSpec("idx", str(FASHION_MNIST_DIR)))
+    full = load_arrays(DatasetSpec("idx", str(fashion_dir or FASHION_MNIST_DIR)))
     pool = n_train + n_val
     _, keep = stratified_split(full.train_y, pool / len(full.train_y), 123)
     _, keep_test = stratified_split(full.test_y, n_test / len(full.test_y), 321)
@@ -117,7 +117,9 @@ def prepare(workdir: Path, n_train: int, n_val: int, n_test: int) -> tuple[Path,
     return engine_npz, plain_npz, val_fraction
 
 
-def engine_config(data_ref: str, val_fraction: float, model: str, epochs: int, seed: int, augment: bool) -> dict:
+def engine_config(
+    data_ref: str, val_fraction: float, model: str, epochs: int, seed: int, augment: bool, amp: str = "off"
+) -> dict:
     return {
         "name": f"whole-run {model} seed {seed}",
         "data": {"dataset": data_ref, "val_fraction": val_fraction},
@@ -132,7 +134,7 @@ def engine_config(data_ref: str, val_fraction: float, model: str, epochs: int, s
         },
         "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01},
         "schedule": {"name": "cosine"},
-        "train": {"epochs": epochs, "batch_size": 128, "seed": seed, "device": "cpu"},
+        "train": {"epochs": epochs, "batch_size": 128, "seed": seed, "device": "cpu", "amp": amp},
         "eval": {"tta": ["none"]},
     }
 
@@ -183,7 +185,9 @@ def run_engine(work: Path, data_ref: str, val_fraction: float, model: str, epoch
         [sys.executable, "-m", "engine", "init", "--db", url], cwd=ROOT, env=env, check=True, capture_output=True
     )
     cfg = run / "run.yaml"
-    cfg.write_text(yaml.safe_dump(engine_config(data_ref, val_fraction, model, epochs, seed, not a.no_augment)))
+    cfg.write_text(
+        yaml.safe_dump(engine_config(data_ref, val_fraction, model, epochs, seed, not a.no_augment, a.engine_amp))
+    )
     cmd = [sys.executable, __file__, "--probe-engine", "train", str(cfg), "--db", url]
     return timed(cmd, env, ENGINE_EPOCH, a.target)
 
@@ -277,6 +281,15 @@ def main() -> None:
     p.add_argument("--target", type=float, default=0.75, help="validation accuracy to time")
     p.add_argument("--workers", type=int, default=2, help="the plain script's DataLoader workers")
     p.add_argument("--no-augment", action="store_true", help="both sides without augmentation (an ablation)")
+    p.add_argument(
+        "--engine-amp",
+        default="off",
+        choices=["off", "bf16"],
+        help="the engine's train.amp (bf16: autocast on a CPU with native bfloat16; the plain script stays float32)",
+    )
+    p.add_argument(
+        "--fashion-dir", help="folder with the four Fashion-MNIST .gz IDX files (default: the Debian package's)"
+    )
     p.add_argument("--json")
     a = p.parse_args()
     try:
@@ -294,12 +307,13 @@ def main() -> None:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "fastai": fastai_note,
+        "engine_amp": a.engine_amp,
     }
     print(json.dumps(env))
     results = {}
     with tempfile.TemporaryDirectory(prefix="whole-run-") as tmp:
         work = Path(tmp)
-        engine_npz, plain_npz, val_fraction = prepare(work, a.train, a.val, a.test)
+        engine_npz, plain_npz, val_fraction = prepare(work, a.train, a.val, a.test, a.fashion_dir)
         data_ref = f"npz:{engine_npz}"
         for model in a.models.split(","):
             rounds = []

@@ -43,6 +43,7 @@ def check_against_data(cfg: ExperimentConfig, splits, parent: dict | None = None
     if cfg.model.pretrained and cfg.model.weights_path and not Path(cfg.model.weights_path).is_file():
         errors.append(("model.weights_path", f"file not found: {cfg.model.weights_path}"))
     errors += check_model(cfg, splits, parent)
+    errors += _machine_errors(cfg)
     if cfg.data.kfold and n_train < cfg.data.kfold:
         errors.append(("data.kfold", "more folds than training images"))
     h, w = splits.train_x.shape[1:3]
@@ -51,6 +52,16 @@ def check_against_data(cfg: ExperimentConfig, splits, parent: dict | None = None
     if cfg.data.normalize == "custom" and len(cfg.data.mean) != splits.channels:
         errors.append(("data.mean", f"has {len(cfg.data.mean)} values but the images have {splits.channels} channels"))
     return errors
+
+
+def _machine_errors(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """What this machine cannot do as asked: bf16 autocast on device cpu without native bfloat16 (device
+    auto trains float32 there instead, and says so in the run's log)."""
+    if cfg.train.amp != "bf16" or cfg.train.device != "cpu":
+        return []
+    from engine.training.run import CPU_BF16_MISSING, cpu_bf16_supported
+
+    return [] if cpu_bf16_supported() else [("train.amp", CPU_BF16_MISSING)]
 
 
 def _augmented_sample(cfg: ExperimentConfig, sample):

@@ -53,7 +53,7 @@ def test_invalid_values_are_refused_with_the_field_named(overrides, field):
         ({"model.freeze.epochs": 3}, "model.freeze.epochs", "must be < train.epochs (3)"),
         ({"model.pretrained": True}, "model.pretrained", "custom models have no pretrained weights"),
         ({"train.devices": 3}, "train.batch_size", "64 must be divisible by train.devices (3)"),
-        ({"train.amp": "bf16", "train.device": "cpu"}, "train.amp", "mixed precision needs CUDA"),
+        ({"train.amp": "fp16", "train.device": "cpu"}, "train.amp", "float16 autocast needs CUDA"),
         ({"eval.tta": ["random_mean"]}, "eval.tta", "random_mean/random_vote repeat the training augmentation"),
     ],
 )

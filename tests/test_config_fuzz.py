@@ -154,7 +154,7 @@ def malformed_configs(draw):
                             ("train.init_from_run", 999),
                             ("data.dataset", "imagefolder:/nonexistent"),
                             ("model.name", "resnet999"),
-                            ("train.amp", "bf16"),
+                            ("train.amp", "fp16"),
                         ]
                     )
                 ),

@@ -229,7 +229,7 @@ def test_a_number_out_of_range_is_reported_and_kept_as_typed():
         (
             {"optim": {"name": "sgd"}, "eval": {"tta": ["none", "random_vote"]}, "train": {"device": "cpu"}},
             {"optim.momentum", "optim.nesterov", "eval.tta_passes"},
-            {"optim.betas", "optim.eps", "optim.switch_to_sgd_epoch", "optim.sgd_lr", "train.amp"},
+            {"optim.betas", "optim.eps", "optim.switch_to_sgd_epoch", "optim.sgd_lr"},
         ),
         (
             {"optim": {"switch_to_sgd_epoch": 3}, "train": {"init_from_run": 1}, "model": {"freeze": {"epochs": 1}}},

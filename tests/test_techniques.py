@@ -554,10 +554,55 @@ def test_channels_last_trains_to_the_same_metrics_on_cpu(tmp_path):
     assert b.epochs[1]["val_loss"] == pytest.approx(a.epochs[1]["val_loss"], abs=1e-4)
 
 
-def test_mixed_precision_needs_cuda():
-    with pytest.raises(ConfigError, match="train.amp"):
-        parse_config(tiny_config(**{"train.amp": "bf16", "train.device": "cpu"}))
+def test_float16_autocast_needs_cuda_and_bfloat16_is_a_cpu_choice():
+    with pytest.raises(ConfigError, match="train.amp.*on a CPU use bf16"):
+        parse_config(tiny_config(**{"train.amp": "fp16", "train.device": "cpu"}))
     assert json.loads(parse_config(tiny_config(**{"train.amp": "bf16"})).to_json())["train"]["amp"] == "bf16"
+    assert parse_config(tiny_config(**{"train.amp": "bf16", "train.device": "cpu"})).train.amp == "bf16"
+
+
+def test_bfloat16_autocast_on_a_cpu_trains_with_float32_weights(tmp_path):
+    """On a CPU with native bfloat16 the run trains under autocast (its log says so), keeps float32 weights
+    and learns about as well as float32 from the same start."""
+    from engine.training.run import cpu_bf16_supported
+
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX (the refusal is tested below)")
+    raw = small(**{"train.epochs": 2, "train.max_steps_per_epoch": 12, "train.device": "cpu"})
+    bf16 = {**raw, "train": {**raw["train"], "amp": "bf16"}}
+    splits = make_splits(load_arrays(DIGITS), parse_config(bf16).data)
+    from engine.preflight import check_against_data
+
+    assert "train.amp" not in dict(check_against_data(parse_config(bf16), splits))
+    a, _ = run(tmp_path, "fp32", raw)
+    b, run_dir = run(tmp_path, "bf16", bf16)
+    assert any("precision: bfloat16 autocast" in line for line in b.logs), b.logs[:3]
+    assert any("precision: float32" in line for line in a.logs), a.logs[:3]
+    weights = ckpt.load(run_dir / "last.pt")["model"]
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+    # bf16 rounds the forward and backward: not the same numbers, but the same learning
+    assert b.epochs[2]["val_loss"] != a.epochs[2]["val_loss"]
+    assert b.epochs[2]["val_acc"] > 0.5 and abs(b.epochs[2]["val_acc"] - a.epochs[2]["val_acc"]) < 0.15
+
+
+def test_bfloat16_on_a_cpu_without_it_is_refused_for_device_cpu_and_trains_float32_for_auto(tmp_path, monkeypatch):
+    from engine.preflight import check_against_data
+    from engine.training import run as run_module
+
+    monkeypatch.setattr(run_module, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = small(**{"train.epochs": 1, "train.amp": "bf16"})
+    on_cpu = parse_config({**raw, "train": {**raw["train"], "device": "cpu"}})
+    splits = make_splits(load_arrays(DIGITS), on_cpu.data)
+    assert "emulated" in dict(check_against_data(on_cpu, splits))["train.amp"]
+    sink = Recorder()
+    assert train(on_cpu, DIGITS, tmp_path / "cpu", sink).status == "failed"
+    status, info = sink.status[-1]
+    assert status == "failed" and info["error"].startswith("train.amp: bf16 on this CPU would be emulated"), info
+    auto = parse_config(raw)  # device auto: float32 on this machine, and the log says why
+    assert "train.amp" not in dict(check_against_data(auto, splits))
+    b, _ = run(tmp_path, "auto", raw)
+    assert any("precision: float32 (train.amp bf16 needs CUDA or a CPU with native bfloat16)" in x for x in b.logs)
 
 
 def test_unfreeze_last_without_frozen_epochs_trains_the_head_and_last_n_from_the_start(tmp_path):

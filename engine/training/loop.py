@@ -188,10 +188,14 @@ def _announce(run: Run) -> None:
         data_path=data_path,
         threads=run.threads,
     )
+    precision = {None: "float32", torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast"}[run.amp_dtype]
+    if run.amp_dtype is None and run.cfg.train.amp != "off":
+        need = "CUDA" if run.cfg.train.amp == "fp16" else "CUDA or a CPU with native bfloat16"
+        precision += f" (train.amp {run.cfg.train.amp} needs {need})"
     run.sink.on_log(
         f"{len(s.train_y)} train / {len(s.val_y)} val / {len(s.test_y)} test images, "
         f"{s.num_classes} classes, {s.image_size}x{s.image_size}x{s.channels}; CPU threads: {run.threads}; "
-        f"data path: {data_path}"
+        f"precision: {precision}; data path: {data_path}"
         + (f"; DistributedDataParallel over {run.dist.world} processes" if run.dist.enabled else "")
     )
     _announce_ema(run)

@@ -79,6 +79,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX512-BF16 or AMX, what oneDNN's bf16 kernels use); without
+    them bf16 autocast on a CPU is emulated and slower than float32."""
+    return any(
+        getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+
+
+CPU_BF16_MISSING = "bf16 on this CPU would be emulated (it has neither AVX512-BF16 nor AMX) and slower than off"
+
+
 def thread_count(requested: int | None) -> int:
     """train.threads, else the cores this process may use (its CPU affinity, which a shared box, a container
     or a Slurm job narrows, while torch's default counts every core of the machine), shared among the
@@ -305,11 +316,21 @@ def load_and_split(spec: DatasetSpec, data_cfg) -> tuple:
 
 
 def _device(t) -> tuple[torch.device, distributed.Dist, torch.dtype | None]:
-    """This process's device (its GPU under torchrun), seeded, and the autocast dtype (CUDA only)."""
+    """This process's device (its GPU under torchrun), seeded, and the autocast dtype: train.amp on CUDA,
+    bf16 on a CPU with native bfloat16. Device auto on a machine without CUDA trains float32 where the CPU
+    cannot do what train.amp asks (fp16, or bf16 without native support), and the run's log says so;
+    device cpu with bf16 on such a CPU is refused (the preflight refuses it before a run exists)."""
     device = pick_device(t.device)
     dist, device = distributed.setup(device)
     seed_everything(t.seed, t.deterministic)
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp] if device.type == "cuda" else None
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+    elif t.amp == "bf16":
+        if cpu_bf16_supported():
+            amp_dtype = torch.bfloat16
+        elif t.device == "cpu":
+            raise TrainingFailed(f"train.amp: {CPU_BF16_MISSING}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.deterministic
     return device, dist, amp_dtype
