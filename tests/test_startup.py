@@ -22,7 +22,7 @@ from tests.lifecycle_support import quick_config
 
 SITECUSTOMIZE = textwrap.dedent(
     """
-    import atexit, json, os, sys
+    import atexit, gc, json, os, sys
 
     _DATA, _LOG = os.environ["PROBE_DATASET"], os.environ["PROBE_LOG"]
 
@@ -34,9 +34,19 @@ SITECUSTOMIZE = textwrap.dedent(
         if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
             if os.path.realpath(os.fsdecode(args[0])) == _DATA:
                 _record({"open": _DATA})
+        elif event == "import" and args[0] == "torch._dynamo":
+            _record({"dynamo_imported_with_gc": gc.isenabled()})
 
     sys.addaudithook(_hook)
-    atexit.register(lambda: _record({"argv": sys.argv, "modules": sorted(m for m in sys.modules if "." not in m)}))
+    atexit.register(
+        lambda: _record(
+            {
+                "argv": sys.argv,
+                "modules": sorted(m for m in sys.modules if "." not in m),
+                "gc_at_exit": [gc.isenabled(), gc.get_freeze_count()],
+            }
+        )
+    )
     """
 )
 
@@ -82,6 +92,25 @@ def test_fast_path_engine_loads_its_data_once_without_albumentations_or_pandas(t
     assert not {"albumentations", "pandas", "cv2", "scipy"} & loaded
     (row,) = [r for r in queries.list_runs(db_url).to_dict("records")]
     assert row["status"] == "completed"
+    # start-up ran without the cyclic collector (engine.startup); the epochs ran with it, start-up frozen
+    assert [e["dynamo_imported_with_gc"] for e in entries if "dynamo_imported_with_gc" in e] == [False]
+    enabled, frozen = engine[0]["gc_at_exit"]
+    assert enabled and frozen > 100_000, engine[0]["gc_at_exit"]
+
+
+def test_train_in_a_process_that_never_paused_leaves_its_collector_alone(tmp_path):
+    import gc
+
+    from engine.config import parse_config
+    from engine.data import BUILTIN_SPECS
+    from engine.sinks import EventSink
+    from engine.training.loop import train
+    from tests.conftest import tiny_config
+
+    frozen = gc.get_freeze_count()
+    cfg = parse_config(tiny_config(**{"train.epochs": 1, "train.max_steps_per_epoch": 2}))
+    assert train(cfg, BUILTIN_SPECS["digits"], tmp_path / "run", EventSink()).status == "completed"
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
 def test_cpu_path_engine_still_builds_its_albumentations_pipeline(tmp_path, db_url):

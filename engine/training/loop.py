@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from engine import image_history
+from engine import image_history, startup
 from engine.config import ExperimentConfig
 from engine.data import DatasetSpec
 from engine.fileio import NoSpaceLeft, is_no_space, no_space_message
@@ -81,6 +81,7 @@ def train(
         if resume:
             _resume(run)
         _announce(run)
+        startup.resume()  # start-up is over: the collector runs during the epochs
         return _train(run)
     except StopRequested:
         sink.on_status("stopped")
@@ -104,6 +105,7 @@ def train(
                 raise
         return RunResult("failed", -1, None, None, None)
     finally:
+        startup.resume()  # also when start-up failed
         torch.set_num_threads(threads_before)  # callers in this process (tests, notebooks) keep their own
 
 
