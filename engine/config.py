@@ -883,7 +883,7 @@ class TrainConfig(Section):
     amp: Literal["off", "bf16", "fp16"] = Field(
         "off",
         description="Autocast dtype: bf16 or fp16 on CUDA; bf16 also on a CPU with native bfloat16 "
-        "(AVX512-BF16 or AMX), where a training step of the custom models takes 0.6-0.75x the float32 time",
+        "(AVX512-BF16 or AMX), where a training step of the custom models took 0.5-0.75x the float32 time",
         json_schema_extra=ui("Mixed precision", advanced=True),
     )
     channels_last: StrictBool = Field(
