@@ -10,6 +10,8 @@ and turns the collector back on. What start-up leaves as cyclic garbage stays al
 tuples, cells and functions, about 8,000 objects and no tensors after a preflight.
 
 A process that never paused (tests, notebooks calling engine.training.loop.train) is left as it is.
+The dashboard freezes its own long-lived objects after its first page run
+(dashboard.state.freeze_long_lived_objects); it never pauses, so it collects once before it freezes.
 """
 
 from __future__ import annotations
