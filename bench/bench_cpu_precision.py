@@ -24,14 +24,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_whole_run import MODELS as WHOLE_RUN_MODELS  # noqa: E402  (the whole-run bench's two custom models)
+
 from engine.config import parse_config  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.training.run import cpu_bf16_supported, thread_count  # noqa: E402
 
-MODELS = {
-    "small CNN (width 16)": {"source": "custom", "name": "small_cnn", "widths": [16]},
-    "small ResNet (16-32-64)": {"source": "custom", "name": "resnet", "widths": [16, 32, 64], "depths": [1, 1, 1]},
-}
+MODELS = {"small CNN (width 16)": WHOLE_RUN_MODELS["small_cnn"], "small ResNet (16-32-64)": WHOLE_RUN_MODELS["resnet"]}
 
 
 def step_ms(model_cfg: dict, bf16: bool, steps: int, batch: int) -> float:

@@ -21,26 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_whole_run import MODELS  # noqa: E402  (the whole-run bench's two custom models)
+
 from engine.config import parse_config  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.training.evaluate import CPU_EVAL_BATCH, predict_probs  # noqa: E402
 
 CASES = [
-    ("small CNN (width 16)", 28, 1, 2000, {"source": "custom", "name": "small_cnn", "widths": [16]}),
-    (
-        "small ResNet (16-32-64)",
-        28,
-        1,
-        2000,
-        {"source": "custom", "name": "resnet", "widths": [16, 32, 64], "depths": [1, 1, 1]},
-    ),
-    (
-        "small ResNet (16-32-64)",
-        32,
-        3,
-        1024,
-        {"source": "custom", "name": "resnet", "widths": [16, 32, 64], "depths": [1, 1, 1]},
-    ),
+    ("small CNN (width 16)", 28, 1, 2000, MODELS["small_cnn"]),
+    ("small ResNet (16-32-64)", 28, 1, 2000, MODELS["resnet"]),
+    ("small ResNet (16-32-64)", 32, 3, 1024, MODELS["resnet"]),
     (
         "ResNet-18 (CIFAR)",
         32,

@@ -57,11 +57,10 @@ def check_against_data(cfg: ExperimentConfig, splits, parent: dict | None = None
 def _machine_errors(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """What this machine cannot do as asked: bf16 autocast on device cpu without native bfloat16 (device
     auto trains float32 there instead, and says so in the run's log)."""
-    if cfg.train.amp != "bf16" or cfg.train.device != "cpu":
-        return []
-    from engine.training.run import CPU_BF16_MISSING, cpu_bf16_supported
+    from engine.training.run import cpu_amp_error
 
-    return [] if cpu_bf16_supported() else [("train.amp", CPU_BF16_MISSING)]
+    error = cpu_amp_error(cfg.train)
+    return [("train.amp", error)] if error else []
 
 
 def _augmented_sample(cfg: ExperimentConfig, sample):

@@ -31,7 +31,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
   echo "$sum" > "$stamp"
 fi
 
-# Byte-compile the project once, so that every engine process (one per run) starts from compiled
-# modules even where PYTHONDONTWRITEBYTECODE keeps Python from writing them itself (0.1 s per start,
-# docs/benchmarks.md). A module edited later is recompiled in memory: Python checks the source's mtime.
+# Byte-compile the project (what changed since the last setup), so that every engine process starts
+# from compiled modules even where PYTHONDONTWRITEBYTECODE keeps Python from writing them itself
+# (0.1 s per start, docs/benchmarks.md). A module edited later is recompiled in memory: Python checks
+# the source's mtime.
 .venv/bin/python -m compileall -q -j 0 engine db control dashboard >/dev/null

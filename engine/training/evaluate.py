@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from engine.augment import ops, registry
 from engine.data import normalize_batch
+from engine.training.live import batches
 
 # Images per prediction batch. On a CPU a batch of 512 outgrows the caches: at 28-64 px a batch of 128
 # predicted 1.4-2.7x faster than 512 for the small CNN, the small ResNet and MobileNetV3, and ResNet-18 at
@@ -247,7 +248,7 @@ def run_tta(
             on_batch = None
             if progress is not None:
                 views = variant_views(variant, x.shape[1], x.shape[2], passes, tta_set)
-                progress.phase(f"tta:{variant}", views * -(-len(x) // batch_size))
+                progress.phase(f"tta:{variant}", views * batches(len(x), batch_size))
                 on_batch = progress.advance
             started = time.perf_counter()  # predict_probs returns CPU tensors: the device has finished
             p = tta_probabilities(

@@ -87,7 +87,12 @@ def cpu_bf16_supported() -> bool:
     )
 
 
-CPU_BF16_MISSING = "bf16 on this CPU would be emulated (it has neither AVX512-BF16 nor AMX) and slower than off"
+def cpu_amp_error(t) -> str | None:
+    """Why train.amp cannot run as asked on device cpu here (bf16 without native bfloat16), else None.
+    The preflight refuses the config with it; an engine launched without a preflight fails with it."""
+    if t.amp == "bf16" and t.device == "cpu" and not cpu_bf16_supported():
+        return "bf16 on this CPU would be emulated (it has neither AVX512-BF16 nor AMX) and slower than off"
+    return None
 
 
 def thread_count(requested: int | None) -> int:
@@ -323,14 +328,13 @@ def _device(t) -> tuple[torch.device, distributed.Dist, torch.dtype | None]:
     device = pick_device(t.device)
     dist, device = distributed.setup(device)
     seed_everything(t.seed, t.deterministic)
+    if error := cpu_amp_error(t):
+        raise TrainingFailed(f"train.amp: {error}")
     amp_dtype = None
     if device.type == "cuda":
         amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
-    elif t.amp == "bf16":
-        if cpu_bf16_supported():
-            amp_dtype = torch.bfloat16
-        elif t.device == "cpu":
-            raise TrainingFailed(f"train.amp: {CPU_BF16_MISSING}")
+    elif t.amp == "bf16" and cpu_bf16_supported():
+        amp_dtype = torch.bfloat16
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.deterministic
     return device, dist, amp_dtype
